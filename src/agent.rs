@@ -1,0 +1,126 @@
+//! The Fluidity agent: a local HTTP/1.1 proxy whose every request travels as
+//! an HTTP/2 stream over the tunnel ([`pool`]) to the server.
+//!
+//! [`Agent::bind`] opens the local listener and checks the server once;
+//! [`Agent::run`] accepts until the shutdown token fires, then drains.
+
+pub mod config;
+mod handler;
+pub mod pool;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+pub use config::{AgentArgs, AgentConfig};
+use handler::Handler;
+use pool::Pool;
+
+/// A bound, not yet running agent.
+pub struct Agent {
+    listener: TcpListener,
+    config: Arc<AgentConfig>,
+    pool: Arc<Pool>,
+}
+
+impl Agent {
+    /// Binds the local proxy address and builds the tunnel pool.
+    pub async fn bind(config: AgentConfig) -> anyhow::Result<Self> {
+        let pool = Pool::new(&config).context("building the agent TLS configuration")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (is another proxy running there?)", config.listen))?;
+        Ok(Self { listener, config: Arc::new(config), pool: Arc::new(pool) })
+    }
+
+    /// The local proxy address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        // The socket is bound; local_addr only fails on an unbound socket.
+        self.listener.local_addr().unwrap_or(self.config.listen)
+    }
+
+    /// The tunnel pool (exposes how many connections were opened).
+    pub fn pool(&self) -> Arc<Pool> {
+        self.pool.clone()
+    }
+
+    /// Opens the first tunnel connection: a certificate or protocol problem is
+    /// returned (it will not fix itself); an unreachable server only warns.
+    pub async fn check_server(&self) -> anyhow::Result<()> {
+        match self.pool.sender().await {
+            Ok(_) => {
+                info!(server = %self.config.server, "tunnel to server established");
+                Ok(())
+            }
+            Err(error) if error.is_fatal() => Err(error.into()),
+            Err(error) => {
+                warn!(%error, "server not reachable yet; will connect on first request");
+                Ok(())
+            }
+        }
+    }
+
+    /// Serves local clients until `shutdown` fires, then drains.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let handler = Arc::new(Handler { pool: self.pool.clone(), tracker: tracker.clone() });
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let span = info_span!("client", %peer);
+            tracker.spawn(serve_client(tcp, handler.clone(), shutdown.clone()).instrument(span));
+        }
+        drop(self.listener);
+        tracker.close();
+        info!(open = tracker.len(), grace = ?self.config.drain_timeout, "stopped accepting, draining");
+        if tokio::time::timeout(self.config.drain_timeout, tracker.wait()).await.is_err() {
+            warn!(open = tracker.len(), "drain deadline reached, closing what is left");
+        }
+        info!("agent stopped");
+        Ok(())
+    }
+}
+
+async fn serve_client(tcp: TcpStream, handler: Arc<Handler>, shutdown: CancellationToken) {
+    let _ = tcp.set_nodelay(true);
+    let service = service_fn(move |req| handler.clone().handle(req));
+    let conn = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        debug!(%error, "client connection ended with an error");
+    }
+}
+
+/// Binds, checks the server and runs with `config` until `shutdown` fires.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let agent = Agent::bind(config).await?;
+    info!(addr = %agent.local_addr(), "local proxy listening");
+    agent.check_server().await?;
+    agent.run(shutdown).await
+}

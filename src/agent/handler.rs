@@ -1,0 +1,195 @@
+//! One request from a local client, carried over the tunnel:
+//!
+//! - `CONNECT host:port` → an HTTP/2 `CONNECT` stream to the server, joined to
+//!   the client's connection once the server answers 200;
+//! - an `Upgrade` request (`ws://`) → a `CONNECT` stream to the origin, over
+//!   which the agent speaks HTTP/1.1 to complete the upgrade end to end;
+//! - any other absolute-form request → forwarded as an HTTP/2 request, bodies
+//!   streamed both ways, hop-by-hop headers removed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::HOST;
+use http::uri::Authority;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, debug_span, warn};
+
+use super::pool::Pool;
+use crate::http_util::{Body, boxed, empty, strip_hop_by_hop, text_response, wants_upgrade};
+
+const TUNNEL_BUFFER: usize = 64 * 1024;
+
+/// Serves local proxy requests through the pool.
+pub(super) struct Handler {
+    pub(super) pool: Arc<Pool>,
+    pub(super) tracker: TaskTracker,
+}
+
+/// A reply for the local client, already formatted.
+type Reply = Response<Body>;
+
+impl Handler {
+    pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+        let span = debug_span!("request", method = %req.method(), target = %req.uri());
+        let reply = async {
+            let reply = if req.method() == Method::CONNECT {
+                self.connect(req).await
+            } else if req.version() == Version::HTTP_11 && wants_upgrade(req.headers()) {
+                self.upgrade(req).await
+            } else {
+                self.forward(req).await
+            };
+            debug!(status = reply.status().as_u16(), "answered");
+            reply
+        }
+        .instrument(span)
+        .await;
+        Ok(reply)
+    }
+
+    async fn connect(&self, req: Request<Incoming>) -> Reply {
+        let Some(authority) = req.uri().authority().cloned().filter(|a| a.port_u16().is_some()) else {
+            return text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
+        };
+        let server_side = match self.open_tunnel(&authority).await {
+            Ok(upgraded) => upgraded,
+            Err(reply) => return reply,
+        };
+        let client_side = hyper::upgrade::on(req);
+        self.tracker.spawn(
+            async move {
+                match client_side.await {
+                    Ok(client) => copy(client, server_side).await,
+                    Err(error) => warn!(%error, "client CONNECT upgrade failed"),
+                }
+            }
+            .in_current_span(),
+        );
+        Response::new(empty())
+    }
+
+    async fn upgrade(&self, mut req: Request<Incoming>) -> Reply {
+        let Some((authority, path)) = absolute_http(req.uri()) else {
+            return not_a_proxy_request(req.uri());
+        };
+        let port = authority.port_u16().unwrap_or(80);
+        let target = match Authority::try_from(format!("{}:{port}", authority.host())) {
+            Ok(target) => target,
+            Err(_) => return text_response(StatusCode::BAD_REQUEST, format!("bad target {authority}")),
+        };
+        let stream = match self.open_tunnel(&target).await {
+            Ok(upgraded) => upgraded,
+            Err(reply) => return reply,
+        };
+        let (mut sender, connection) = match hyper::client::conn::http1::handshake::<_, Incoming>(stream).await {
+            Ok(pair) => pair,
+            Err(error) => return text_response(StatusCode::BAD_GATEWAY, format!("HTTP handshake with {authority} failed: {error}")),
+        };
+        tokio::spawn(async move { connection.with_upgrades().await }.in_current_span());
+        let client_side = hyper::upgrade::on(&mut req);
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        parts.uri = path;
+        if !parts.headers.contains_key(HOST) {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(HOST, host);
+            }
+        }
+        let mut response = match sender.send_request(Request::from_parts(parts, body)).await {
+            Ok(response) => response,
+            Err(error) => return text_response(StatusCode::BAD_GATEWAY, format!("{authority} closed the connection: {error}")),
+        };
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            let origin_side = hyper::upgrade::on(&mut response);
+            self.tracker.spawn(join(client_side, origin_side).in_current_span());
+        }
+        strip_hop_by_hop(response.headers_mut(), switching);
+        response.map(boxed)
+    }
+
+    async fn forward(&self, req: Request<Incoming>) -> Reply {
+        if absolute_http(req.uri()).is_none() {
+            return not_a_proxy_request(req.uri());
+        }
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        // HTTP/2 carries the host in :authority, taken from the absolute URI.
+        parts.headers.remove(HOST);
+        parts.version = Version::HTTP_2;
+        let request = Request::from_parts(parts, boxed(body));
+        let mut sender = match self.pool.sender().await {
+            Ok(sender) => sender,
+            Err(error) => return tunnel_down(&error),
+        };
+        let mut response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(error) => return text_response(StatusCode::BAD_GATEWAY, format!("the tunnel dropped the request: {error}")),
+        };
+        strip_hop_by_hop(response.headers_mut(), false);
+        response.map(boxed)
+    }
+
+    /// Opens a CONNECT stream to `target` through the server. On failure the
+    /// server's own reply (502, 504, 403 with its reason) is passed back.
+    async fn open_tunnel(&self, target: &Authority) -> Result<Upgraded, Reply> {
+        let mut sender = self.pool.sender().await.map_err(|e| tunnel_down(&e))?;
+        let mut request = Request::new(empty());
+        *request.method_mut() = Method::CONNECT;
+        *request.uri_mut() = Uri::from(target.clone());
+        *request.version_mut() = Version::HTTP_2;
+        let mut response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| text_response(StatusCode::BAD_GATEWAY, format!("the tunnel dropped the CONNECT to {target}: {e}")))?;
+        if response.status() != StatusCode::OK {
+            strip_hop_by_hop(response.headers_mut(), false);
+            return Err(response.map(boxed));
+        }
+        hyper::upgrade::on(&mut response)
+            .await
+            .map_err(|e| text_response(StatusCode::BAD_GATEWAY, format!("CONNECT to {target} failed: {e}")))
+    }
+}
+
+/// The authority and origin-form path of an `http://` absolute URI.
+fn absolute_http(uri: &Uri) -> Option<(Authority, Uri)> {
+    if uri.scheme_str() != Some("http") {
+        return None;
+    }
+    let authority = uri.authority()?.clone();
+    let path = uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
+    Some((authority, path))
+}
+
+fn not_a_proxy_request(uri: &Uri) -> Reply {
+    text_response(
+        StatusCode::BAD_REQUEST,
+        format!("{uri} is not an http:// URL; this is a proxy: use it with curl -x or your browser's proxy settings (https goes through CONNECT)"),
+    )
+}
+
+fn tunnel_down(error: &super::pool::TunnelError) -> Reply {
+    warn!(%error, "no tunnel connection");
+    text_response(StatusCode::BAD_GATEWAY, error.to_string())
+}
+
+async fn join(client: OnUpgrade, origin: OnUpgrade) {
+    match tokio::try_join!(client, origin) {
+        Ok((client, origin)) => copy(client, origin).await,
+        Err(error) => warn!(%error, "upgrade failed"),
+    }
+}
+
+async fn copy(a: Upgraded, b: Upgraded) {
+    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+    match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, TUNNEL_BUFFER, TUNNEL_BUFFER).await {
+        Ok((up, down)) => debug!(up, down, "tunnel closed"),
+        Err(error) => debug!(%error, "tunnel ended"),
+    }
+}

@@ -1,0 +1,22 @@
+//! What the thin binaries share: exit codes and one-line error reporting.
+
+use std::process::ExitCode;
+
+use crate::config::{ConfigError, EXIT_CONFIG};
+
+/// Prints a configuration error as one line and returns exit code 2.
+pub fn config_error(program: &str, error: &ConfigError) -> ExitCode {
+    eprintln!("{program}: {error}");
+    ExitCode::from(EXIT_CONFIG as u8)
+}
+
+/// Prints a runtime error (with its context chain on one line) and returns 1.
+pub fn runtime_error(program: &str, error: &anyhow::Error) -> ExitCode {
+    eprintln!("{program}: {error:#}");
+    ExitCode::FAILURE
+}
+
+/// Builds the multi-threaded Tokio runtime every binary uses.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}

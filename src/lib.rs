@@ -1,0 +1,45 @@
+//! Fluidity: a secure tunnel through a server you own.
+//!
+//! A local HTTP proxy (the **agent**) carries every request as an HTTP/2 stream
+//! over a few long-lived mutual-TLS connections to a standard forward proxy (the
+//! **server**), which dials the Internet on the user's behalf.
+//!
+//! Module map:
+//!
+//! - [`cli`]: exit codes and one-line errors for the binaries.
+//! - [`config`]: shared configuration pieces (durations, TLS material sources,
+//!   the one-line [`config::ConfigError`]).
+//! - [`tls`]: loading PEM material and building the TLS 1.3-only rustls configs.
+//! - [`http_util`]: body type, hop-by-hop header handling and short text replies.
+//! - [`telemetry`]: `tracing` subscriber setup (text or JSON).
+//! - [`shutdown`]: SIGINT/SIGTERM to a [`tokio_util::sync::CancellationToken`].
+//! - `certs` (feature `certs`): CA, server and client certificate generation.
+//! - `server` (feature `server`): the mTLS forward proxy.
+//! - `agent` (feature `agent`): the local proxy and the tunnel connection pool.
+//! - `local` (features `agent` + `server` + `certs`): both ends on this machine.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod http_util;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tls;
+
+#[cfg(feature = "agent")]
+pub mod agent;
+#[cfg(feature = "certs")]
+pub mod certs;
+#[cfg(all(feature = "agent", feature = "server", feature = "certs"))]
+pub mod local;
+#[cfg(feature = "server")]
+pub mod server;
+
+/// The DNS name the agent expects in the server certificate unless configured otherwise.
+pub const DEFAULT_SERVER_NAME: &str = "fluidity-server";
+
+/// Installs the process-wide rustls crypto provider (ring). Safe to call more than once.
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

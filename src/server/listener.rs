@@ -1,0 +1,129 @@
+//! Accept loop and per-connection handling: TLS handshake with a deadline,
+//! client certificate name into the connection span, HTTP/1.1 or HTTP/2 served
+//! by hyper, graceful shutdown on cancel, bounded drain at the end.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::proxy::Proxy;
+use super::{ServerConfig, Stats};
+use crate::tls::{describe_handshake_error, peer_name};
+
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    config: Arc<ServerConfig>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(tls);
+    let tracker = TaskTracker::new();
+    let proxy = Arc::new(Proxy::new(config.clone(), stats.clone(), tracker.clone()));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        let connection = Connection {
+            acceptor: acceptor.clone(),
+            proxy: proxy.clone(),
+            config: config.clone(),
+            stats: stats.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tracker.spawn(connection.serve(tcp, peer));
+    }
+    drop(listener);
+    tracker.close();
+    info!(open = tracker.len(), grace = ?config.drain_timeout, "stopped accepting, draining");
+    if tokio::time::timeout(config.drain_timeout, tracker.wait()).await.is_err() {
+        warn!(open = tracker.len(), "drain deadline reached, closing what is left");
+    }
+    info!("server stopped");
+    Ok(())
+}
+
+/// Everything one accepted connection needs.
+struct Connection {
+    acceptor: TlsAcceptor,
+    proxy: Arc<Proxy>,
+    config: Arc<ServerConfig>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+}
+
+impl Connection {
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
+        let _ = tcp.set_nodelay(true);
+        let tls = match tokio::time::timeout(self.config.handshake_timeout, self.acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                self.stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, reason = %describe_handshake_error(&error), "tls handshake failed");
+                return;
+            }
+            Err(_) => {
+                self.stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                warn!(%peer, reason = "timeout", "tls handshake failed");
+                return;
+            }
+        };
+        self.stats.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+        let (_, session) = tls.get_ref();
+        let client = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(peer_name)
+            .unwrap_or_else(|| "unknown".into());
+        let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
+        let span = info_span!("conn", %peer, %client);
+        self.http(tls, alpn).instrument(span).await;
+    }
+
+    async fn http(self, tls: tokio_rustls::server::TlsStream<TcpStream>, alpn: String) {
+        info!(%alpn, "agent connected");
+        let span = tracing::Span::current();
+        let proxy = self.proxy.clone();
+        let service = service_fn(move |req| proxy.clone().handle(req, span.clone()));
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http2()
+            .max_concurrent_streams(self.config.max_concurrent_streams)
+            .initial_stream_window_size(4 * 1024 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024)
+            .max_send_buf_size(1024 * 1024);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = self.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        match result {
+            Ok(()) => info!("agent disconnected"),
+            Err(error) => debug!(%error, "agent connection ended with an error"),
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Turns SIGINT and SIGTERM (what ECS sends on stop) into a cancellation token.
+
+use tokio_util::sync::CancellationToken;
+
+/// Returns a token cancelled on the first SIGINT or SIGTERM.
+///
+/// Must be called inside a Tokio runtime. A second signal is not special: the
+/// drain deadline bounds how long shutdown can take.
+pub fn on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received, draining");
+        trigger.cancel();
+    });
+    token
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        _ => {
+            tracing::warn!("could not install signal handlers, falling back to ctrl-c");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
