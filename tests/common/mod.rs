@@ -1,0 +1,324 @@
+//! Test helpers: certificates minted by our own `certs` module, server and
+//! agent started in-process on 127.0.0.1:0, local origins (HTTP, HTTPS,
+//! WebSocket, TCP echo) and a `curl` runner.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fluidity::agent::{Agent, AgentArgs, AgentConfig, pool::Pool};
+use fluidity::certs::{Ca, Pair, Validity, write_file};
+use fluidity::config::TlsArgs;
+use fluidity::server::{Server, ServerArgs, ServerConfig, Stats};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A directory holding a CA and server/client pairs, plus spare bad material.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca: Ca,
+}
+
+impl Pki {
+    /// CA, server cert for `fluidity-server` and 127.0.0.1, client cert `test-agent`.
+    pub fn new() -> Self {
+        fluidity::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("Test CA", Validity::days(2)).unwrap();
+        let pki = Self { dir, ca };
+        pki.write("ca.crt", pki.ca.cert_pem());
+        let server = pki.ca.issue_server(&["fluidity-server".into(), "127.0.0.1".into()], Validity::days(2)).unwrap();
+        pki.write_pair("server", &server);
+        let client = pki.ca.issue_client("test-agent", Validity::days(2)).unwrap();
+        pki.write_pair("client", &client);
+        pki
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) {
+        write_file(&self.path(name), text, name.ends_with(".key"), true).unwrap();
+    }
+
+    pub fn write_pair(&self, stem: &str, pair: &Pair) {
+        self.write(&format!("{stem}.crt"), &pair.cert_pem);
+        self.write(&format!("{stem}.key"), &pair.key_pem);
+    }
+
+    pub fn tls_args(&self, stem: &str) -> TlsArgs {
+        TlsArgs {
+            cert: Some(self.path(&format!("{stem}.crt"))),
+            key: Some(self.path(&format!("{stem}.key"))),
+            ca: Some(self.path("ca.crt")),
+            ..TlsArgs::default()
+        }
+    }
+}
+
+/// A running in-process server.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub stats: Arc<Stats>,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn start_server(pki: &Pki, stem: &str) -> TestServer {
+    let args = ServerArgs {
+        listen: Some("127.0.0.1:0".into()),
+        tls: pki.tls_args(stem),
+        allow_loopback: Some(true),
+        drain_timeout: Some("2s".into()),
+        ..ServerArgs::default()
+    };
+    let server = Server::bind(ServerConfig::from_parts(&args, Default::default()).unwrap()).await.unwrap();
+    let (addr, stats, stop) = (server.local_addr(), server.stats(), CancellationToken::new());
+    let task = tokio::spawn(server.run(stop.clone()));
+    TestServer { addr, stats, stop, task }
+}
+
+/// A running in-process agent.
+pub struct TestAgent {
+    pub addr: SocketAddr,
+    pub pool: Arc<Pool>,
+    pub stop: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+pub async fn start_agent(pki: &Pki, server: SocketAddr) -> TestAgent {
+    let args = AgentArgs {
+        listen: Some("127.0.0.1:0".into()),
+        server: Some(server.to_string()),
+        tls: pki.tls_args("client"),
+        drain_timeout: Some("2s".into()),
+        ..AgentArgs::default()
+    };
+    let agent = Agent::bind(AgentConfig::from_parts(&args, Default::default()).unwrap()).await.unwrap();
+    let (addr, pool, stop) = (agent.local_addr(), agent.pool(), CancellationToken::new());
+    let task = tokio::spawn(agent.run(stop.clone()));
+    TestAgent { addr, pool, stop, task }
+}
+
+/// Byte `i` of every download: a pattern that catches reordering and loss.
+pub fn pattern_chunk(index: u64, len: usize) -> Bytes {
+    let mut chunk = Vec::with_capacity(len);
+    for i in 0..len as u64 {
+        let n = index * len as u64 + i;
+        chunk.push((n.wrapping_mul(31) ^ (n >> 13)) as u8);
+    }
+    Bytes::from(chunk)
+}
+
+pub const CHUNK: usize = 64 * 1024;
+
+/// SHA-256 of the `total` bytes that `/download/<total>` streams.
+pub fn pattern_sha256(total: u64) -> String {
+    let mut hasher = Sha256::new();
+    let mut sent = 0u64;
+    let mut index = 0;
+    while sent < total {
+        let len = CHUNK.min((total - sent) as usize);
+        hasher.update(pattern_chunk(index, CHUNK).slice(..len));
+        sent += len as u64;
+        index += 1;
+    }
+    hex(&hasher.finalize())
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+type OriginBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+fn full(text: impl Into<Bytes>) -> OriginBody {
+    Full::new(text.into()).map_err(|never| match never {}).boxed()
+}
+
+/// The plain HTTP origin:
+/// - `/download/<n>`: n pattern bytes, streamed;
+/// - `/upload`: answers `<len> <sha256>` of the request body;
+/// - `/slow`: answers after 300 ms;
+/// - anything else: `<METHOD> <path>`, and echoes `x-echo`.
+async fn origin_service(req: Request<Incoming>) -> Result<Response<OriginBody>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    if let Some(size) = path.strip_prefix("/download/") {
+        let total: u64 = size.parse().unwrap_or(0);
+        let stream = futures_util::stream::unfold((0u64, 0u64), move |(index, sent)| async move {
+            if sent >= total {
+                return None;
+            }
+            let len = CHUNK.min((total - sent) as usize);
+            let chunk = pattern_chunk(index, CHUNK).slice(..len);
+            Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (index + 1, sent + len as u64)))
+        });
+        let mut response = Response::new(StreamBody::new(stream).boxed());
+        response.headers_mut().insert("content-length", total.into());
+        return Ok(response);
+    }
+    if path == "/upload" {
+        let mut body = req.into_body();
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            if let Some(data) = frame.data_ref() {
+                len += data.len() as u64;
+                hasher.update(data);
+            }
+        }
+        return Ok(Response::new(full(format!("{len} {}", hex(&hasher.finalize())))));
+    }
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let echo = req.headers().get("x-echo").cloned();
+    let hop = req.headers().contains_key("x-hop-secret") || req.headers().contains_key("proxy-authorization");
+    let mut body_bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default().to_vec();
+    let mut text = format!("{method} {path}").into_bytes();
+    if !body_bytes.is_empty() {
+        text.push(b' ');
+        text.append(&mut body_bytes);
+    }
+    let mut response = Response::new(full(text));
+    if let Some(echo) = echo {
+        response.headers_mut().insert("x-echo", echo);
+    }
+    if hop {
+        *response.status_mut() = StatusCode::IM_A_TEAPOT;
+    }
+    Ok(response)
+}
+
+/// Serves `origin_service` over plain HTTP/1.1.
+pub async fn http_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service_fn(origin_service))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Serves `origin_service` over TLS with its own CA; returns the address and CA path.
+pub async fn https_origin(pki: &Pki) -> SocketAddr {
+    let ca = Ca::new("Origin CA", Validity::days(2)).unwrap();
+    let pair = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Validity::days(2)).unwrap();
+    pki.write("origin-ca.crt", ca.cert_pem());
+    let acceptor = tls_acceptor(&pair);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service_fn(origin_service))
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+pub fn tls_acceptor(pair: &Pair) -> tokio_rustls::TlsAcceptor {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pair.cert_pem.as_bytes()).map(|c| c.unwrap()).collect();
+    let key = rustls_pemfile::private_key(&mut pair.key_pem.as_bytes()).unwrap().unwrap();
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A TCP echo server.
+pub async fn echo_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else { continue };
+            tokio::spawn(async move {
+                let (mut r, mut w) = tcp.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Result of one curl run.
+pub struct CurlOutput {
+    pub code: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl CurlOutput {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+/// Runs Debian's curl with `args` (silent, fail-less, 60 s cap).
+pub async fn curl(args: &[&str]) -> CurlOutput {
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "120"])
+        .args(args)
+        .output()
+        .await
+        .expect("curl must be installed (.ci/run installs it)");
+    CurlOutput { code: output.status.code(), stdout: output.stdout, stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+}
+
+/// Sends `CONNECT target` to the proxy at `proxy`, asserts 200 and returns the stream.
+pub async fn connect_through(proxy: SocketAddr, target: &str) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.unwrap();
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "CONNECT answered: {head}");
+    tcp
+}
+
+/// Reads an HTTP response head byte by byte (so nothing after it is consumed).
+pub async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = stream.read_u8().await.expect("connection closed inside a response head");
+        head.push(byte);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// VmHWM (peak RSS) of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
