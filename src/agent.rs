@@ -35,10 +35,17 @@ impl Agent {
     /// Binds the local proxy address and builds the tunnel pool.
     pub async fn bind(config: AgentConfig) -> anyhow::Result<Self> {
         let pool = Pool::new(&config).context("building the agent TLS configuration")?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (is another proxy running there?)", config.listen))?;
-        Ok(Self { listener, config: Arc::new(config), pool: Arc::new(pool) })
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {} (is another proxy running there?)",
+                config.listen
+            )
+        })?;
+        Ok(Self {
+            listener,
+            config: Arc::new(config),
+            pool: Arc::new(pool),
+        })
     }
 
     /// The local proxy address actually bound.
@@ -71,7 +78,10 @@ impl Agent {
     /// Serves local clients until `shutdown` fires, then drains.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tracker = TaskTracker::new();
-        let handler = Arc::new(Handler { pool: self.pool.clone(), tracker: tracker.clone() });
+        let handler = Arc::new(Handler {
+            pool: self.pool.clone(),
+            tracker: tracker.clone(),
+        });
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -90,8 +100,14 @@ impl Agent {
         drop(self.listener);
         tracker.close();
         info!(open = tracker.len(), grace = ?self.config.drain_timeout, "stopped accepting, draining");
-        if tokio::time::timeout(self.config.drain_timeout, tracker.wait()).await.is_err() {
-            warn!(open = tracker.len(), "drain deadline reached, closing what is left");
+        if tokio::time::timeout(self.config.drain_timeout, tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = tracker.len(),
+                "drain deadline reached, closing what is left"
+            );
         }
         info!("agent stopped");
         Ok(())

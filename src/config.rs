@@ -28,7 +28,11 @@ pub struct ConfigError {
 impl ConfigError {
     /// Builds an error for `key`.
     pub fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
-        Self { key: key.into(), problem: problem.into(), fix: fix.into() }
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
     }
 }
 
@@ -38,15 +42,26 @@ where
     T: serde::de::DeserializeOwned + Default,
 {
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError::new("--config", format!("cannot read {}: {e}", path.display()), "pass the path of a readable YAML file")
+        ConfigError::new(
+            "--config",
+            format!("cannot read {}: {e}", path.display()),
+            "pass the path of a readable YAML file",
+        )
     })?;
     if text.trim().is_empty() {
         return Ok(T::default());
     }
     serde_yaml::from_str(&text).map_err(|e| {
-        let place = e.location().map(|l| format!(" at line {}", l.line())).unwrap_or_default();
+        let place = e
+            .location()
+            .map(|l| format!(" at line {}", l.line()))
+            .unwrap_or_default();
         let message = e.to_string();
-        let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
         ConfigError::new(
             path.display().to_string(),
             format!("invalid YAML{place}: {message}"),
@@ -58,7 +73,9 @@ where
 /// Parses `250ms`, `10s`, `5m`, `2h` or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
@@ -68,7 +85,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown unit `{other}` in `{text}` (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown unit `{other}` in `{text}` (use ms, s, m or h)"
+            ));
+        }
     };
     if !seconds.is_finite() || seconds > 1e9 {
         return Err(format!("`{text}` is out of range"));
@@ -77,11 +98,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses the optional duration at `key`, or returns `default`; zero is refused.
-pub fn duration_or(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
-    let Some(text) = value else { return Ok(default) };
-    let duration = parse_duration(text).map_err(|p| ConfigError::new(key, p, "write a duration such as 10s"))?;
+pub fn duration_or(
+    key: &str,
+    value: Option<&str>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let Some(text) = value else {
+        return Ok(default);
+    };
+    let duration = parse_duration(text)
+        .map_err(|p| ConfigError::new(key, p, "write a duration such as 10s"))?;
     if duration.is_zero() {
-        return Err(ConfigError::new(key, "must be greater than zero", "write a duration such as 10s"));
+        return Err(ConfigError::new(
+            key,
+            "must be greater than zero",
+            "write a duration such as 10s",
+        ));
     }
     Ok(duration)
 }
@@ -124,7 +156,13 @@ impl PemSource {
                 } else {
                     format!("cannot read {}: {e}", path.display())
                 };
-                ConfigError::new(key, problem, "create it with `fluidity-certs` or point the key at an existing PEM file")
+                ConfigError::new(
+                    key,
+                    problem,
+                    format!(
+                        "create it with fluidity-certs, or set `{key}` to an existing PEM file"
+                    ),
+                )
             }),
             Self::Env { pem, .. } => Ok(pem.clone()),
         }
@@ -156,10 +194,20 @@ pub struct TlsArgs {
     #[arg(long = "ca", env = "FLUIDITY_TLS_CA", value_name = "PATH")]
     pub ca: Option<PathBuf>,
     /// Certificate PEM text, for secrets injected as environment variables.
-    #[arg(long, env = "FLUIDITY_TLS_CERT_PEM", hide = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FLUIDITY_TLS_CERT_PEM",
+        hide = true,
+        hide_env_values = true
+    )]
     pub cert_pem: Option<String>,
     /// Private key PEM text, for secrets injected as environment variables.
-    #[arg(long, env = "FLUIDITY_TLS_KEY_PEM", hide = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FLUIDITY_TLS_KEY_PEM",
+        hide = true,
+        hide_env_values = true
+    )]
     pub key_pem: Option<String>,
     /// CA certificate PEM text, for secrets injected as environment variables.
     #[arg(long, env = "FLUIDITY_TLS_CA_PEM", hide = true, hide_env_values = true)]
@@ -179,11 +227,18 @@ impl TlsSources {
     /// `FLUIDITY_TLS_*`) wins, then inline PEM from the environment, then the
     /// YAML path, then `default_dir/<default name>`.
     pub fn resolve(args: &TlsArgs, file: &RawTls, default_dir: &Path, names: [&str; 3]) -> Self {
-        let pick = |path: &Option<PathBuf>, pem: &Option<String>, var: &str, yaml: &Option<PathBuf>, name: &str| {
+        let pick = |path: &Option<PathBuf>,
+                    pem: &Option<String>,
+                    var: &str,
+                    yaml: &Option<PathBuf>,
+                    name: &str| {
             if let Some(path) = path {
                 PemSource::File(path.clone())
             } else if let Some(pem) = pem {
-                PemSource::Env { var: var.to_string(), pem: pem.clone() }
+                PemSource::Env {
+                    var: var.to_string(),
+                    pem: pem.clone(),
+                }
             } else if let Some(path) = yaml {
                 PemSource::File(path.clone())
             } else {
@@ -191,9 +246,27 @@ impl TlsSources {
             }
         };
         Self {
-            cert: pick(&args.cert, &args.cert_pem, "FLUIDITY_TLS_CERT_PEM", &file.cert, names[0]),
-            key: pick(&args.key, &args.key_pem, "FLUIDITY_TLS_KEY_PEM", &file.key, names[1]),
-            ca: pick(&args.ca, &args.ca_pem, "FLUIDITY_TLS_CA_PEM", &file.ca, names[2]),
+            cert: pick(
+                &args.cert,
+                &args.cert_pem,
+                "FLUIDITY_TLS_CERT_PEM",
+                &file.cert,
+                names[0],
+            ),
+            key: pick(
+                &args.key,
+                &args.key_pem,
+                "FLUIDITY_TLS_KEY_PEM",
+                &file.key,
+                names[1],
+            ),
+            ca: pick(
+                &args.ca,
+                &args.ca_pem,
+                "FLUIDITY_TLS_CA_PEM",
+                &file.ca,
+                names[2],
+            ),
         }
     }
 }
@@ -224,24 +297,39 @@ mod tests {
     fn zero_duration_is_refused_with_key() {
         let err = duration_or("dial_timeout", Some("0s"), Duration::from_secs(1)).unwrap_err();
         assert_eq!(err.key, "dial_timeout");
-        assert_eq!(duration_or("x", None, Duration::from_secs(3)).unwrap(), Duration::from_secs(3));
+        assert_eq!(
+            duration_or("x", None, Duration::from_secs(3)).unwrap(),
+            Duration::from_secs(3)
+        );
     }
 
     #[test]
     fn pem_source_debug_redacts() {
-        let source = PemSource::Env { var: "FLUIDITY_TLS_KEY_PEM".into(), pem: "-----BEGIN PRIVATE KEY-----".into() };
+        let source = PemSource::Env {
+            var: "FLUIDITY_TLS_KEY_PEM".into(),
+            pem: "-----BEGIN PRIVATE KEY-----".into(),
+        };
         assert!(!format!("{source:?}").contains("BEGIN"));
     }
 
     #[test]
     fn tls_precedence() {
-        let file = RawTls { cert: Some("file.crt".into()), key: Some("file.key".into()), ca: None };
+        let file = RawTls {
+            cert: Some("file.crt".into()),
+            key: Some("file.key".into()),
+            ca: None,
+        };
         let args = TlsArgs {
             cert: Some("flag.crt".into()),
             key_pem: Some("PEM".into()),
             ..TlsArgs::default()
         };
-        let got = TlsSources::resolve(&args, &file, Path::new("certs"), ["c.crt", "c.key", "ca.crt"]);
+        let got = TlsSources::resolve(
+            &args,
+            &file,
+            Path::new("certs"),
+            ["c.crt", "c.key", "ca.crt"],
+        );
         assert_eq!(got.cert, PemSource::File("flag.crt".into()));
         assert!(matches!(got.key, PemSource::Env { .. }));
         assert_eq!(got.ca, PemSource::File("certs/ca.crt".into()));

@@ -23,14 +23,20 @@ where
 
 /// An empty body.
 pub fn empty() -> Body {
-    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A plain-text reply: one line naming what went wrong.
 pub fn text_response(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut line = message.into();
     line.push('\n');
-    let mut response = Response::new(Full::new(Bytes::from(line)).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(
+        Full::new(Bytes::from(line))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -121,7 +127,11 @@ mod tests {
 
     #[test]
     fn keeps_upgrade_when_asked() {
-        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("host", "a")]);
+        let mut headers = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("host", "a"),
+        ]);
         assert!(wants_upgrade(&headers));
         strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers["upgrade"], "websocket");
@@ -132,6 +142,9 @@ mod tests {
     fn upgrade_needs_connection_token() {
         assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
         assert!(!wants_upgrade(&map(&[("connection", "upgrade")])));
-        assert!(wants_upgrade(&map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "h2c")])));
+        assert!(wants_upgrade(&map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "h2c")
+        ])));
     }
 }

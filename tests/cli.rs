@@ -1,1 +1,282 @@
+//! The binaries as a user runs them: configuration errors, curl straight at the
+//! server with good and bad client certificates, the agent refusing a server
+//! with the wrong name, certificate generation and local mode.
+
 mod common;
+
+use common::*;
+use fluidity::certs::{Ca, Validity};
+
+fn one_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    lines[0]
+}
+
+#[tokio::test]
+async fn config_errors_are_one_line_with_exit_code_2() {
+    let pki = Pki::new();
+    let yaml = pki.path("bad.yaml");
+    std::fs::write(&yaml, "listen: [unclosed\n").unwrap();
+    let (code, _, stderr) =
+        run_bin("fluidity-agent", &["--config", yaml.to_str().unwrap()], &[]).await;
+    assert_eq!(code, Some(2));
+    assert!(
+        one_line(&stderr).contains("bad.yaml") && stderr.contains("invalid YAML"),
+        "{stderr}"
+    );
+
+    std::fs::write(&yaml, "server: 127.0.0.1:8443\nlisten_port: 9\n").unwrap();
+    let (code, _, stderr) =
+        run_bin("fluidity-agent", &["--config", yaml.to_str().unwrap()], &[]).await;
+    assert_eq!(code, Some(2));
+    assert!(one_line(&stderr).contains("listen_port"), "{stderr}");
+
+    let missing = pki.path("nowhere/client.crt");
+    let (code, _, stderr) = run_bin(
+        "fluidity-agent",
+        &[
+            "--server",
+            "127.0.0.1:1",
+            "--cert",
+            missing.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    let line = one_line(&stderr);
+    assert!(
+        line.contains("tls.cert")
+            && line.contains(missing.to_str().unwrap())
+            && line.contains("not found"),
+        "{line}"
+    );
+
+    // The server key with the client certificate: a mismatch, named.
+    let (code, _, stderr) = run_bin(
+        "fluidity-server",
+        &[
+            "--cert",
+            pki.path("client.crt").to_str().unwrap(),
+            "--key",
+            pki.path("server.key").to_str().unwrap(),
+            "--ca",
+            pki.path("ca.crt").to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    let line = one_line(&stderr);
+    assert!(
+        line.contains("tls.key") && line.contains("does not match"),
+        "{line}"
+    );
+
+    let (code, _, stderr) = run_bin("fluidity-server", &["--dial-timeout", "soon"], &[]).await;
+    assert_eq!(code, Some(2));
+    assert!(one_line(&stderr).contains("dial_timeout"), "{stderr}");
+
+    let (code, _, stderr) = run_bin(
+        "fluidity-agent",
+        &[],
+        &[("FLUIDITY_POOL_SIZE", "0"), ("FLUIDITY_SERVER", "h")],
+    )
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(one_line(&stderr).contains("pool_size"), "{stderr}");
+}
+
+#[tokio::test]
+async fn yaml_env_and_flag_precedence() {
+    let pki = Pki::new();
+    let yaml = pki.path("agent.yaml");
+    // The file says pool_size 3 and a server; env says pool_size 70 (invalid), flag says 1.
+    std::fs::write(&yaml, "server: 127.0.0.1:9\npool_size: 3\n").unwrap();
+    let args = ["--config", yaml.to_str().unwrap()];
+    let env = [("FLUIDITY_POOL_SIZE", "70")];
+    let (code, _, stderr) = run_bin("fluidity-agent", &args, &env).await;
+    assert_eq!(code, Some(2), "env must override the file: {stderr}");
+    assert!(
+        stderr.contains("pool_size") && stderr.contains("70"),
+        "{stderr}"
+    );
+    let mut with_flag = args.to_vec();
+    with_flag.extend(["--pool-size", "99"]);
+    let (_, _, stderr) = run_bin("fluidity-agent", &with_flag, &env).await;
+    assert!(
+        stderr.contains("99"),
+        "the flag must override env: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_straight_at_the_server_and_bad_client_certificates() {
+    let pki = Pki::new();
+    let (server, addr) = server_process(&pki, "server").await;
+    let origin = http_origin().await;
+    let proxy = format!("https://127.0.0.1:{}", addr.port());
+    let url = format!("http://{origin}/direct");
+    let ca = pki.path("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let good = |cert: &str, key: &str| {
+        vec![
+            "--proxy-cert".to_string(),
+            pki.path(cert).display().to_string(),
+            "--proxy-key".into(),
+            pki.path(key).display().to_string(),
+        ]
+    };
+
+    let mut args = vec![
+        "--proxy".to_string(),
+        proxy.clone(),
+        "--proxy-cacert".into(),
+        ca.into(),
+    ];
+    args.extend(good("client.crt", "client.key"));
+    args.push(url.clone());
+    let out = curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_eq!(
+        (out.code, out.text().as_str()),
+        (Some(0), "GET /direct"),
+        "{}",
+        out.stderr
+    );
+    server.wait_for("client=test-agent").await;
+
+    // No client certificate.
+    let out = curl(&["--proxy", &proxy, "--proxy-cacert", ca, &url]).await;
+    assert_ne!(out.code, Some(0));
+    server.wait_for("client presented no certificate").await;
+
+    // A client certificate from another CA.
+    let stranger = Ca::new("Stranger CA", Validity::days(1)).unwrap();
+    pki.write_pair(
+        "stranger",
+        &stranger
+            .issue_client("intruder", Validity::days(1))
+            .unwrap(),
+    );
+    let mut args = vec![
+        "--proxy".to_string(),
+        proxy.clone(),
+        "--proxy-cacert".into(),
+        ca.into(),
+    ];
+    args.extend(good("stranger.crt", "stranger.key"));
+    args.push(url.clone());
+    let out = curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_ne!(out.code, Some(0));
+    server.wait_for("UnknownIssuer").await;
+
+    // An expired client certificate from our CA.
+    pki.write_pair(
+        "expired",
+        &pki.ca
+            .issue_client("old-laptop", Validity::expired())
+            .unwrap(),
+    );
+    let mut args = vec![
+        "--proxy".to_string(),
+        proxy.clone(),
+        "--proxy-cacert".into(),
+        ca.into(),
+    ];
+    args.extend(good("expired.crt", "expired.key"));
+    args.push(url.clone());
+    let out = curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_ne!(out.code, Some(0));
+    server.wait_for("Expired").await;
+
+    assert_eq!(server.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_refuses_server_without_expected_name() {
+    let pki = Pki::new();
+    let wrong = pki
+        .ca
+        .issue_server(&["someone-else".into()], Validity::days(1))
+        .unwrap();
+    pki.write_pair("wrong", &wrong);
+    let (server, addr) = server_process(&pki, "wrong").await;
+    let (cert, key, ca) = (
+        pki.path("client.crt"),
+        pki.path("client.key"),
+        pki.path("ca.crt"),
+    );
+    let (code, _, stderr) = run_bin(
+        "fluidity-agent",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            &addr.to_string(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+        &[("RUST_LOG", "error")],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{stderr}");
+    let line = one_line(&stderr);
+    assert!(
+        line.contains("not valid for the name fluidity-server"),
+        "{line}"
+    );
+    drop(server);
+}
+
+#[tokio::test]
+async fn certs_command_writes_private_keys_and_refuses_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out");
+    let target = target.to_str().unwrap();
+    let (code, stdout, stderr) = run_bin(
+        "fluidity-certs",
+        &["--dir", target, "--san", "203.0.113.9,tunnel.example"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.matches("wrote ").count(), 5);
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["server.key", "client.key"] {
+        let mode = std::fs::metadata(dir.path().join("out").join(key))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    let before = std::fs::read(dir.path().join("out/ca.crt")).unwrap();
+    let (code, _, stderr) = run_bin("fluidity-certs", &["--dir", target], &[]).await;
+    assert_eq!(code, Some(2));
+    assert!(one_line(&stderr).contains("--force"), "{stderr}");
+    assert_eq!(
+        std::fs::read(dir.path().join("out/ca.crt")).unwrap(),
+        before
+    );
+}
+
+#[tokio::test]
+async fn local_mode_check_round_trips() {
+    let (code, stdout, stderr) = run_bin(
+        "fluidity-local",
+        &["--listen", "127.0.0.1:0", "--check"],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("curl -x http://127.0.0.1:"), "{stdout}");
+    assert!(
+        stdout.contains("check ok: hello through fluidity"),
+        "{stdout}"
+    );
+}

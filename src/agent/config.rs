@@ -86,20 +86,46 @@ impl AgentConfig {
 
     /// Merges flags/env over the file and validates everything in one step.
     pub fn from_parts(args: &AgentArgs, file: RawAgentConfig) -> Result<Self, ConfigError> {
-        let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen_text = args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen = listen_text.parse().map_err(|_| {
-            ConfigError::new("listen", format!("`{listen_text}` is not an address"), "write ADDRESS:PORT, e.g. 127.0.0.1:8080")
+            ConfigError::new(
+                "listen",
+                format!("`{listen_text}` is not an address"),
+                "write ADDRESS:PORT, e.g. 127.0.0.1:8080",
+            )
         })?;
         let server = parse_server(args.server.clone().or(file.server))?;
-        let name_text = args.server_name.clone().or(file.server_name).unwrap_or_else(|| crate::DEFAULT_SERVER_NAME.into());
-        let server_name = rustls::pki_types::ServerName::try_from(name_text.clone()).map_err(|_| {
-            ConfigError::new("server_name", format!("`{name_text}` is not a DNS name"), "use the name in the server certificate, e.g. fluidity-server")
-        })?;
+        let name_text = args
+            .server_name
+            .clone()
+            .or(file.server_name)
+            .unwrap_or_else(|| crate::DEFAULT_SERVER_NAME.into());
+        let server_name =
+            rustls::pki_types::ServerName::try_from(name_text.clone()).map_err(|_| {
+                ConfigError::new(
+                    "server_name",
+                    format!("`{name_text}` is not a DNS name"),
+                    "use the name in the server certificate, e.g. fluidity-server",
+                )
+            })?;
         let pool_size = args.pool_size.or(file.pool_size).unwrap_or(2);
         if !(1..=64).contains(&pool_size) {
-            return Err(ConfigError::new("pool_size", format!("{pool_size} is out of range"), "use 1 to 64 (2 is plenty)"));
+            return Err(ConfigError::new(
+                "pool_size",
+                format!("{pool_size} is out of range"),
+                "use 1 to 64 (2 is plenty)",
+            ));
         }
-        let sources = TlsSources::resolve(&args.tls, &file.tls, &PathBuf::from("certs"), ["client.crt", "client.key", "ca.crt"]);
+        let sources = TlsSources::resolve(
+            &args.tls,
+            &file.tls,
+            &PathBuf::from("certs"),
+            ["client.crt", "client.key", "ca.crt"],
+        );
         Ok(Self {
             listen,
             server,
@@ -107,10 +133,18 @@ impl AgentConfig {
             pool_size,
             connect_timeout: duration_or(
                 "connect_timeout",
-                args.connect_timeout.as_deref().or(file.connect_timeout.as_deref()),
+                args.connect_timeout
+                    .as_deref()
+                    .or(file.connect_timeout.as_deref()),
                 Duration::from_secs(10),
             )?,
-            drain_timeout: duration_or("drain_timeout", args.drain_timeout.as_deref().or(file.drain_timeout.as_deref()), Duration::from_secs(10))?,
+            drain_timeout: duration_or(
+                "drain_timeout",
+                args.drain_timeout
+                    .as_deref()
+                    .or(file.drain_timeout.as_deref()),
+                Duration::from_secs(10),
+            )?,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             tls: TlsMaterial::load(&sources, "tls")?,
         })
@@ -118,16 +152,25 @@ impl AgentConfig {
 }
 
 fn parse_server(value: Option<String>) -> Result<String, ConfigError> {
-    let fix = "set it to the server's HOST:PORT, e.g. 203.0.113.7:8443 (or pass --server)";
-    let Some(text) = value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
+    let fix = "set it to the server's HOST:PORT, e.g. 203.0.113.7:8443, or pass --server";
+    let Some(text) = value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+    else {
         return Err(ConfigError::new("server", "missing", fix));
     };
     if text.contains("://") || text.contains('/') {
-        return Err(ConfigError::new("server", format!("`{text}` is a URL, not HOST:PORT"), fix));
+        return Err(ConfigError::new(
+            "server",
+            format!("`{text}` is a URL, not HOST:PORT"),
+            fix,
+        ));
     }
     // Bracketed IPv6 with a port, or anything ending in :digits, already has a port.
     let has_port = match text.rsplit_once(':') {
-        Some((host, port)) => port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']')),
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
         None => false,
     };
     if has_port {
@@ -137,7 +180,11 @@ fn parse_server(value: Option<String>) -> Result<String, ConfigError> {
         return Ok(format!("[{text}]:{DEFAULT_SERVER_PORT}"));
     }
     if text.contains(':') {
-        return Err(ConfigError::new("server", format!("`{text}` has an invalid port"), fix));
+        return Err(ConfigError::new(
+            "server",
+            format!("`{text}` has an invalid port"),
+            fix,
+        ));
     }
     Ok(format!("{text}:{DEFAULT_SERVER_PORT}"))
 }
@@ -159,7 +206,11 @@ mod tests {
             ("", None),
         ];
         for (text, want) in cases {
-            assert_eq!(parse_server(Some(text.into())).ok().as_deref(), want, "{text}");
+            assert_eq!(
+                parse_server(Some(text.into())).ok().as_deref(),
+                want,
+                "{text}"
+            );
         }
         assert_eq!(parse_server(None).unwrap_err().key, "server");
     }

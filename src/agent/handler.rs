@@ -34,7 +34,10 @@ pub(super) struct Handler {
 type Reply = Response<Body>;
 
 impl Handler {
-    pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Reply, Infallible> {
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Reply, Infallible> {
         let span = debug_span!("request", method = %req.method(), target = %req.uri());
         let reply = async {
             let reply = if req.method() == Method::CONNECT {
@@ -53,7 +56,12 @@ impl Handler {
     }
 
     async fn connect(&self, req: Request<Incoming>) -> Reply {
-        let Some(authority) = req.uri().authority().cloned().filter(|a| a.port_u16().is_some()) else {
+        let Some(authority) = req
+            .uri()
+            .authority()
+            .cloned()
+            .filter(|a| a.port_u16().is_some())
+        else {
             return text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
         };
         let server_side = match self.open_tunnel(&authority).await {
@@ -80,34 +88,48 @@ impl Handler {
         let port = authority.port_u16().unwrap_or(80);
         let target = match Authority::try_from(format!("{}:{port}", authority.host())) {
             Ok(target) => target,
-            Err(_) => return text_response(StatusCode::BAD_REQUEST, format!("bad target {authority}")),
+            Err(_) => {
+                return text_response(StatusCode::BAD_REQUEST, format!("bad target {authority}"));
+            }
         };
         let stream = match self.open_tunnel(&target).await {
             Ok(upgraded) => upgraded,
             Err(reply) => return reply,
         };
-        let (mut sender, connection) = match hyper::client::conn::http1::handshake::<_, Incoming>(stream).await {
-            Ok(pair) => pair,
-            Err(error) => return text_response(StatusCode::BAD_GATEWAY, format!("HTTP handshake with {authority} failed: {error}")),
-        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake::<_, Incoming>(stream).await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    return text_response(
+                        StatusCode::BAD_GATEWAY,
+                        format!("HTTP handshake with {authority} failed: {error}"),
+                    );
+                }
+            };
         tokio::spawn(async move { connection.with_upgrades().await }.in_current_span());
         let client_side = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, true);
         parts.uri = path;
-        if !parts.headers.contains_key(HOST) {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(HOST, host);
-            }
+        if !parts.headers.contains_key(HOST)
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(HOST, host);
         }
         let mut response = match sender.send_request(Request::from_parts(parts, body)).await {
             Ok(response) => response,
-            Err(error) => return text_response(StatusCode::BAD_GATEWAY, format!("{authority} closed the connection: {error}")),
+            Err(error) => {
+                return text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{authority} closed the connection: {error}"),
+                );
+            }
         };
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             let origin_side = hyper::upgrade::on(&mut response);
-            self.tracker.spawn(join(client_side, origin_side).in_current_span());
+            self.tracker
+                .spawn(join(client_side, origin_side).in_current_span());
         }
         strip_hop_by_hop(response.headers_mut(), switching);
         response.map(boxed)
@@ -129,7 +151,12 @@ impl Handler {
         };
         let mut response = match sender.send_request(request).await {
             Ok(response) => response,
-            Err(error) => return text_response(StatusCode::BAD_GATEWAY, format!("the tunnel dropped the request: {error}")),
+            Err(error) => {
+                return text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("the tunnel dropped the request: {error}"),
+                );
+            }
         };
         strip_hop_by_hop(response.headers_mut(), false);
         response.map(boxed)
@@ -143,17 +170,22 @@ impl Handler {
         *request.method_mut() = Method::CONNECT;
         *request.uri_mut() = Uri::from(target.clone());
         *request.version_mut() = Version::HTTP_2;
-        let mut response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| text_response(StatusCode::BAD_GATEWAY, format!("the tunnel dropped the CONNECT to {target}: {e}")))?;
+        let mut response = sender.send_request(request).await.map_err(|e| {
+            text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("the tunnel dropped the CONNECT to {target}: {e}"),
+            )
+        })?;
         if response.status() != StatusCode::OK {
             strip_hop_by_hop(response.headers_mut(), false);
             return Err(response.map(boxed));
         }
-        hyper::upgrade::on(&mut response)
-            .await
-            .map_err(|e| text_response(StatusCode::BAD_GATEWAY, format!("CONNECT to {target} failed: {e}")))
+        hyper::upgrade::on(&mut response).await.map_err(|e| {
+            text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("CONNECT to {target} failed: {e}"),
+            )
+        })
     }
 }
 
@@ -163,14 +195,19 @@ fn absolute_http(uri: &Uri) -> Option<(Authority, Uri)> {
         return None;
     }
     let authority = uri.authority()?.clone();
-    let path = uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
+    let path = uri
+        .path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"));
     Some((authority, path))
 }
 
 fn not_a_proxy_request(uri: &Uri) -> Reply {
     text_response(
         StatusCode::BAD_REQUEST,
-        format!("{uri} is not an http:// URL; this is a proxy: use it with curl -x or your browser's proxy settings (https goes through CONNECT)"),
+        format!(
+            "{uri} is not an http:// URL; this is a proxy: use it with curl -x or your browser's proxy settings (https goes through CONNECT)"
+        ),
     )
 }
 
@@ -188,7 +225,9 @@ async fn join(client: OnUpgrade, origin: OnUpgrade) {
 
 async fn copy(a: Upgraded, b: Upgraded) {
     let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-    match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, TUNNEL_BUFFER, TUNNEL_BUFFER).await {
+    match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, TUNNEL_BUFFER, TUNNEL_BUFFER)
+        .await
+    {
         Ok((up, down)) => debug!(up, down, "tunnel closed"),
         Err(error) => debug!(%error, "tunnel ended"),
     }

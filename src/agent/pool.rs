@@ -95,7 +95,10 @@ impl Connector {
     async fn connect(&self, index: usize) -> Result<SendRequest<Body>, TunnelError> {
         match tokio::time::timeout(self.timeout, self.handshake(index)).await {
             Ok(result) => result,
-            Err(_) => Err(TunnelError::Timeout { server: self.server.clone(), after: self.timeout }),
+            Err(_) => Err(TunnelError::Timeout {
+                server: self.server.clone(),
+                after: self.timeout,
+            }),
         }
     }
 
@@ -103,9 +106,16 @@ impl Connector {
         let server = self.server.clone();
         let tcp = TcpStream::connect(&server)
             .await
-            .map_err(|e| TunnelError::Unreachable { server: server.clone(), reason: e.to_string() })?;
+            .map_err(|e| TunnelError::Unreachable {
+                server: server.clone(),
+                reason: e.to_string(),
+            })?;
         let _ = tcp.set_nodelay(true);
-        let tls = self.tls.connect(self.server_name.clone(), tcp).await.map_err(|e| self.tls_error(&e))?;
+        let tls = self
+            .tls
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(|e| self.tls_error(&e))?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(TunnelError::NoH2 { server });
         }
@@ -119,7 +129,10 @@ impl Connector {
             .keep_alive_while_idle(true)
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| TunnelError::Http2 { server: server.clone(), reason: e.to_string() })?;
+            .map_err(|e| TunnelError::Http2 {
+                server: server.clone(),
+                reason: e.to_string(),
+            })?;
         let span = info_span!(parent: None, "tunnel", slot = index, server = %server);
         tokio::spawn(
             async move {
@@ -138,22 +151,33 @@ impl Connector {
     fn tls_error(&self, error: &std::io::Error) -> TunnelError {
         let server = self.server.clone();
         let name = self.server_name.to_str();
-        match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        match error
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
             Some(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Some(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext { .. })) => {
-                TunnelError::Certificate {
-                    server,
-                    reason: format!(
-                        "its certificate is not valid for the name {name}; set server_name to the name it carries or reissue it with fluidity-certs --san"
-                    ),
-                }
-            }
+            | Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => TunnelError::Certificate {
+                server,
+                reason: format!(
+                    "its certificate is not valid for the name {name}; set server_name to the name it carries or reissue it with fluidity-certs --san"
+                ),
+            },
             Some(rustls::Error::InvalidCertificate(reason)) => TunnelError::Certificate {
                 server,
-                reason: format!("its certificate is not trusted ({reason:?}); check tls.ca points at the CA that signed it"),
+                reason: format!(
+                    "its certificate is not trusted ({reason:?}); check tls.ca points at the CA that signed it"
+                ),
             },
-            Some(other) => TunnelError::Tls { server, reason: other.to_string() },
-            None => TunnelError::Tls { server, reason: error.to_string() },
+            Some(other) => TunnelError::Tls {
+                server,
+                reason: other.to_string(),
+            },
+            None => TunnelError::Tls {
+                server,
+                reason: error.to_string(),
+            },
         }
     }
 }

@@ -31,16 +31,32 @@ pub(super) struct Proxy {
 
 impl Proxy {
     pub(super) fn new(config: Arc<ServerConfig>, stats: Arc<Stats>, tracker: TaskTracker) -> Self {
-        let policy = EgressPolicy { allow_loopback: config.allow_loopback };
-        Self { config, stats, policy, tracker }
+        let policy = EgressPolicy {
+            allow_loopback: config.allow_loopback,
+        };
+        Self {
+            config,
+            stats,
+            policy,
+            tracker,
+        }
     }
 
     /// Serves one request; never fails at the HTTP level (errors become replies).
-    pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>, conn: Span) -> Result<Response<Body>, Infallible> {
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: Span,
+    ) -> Result<Response<Body>, Infallible> {
         self.stats.streams.fetch_add(1, Ordering::Relaxed);
-        let span = debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
+        let span =
+            debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
         let response = async {
-            let response = if req.method() == Method::CONNECT { self.connect(req).await } else { self.forward(req).await };
+            let response = if req.method() == Method::CONNECT {
+                self.connect(req).await
+            } else {
+                self.forward(req).await
+            };
             debug!(status = response.status().as_u16(), "answered");
             response
         }
@@ -54,9 +70,19 @@ impl Proxy {
             return text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
         };
         let Some(port) = authority.port_u16() else {
-            return text_response(StatusCode::BAD_REQUEST, format!("CONNECT target {authority} has no port"));
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                format!("CONNECT target {authority} has no port"),
+            );
         };
-        let origin = match dial(authority.host(), port, &self.policy, self.config.dial_timeout).await {
+        let origin = match dial(
+            authority.host(),
+            port,
+            &self.policy,
+            self.config.dial_timeout,
+        )
+        .await
+        {
             Ok(stream) => stream,
             Err(error) => return dial_failed(error),
         };
@@ -69,21 +95,39 @@ impl Proxy {
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
             return text_response(
                 StatusCode::BAD_REQUEST,
-                format!("{uri} is not an absolute URL; this is a forward proxy, send http://host/path or CONNECT"),
+                format!(
+                    "{uri} is not an absolute URL; this is a forward proxy, send http://host/path or CONNECT"
+                ),
             );
         };
         if scheme != "http" {
-            return text_response(StatusCode::BAD_REQUEST, format!("{scheme}:// is not forwarded; use CONNECT for TLS targets"));
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                format!("{scheme}:// is not forwarded; use CONNECT for TLS targets"),
+            );
         }
         let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-        let origin = match dial(authority.host(), authority.port_u16().unwrap_or(80), &self.policy, self.config.dial_timeout).await {
+        let origin = match dial(
+            authority.host(),
+            authority.port_u16().unwrap_or(80),
+            &self.policy,
+            self.config.dial_timeout,
+        )
+        .await
+        {
             Ok(stream) => stream,
             Err(error) => return dial_failed(error),
         };
-        let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(origin)).await {
-            Ok(pair) => pair,
-            Err(error) => return text_response(StatusCode::BAD_GATEWAY, format!("HTTP handshake with {authority} failed: {error}")),
-        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(origin)).await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    return text_response(
+                        StatusCode::BAD_GATEWAY,
+                        format!("HTTP handshake with {authority} failed: {error}"),
+                    );
+                }
+            };
         tokio::spawn(
             async move {
                 if let Err(error) = connection.with_upgrades().await {
@@ -95,23 +139,30 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        parts.uri = uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
+        parts.uri = uri
+            .path_and_query()
+            .map(|pq| Uri::from(pq.clone()))
+            .unwrap_or_else(|| Uri::from_static("/"));
         parts.version = Version::HTTP_11;
-        if !parts.headers.contains_key(HOST) {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                parts.headers.insert(HOST, host);
-            }
+        if !parts.headers.contains_key(HOST)
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(HOST, host);
         }
         let mut response = match sender.send_request(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             Err(error) => {
-                return text_response(StatusCode::BAD_GATEWAY, format!("{authority} closed the connection without a response: {error}"));
+                return text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("{authority} closed the connection without a response: {error}"),
+                );
             }
         };
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let origin_upgrade = hyper::upgrade::on(&mut response);
-            self.tracker.spawn(join_upgrades(client_upgrade, origin_upgrade).in_current_span());
+            self.tracker
+                .spawn(join_upgrades(client_upgrade, origin_upgrade).in_current_span());
         }
         strip_hop_by_hop(response.headers_mut(), switching);
         response.map(boxed)
@@ -127,7 +178,14 @@ async fn tunnel(req: Request<Incoming>, mut origin: TcpStream) {
     match hyper::upgrade::on(req).await {
         Ok(upgraded) => {
             let mut client = TokioIo::new(upgraded);
-            match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut origin, TUNNEL_BUFFER, TUNNEL_BUFFER).await {
+            match tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut origin,
+                TUNNEL_BUFFER,
+                TUNNEL_BUFFER,
+            )
+            .await
+            {
                 Ok((up, down)) => debug!(up, down, "tunnel closed"),
                 Err(error) => debug!(%error, "tunnel ended"),
             }
@@ -140,7 +198,14 @@ async fn join_upgrades(client: hyper::upgrade::OnUpgrade, origin: hyper::upgrade
     match tokio::try_join!(client, origin) {
         Ok((client, origin)) => {
             let (mut client, mut origin) = (TokioIo::new(client), TokioIo::new(origin));
-            match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut origin, TUNNEL_BUFFER, TUNNEL_BUFFER).await {
+            match tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut origin,
+                TUNNEL_BUFFER,
+                TUNNEL_BUFFER,
+            )
+            .await
+            {
                 Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
                 Err(error) => debug!(%error, "upgraded connection ended"),
             }

@@ -37,9 +37,18 @@ impl Pki {
         let ca = Ca::new("Test CA", Validity::days(2)).unwrap();
         let pki = Self { dir, ca };
         pki.write("ca.crt", pki.ca.cert_pem());
-        let server = pki.ca.issue_server(&["fluidity-server".into(), "127.0.0.1".into()], Validity::days(2)).unwrap();
+        let server = pki
+            .ca
+            .issue_server(
+                &["fluidity-server".into(), "127.0.0.1".into()],
+                Validity::days(2),
+            )
+            .unwrap();
         pki.write_pair("server", &server);
-        let client = pki.ca.issue_client("test-agent", Validity::days(2)).unwrap();
+        let client = pki
+            .ca
+            .issue_client("test-agent", Validity::days(2))
+            .unwrap();
         pki.write_pair("client", &client);
         pki
     }
@@ -83,10 +92,21 @@ pub async fn start_server(pki: &Pki, stem: &str) -> TestServer {
         drain_timeout: Some("2s".into()),
         ..ServerArgs::default()
     };
-    let server = Server::bind(ServerConfig::from_parts(&args, Default::default()).unwrap()).await.unwrap();
-    let (addr, stats, stop) = (server.local_addr(), server.stats(), CancellationToken::new());
+    let server = Server::bind(ServerConfig::from_parts(&args, Default::default()).unwrap())
+        .await
+        .unwrap();
+    let (addr, stats, stop) = (
+        server.local_addr(),
+        server.stats(),
+        CancellationToken::new(),
+    );
     let task = tokio::spawn(server.run(stop.clone()));
-    TestServer { addr, stats, stop, task }
+    TestServer {
+        addr,
+        stats,
+        stop,
+        task,
+    }
 }
 
 /// A running in-process agent.
@@ -105,10 +125,17 @@ pub async fn start_agent(pki: &Pki, server: SocketAddr) -> TestAgent {
         drain_timeout: Some("2s".into()),
         ..AgentArgs::default()
     };
-    let agent = Agent::bind(AgentConfig::from_parts(&args, Default::default()).unwrap()).await.unwrap();
+    let agent = Agent::bind(AgentConfig::from_parts(&args, Default::default()).unwrap())
+        .await
+        .unwrap();
     let (addr, pool, stop) = (agent.local_addr(), agent.pool(), CancellationToken::new());
     let task = tokio::spawn(agent.run(stop.clone()));
-    TestAgent { addr, pool, stop, task }
+    TestAgent {
+        addr,
+        pool,
+        stop,
+        task,
+    }
 }
 
 /// Byte `i` of every download: a pattern that catches reordering and loss.
@@ -144,7 +171,9 @@ pub fn hex(bytes: &[u8]) -> String {
 type OriginBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 fn full(text: impl Into<Bytes>) -> OriginBody {
-    Full::new(text.into()).map_err(|never| match never {}).boxed()
+    Full::new(text.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// The plain HTTP origin:
@@ -152,7 +181,9 @@ fn full(text: impl Into<Bytes>) -> OriginBody {
 /// - `/upload`: answers `<len> <sha256>` of the request body;
 /// - `/slow`: answers after 300 ms;
 /// - anything else: `<METHOD> <path>`, and echoes `x-echo`.
-async fn origin_service(req: Request<Incoming>) -> Result<Response<OriginBody>, std::convert::Infallible> {
+async fn origin_service(
+    req: Request<Incoming>,
+) -> Result<Response<OriginBody>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if let Some(size) = path.strip_prefix("/download/") {
@@ -163,10 +194,15 @@ async fn origin_service(req: Request<Incoming>) -> Result<Response<OriginBody>, 
             }
             let len = CHUNK.min((total - sent) as usize);
             let chunk = pattern_chunk(index, CHUNK).slice(..len);
-            Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (index + 1, sent + len as u64)))
+            Some((
+                Ok::<_, std::io::Error>(Frame::data(chunk)),
+                (index + 1, sent + len as u64),
+            ))
         });
         let mut response = Response::new(StreamBody::new(stream).boxed());
-        response.headers_mut().insert("content-length", total.into());
+        response
+            .headers_mut()
+            .insert("content-length", total.into());
         return Ok(response);
     }
     if path == "/upload" {
@@ -180,14 +216,24 @@ async fn origin_service(req: Request<Incoming>) -> Result<Response<OriginBody>, 
                 hasher.update(data);
             }
         }
-        return Ok(Response::new(full(format!("{len} {}", hex(&hasher.finalize())))));
+        return Ok(Response::new(full(format!(
+            "{len} {}",
+            hex(&hasher.finalize())
+        ))));
     }
     if path == "/slow" {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let echo = req.headers().get("x-echo").cloned();
-    let hop = req.headers().contains_key("x-hop-secret") || req.headers().contains_key("proxy-authorization");
-    let mut body_bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default().to_vec();
+    let hop = req.headers().contains_key("x-hop-secret")
+        || req.headers().contains_key("proxy-authorization");
+    let mut body_bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default()
+        .to_vec();
     let mut text = format!("{method} {path}").into_bytes();
     if !body_bytes.is_empty() {
         text.push(b' ');
@@ -209,7 +255,9 @@ pub async fn http_origin() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tcp), service_fn(origin_service))
@@ -223,17 +271,23 @@ pub async fn http_origin() -> SocketAddr {
 /// Serves `origin_service` over TLS with its own CA; returns the address and CA path.
 pub async fn https_origin(pki: &Pki) -> SocketAddr {
     let ca = Ca::new("Origin CA", Validity::days(2)).unwrap();
-    let pair = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Validity::days(2)).unwrap();
+    let pair = ca
+        .issue_server(&["localhost".into(), "127.0.0.1".into()], Validity::days(2))
+        .unwrap();
     pki.write("origin-ca.crt", ca.cert_pem());
     let acceptor = tls_acceptor(&pair);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), service_fn(origin_service))
                     .await;
@@ -244,9 +298,16 @@ pub async fn https_origin(pki: &Pki) -> SocketAddr {
 }
 
 pub fn tls_acceptor(pair: &Pair) -> tokio_rustls::TlsAcceptor {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pair.cert_pem.as_bytes()).map(|c| c.unwrap()).collect();
-    let key = rustls_pemfile::private_key(&mut pair.key_pem.as_bytes()).unwrap().unwrap();
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pair.cert_pem.as_bytes())
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pemfile::private_key(&mut pair.key_pem.as_bytes())
+        .unwrap()
+        .unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
@@ -256,7 +317,9 @@ pub async fn echo_origin() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut tcp, _)) = listener.accept().await else { continue };
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let (mut r, mut w) = tcp.split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
@@ -287,13 +350,19 @@ pub async fn curl(args: &[&str]) -> CurlOutput {
         .output()
         .await
         .expect("curl must be installed (.ci/run installs it)");
-    CurlOutput { code: output.status.code(), stdout: output.stdout, stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+    CurlOutput {
+        code: output.status.code(),
+        stdout: output.stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
 }
 
 /// Sends `CONNECT target` to the proxy at `proxy`, asserts 200 and returns the stream.
 pub async fn connect_through(proxy: SocketAddr, target: &str) -> tokio::net::TcpStream {
     let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.unwrap();
+    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let head = read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 200"), "CONNECT answered: {head}");
     tcp
@@ -303,7 +372,10 @@ pub async fn connect_through(proxy: SocketAddr, target: &str) -> tokio::net::Tcp
 pub async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        let byte = stream.read_u8().await.expect("connection closed inside a response head");
+        let byte = stream
+            .read_u8()
+            .await
+            .expect("connection closed inside a response head");
         head.push(byte);
     }
     String::from_utf8_lossy(&head).into_owned()
@@ -321,4 +393,173 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
 
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// A binary of this package running as a child process, its stderr collected.
+pub struct Proc {
+    pub child: tokio::process::Child,
+    pub lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Starts `bin` (a `[[bin]]` of this package) with `args`, stderr captured.
+pub fn spawn_bin(bin: &str, args: &[&str]) -> Proc {
+    use tokio::io::AsyncBufReadExt;
+    let path = match bin {
+        "fluidity-server" => env!("CARGO_BIN_EXE_fluidity-server"),
+        "fluidity-agent" => env!("CARGO_BIN_EXE_fluidity-agent"),
+        "fluidity-certs" => env!("CARGO_BIN_EXE_fluidity-certs"),
+        "fluidity-local" => env!("CARGO_BIN_EXE_fluidity-local"),
+        other => panic!("unknown binary {other}"),
+    };
+    let mut child = tokio::process::Command::new(path)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let stderr = child.stderr.take().unwrap();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    Proc { child, lines }
+}
+
+impl Proc {
+    /// Waits up to 10 s for a stderr line containing `needle`; returns it.
+    pub async fn wait_for(&self, needle: &str) -> String {
+        for _ in 0..200 {
+            if let Some(line) = self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no line with {needle:?} in {:#?}",
+            self.lines.lock().unwrap()
+        );
+    }
+
+    /// The address logged as `addr=…` on the line containing `needle`.
+    pub async fn logged_addr(&self, needle: &str) -> SocketAddr {
+        let line = self.wait_for(needle).await;
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap();
+        addr.parse().unwrap()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap()
+    }
+
+    /// Sends SIGTERM (by PID, to our own child) and waits for the exit code.
+    pub async fn terminate(mut self) -> Option<i32> {
+        let pid = self.pid();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        status.code()
+    }
+}
+
+/// Starts the server binary with `pki`'s `stem` pair on a loopback port.
+pub async fn server_process(pki: &Pki, stem: &str) -> (Proc, SocketAddr) {
+    let cert = pki.path(&format!("{stem}.crt"));
+    let key = pki.path(&format!("{stem}.key"));
+    let ca = pki.path("ca.crt");
+    let server = spawn_bin(
+        "fluidity-server",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-loopback",
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    );
+    let addr = server.logged_addr("server listening").await;
+    (server, addr)
+}
+
+/// Starts the agent binary pointed at `server`.
+pub async fn agent_process(pki: &Pki, server: SocketAddr) -> Proc {
+    let (cert, key, ca) = (
+        pki.path("client.crt"),
+        pki.path("client.key"),
+        pki.path("ca.crt"),
+    );
+    spawn_bin(
+        "fluidity-agent",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--server",
+            &server.to_string(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--ca",
+            ca.to_str().unwrap(),
+        ],
+    )
+}
+
+/// Runs a binary to completion: (exit code, stdout, stderr).
+pub async fn run_bin(
+    bin: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let path = match bin {
+        "fluidity-server" => env!("CARGO_BIN_EXE_fluidity-server"),
+        "fluidity-agent" => env!("CARGO_BIN_EXE_fluidity-agent"),
+        "fluidity-certs" => env!("CARGO_BIN_EXE_fluidity-certs"),
+        "fluidity-local" => env!("CARGO_BIN_EXE_fluidity-local"),
+        other => panic!("unknown binary {other}"),
+    };
+    let mut command = tokio::process::Command::new(path);
+    command
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
