@@ -1,0 +1,49 @@
+{
+  description = "Fluidity: a secure tunnel through a server you own, woken on demand";
+
+  inputs = {
+    nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+    crane.url = "github:ipetkov/crane";
+    rust-overlay = {
+      url = "github:oxalica/rust-overlay";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
+  };
+
+  outputs =
+    {
+      self,
+      nixpkgs,
+      crane,
+      rust-overlay,
+    }:
+    let
+      inherit (nixpkgs) lib;
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+        "x86_64-darwin"
+        "aarch64-darwin"
+      ];
+      perSystem = lib.genAttrs systems (
+        system:
+        import ./nix {
+          inherit
+            nixpkgs
+            crane
+            rust-overlay
+            system
+            ;
+          src = self;
+        }
+      );
+      select = name: lib.mapAttrs (_: outputs: outputs.${name}) perSystem;
+    in
+    {
+      packages = select "packages";
+      apps = select "apps";
+      checks = select "checks";
+      devShells = select "devShells";
+      formatter = select "formatter";
+    };
+}

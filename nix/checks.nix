@@ -1,0 +1,72 @@
+# `nix flake check`: the packages, clippy with -D warnings, rustfmt, the test
+# suite, Nix formatting and dead code, no aws-lc-sys in the lock file, and that
+# the musl binaries are static.
+{
+  pkgs,
+  lib,
+  native,
+  static,
+  src,
+}:
+let
+  inherit (native) craneLib commonArgs cargoArtifacts;
+  nixFiles = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.fileFilter (file: file.hasExt "nix") ../.;
+  };
+in
+{
+  clippy = craneLib.cargoClippy (
+    commonArgs
+    // {
+      inherit cargoArtifacts;
+      cargoClippyExtraArgs = "--all-targets --all-features -- -D warnings";
+    }
+  );
+
+  fmt = craneLib.cargoFmt { src = craneLib.cleanCargoSource src; };
+
+  tests = craneLib.cargoTest (
+    commonArgs
+    // {
+      inherit cargoArtifacts;
+      doCheck = true;
+      cargoTestExtraArgs = "--all-features";
+      nativeCheckInputs = [ pkgs.curl ];
+    }
+  );
+
+  nix-format = pkgs.runCommand "fluidity-nix-format" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
+    find ${nixFiles} -name '*.nix' -exec nixfmt --check {} +
+    touch $out
+  '';
+
+  nix-deadcode = pkgs.runCommand "fluidity-nix-deadcode" { nativeBuildInputs = [ pkgs.deadnix ]; } ''
+    deadnix --fail ${nixFiles}
+    touch $out
+  '';
+
+  no-aws-lc = pkgs.runCommand "fluidity-no-aws-lc" { } ''
+    if grep -q 'name = "aws-lc-sys"' ${../Cargo.lock}; then
+      echo "aws-lc-sys is in Cargo.lock; use rustls with the ring provider" >&2
+      exit 1
+    fi
+    touch $out
+  '';
+}
+// lib.optionalAttrs (static != { }) {
+  inherit (static) agent server;
+  static-binaries =
+    pkgs.runCommand "fluidity-static-binaries" { nativeBuildInputs = [ pkgs.file ]; }
+      ''
+        for bin in ${lib.getExe static.agent} ${lib.getExe static.server}; do
+          description=$(file -b "$bin")
+          echo "$bin: $description"
+          case "$description" in
+            *"statically linked"* | *"static-pie linked"*) ;;
+            *) echo "not static" >&2; exit 1 ;;
+          esac
+        done
+        touch $out
+      '';
+}

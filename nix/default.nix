@@ -1,0 +1,117 @@
+# Everything the flake offers for one system: packages, apps, checks, the
+# development shell and the formatter. Linux systems get static musl builds
+# for both architectures, the server images; Darwin gets the agent tools only.
+{
+  nixpkgs,
+  crane,
+  rust-overlay,
+  system,
+  src,
+}:
+let
+  inherit (nixpkgs) lib;
+  rustVersion = "1.95.0";
+  overlays = [ rust-overlay.overlays.default ];
+  pkgs = import nixpkgs {
+    localSystem = system;
+    inherit overlays;
+  };
+  inherit (pkgs.stdenv.hostPlatform) isLinux;
+  hostArch = pkgs.stdenv.hostPlatform.parsed.cpu.name;
+
+  rustFor =
+    targetPkgs:
+    import ./rust.nix {
+      inherit crane rustVersion src;
+      pkgs = targetPkgs;
+    };
+
+  # Native builds: the Darwin agent, and clippy/tests/fmt on every system.
+  native = rustFor pkgs;
+
+  # Static musl builds for both Linux architectures, cross-compiled with a
+  # prebuilt toolchain from rust-overlay (no rustc built from source).
+  musl = lib.genAttrs [ "x86_64" "aarch64" ] (
+    arch:
+    rustFor (
+      import nixpkgs {
+        localSystem = system;
+        crossSystem =
+          lib.systems.examples.${if arch == "x86_64" then "musl64" else "aarch64-multiplatform-musl"};
+        inherit overlays;
+      }
+    )
+  );
+
+  image = import ./image.nix { inherit pkgs; };
+
+  linuxPackages = lib.optionalAttrs isLinux (
+    {
+      agent = musl.${hostArch}.agent;
+      server = musl.${hostArch}.server;
+      certs = musl.${hostArch}.certs;
+      local = musl.${hostArch}.local;
+      server-image = image hostArch musl.${hostArch}.server;
+    }
+    // lib.concatMapAttrs (arch: built: {
+      "agent-${arch}-linux-musl" = built.agent;
+      "server-${arch}-linux-musl" = built.server;
+      "server-image-${arch}" = image arch built.server;
+    }) musl
+  );
+
+  darwinPackages = lib.optionalAttrs (!isLinux) {
+    inherit (native) agent certs local;
+  };
+
+  packages =
+    linuxPackages
+    // darwinPackages
+    // {
+      default = packages.agent;
+    };
+
+  app = drv: {
+    type = "app";
+    program = lib.getExe drv;
+    meta.description = drv.meta.description or "Fluidity";
+  };
+in
+{
+  inherit packages;
+
+  apps = {
+    agent = app packages.agent;
+    certs = app packages.certs;
+    local = app packages.local;
+    default = app packages.agent;
+  }
+  // lib.optionalAttrs isLinux {
+    server = app packages.server;
+  };
+
+  checks = import ./checks.nix {
+    inherit
+      pkgs
+      lib
+      native
+      src
+      ;
+    static = lib.optionalAttrs isLinux musl.${hostArch};
+  };
+
+  devShells.default = pkgs.mkShell {
+    packages = [
+      native.toolchain
+      pkgs.cargo-lambda
+      pkgs.awscli2
+      pkgs.cfn-lint
+      pkgs.skopeo
+      pkgs.curl
+      pkgs.nixfmt
+      pkgs.deadnix
+    ];
+  };
+
+  formatter = pkgs.nixfmt;
+}

@@ -1,0 +1,65 @@
+# The server's OCI image: the static server, a CA bundle for outbound TLS, our
+# CA and server certificate and key, a numeric non-root user, 8443 exposed.
+#
+# Private keys are never in git, so the certificates come from the directory
+# named by FLUIDITY_CERTS_DIR, read at evaluation time (hence --impure):
+#
+#   FLUIDITY_CERTS_DIR=$PWD/certs nix build .#server-image --impure
+#
+# Without it the image still evaluates, and building it fails with that line.
+{ pkgs }:
+arch: server:
+let
+  inherit (pkgs) lib;
+  certsDir = builtins.getEnv "FLUIDITY_CERTS_DIR";
+  wanted = [
+    "ca.crt"
+    "server.crt"
+    "server.key"
+  ];
+  certs =
+    if certsDir == "" then
+      pkgs.runCommand "fluidity-image-certs-missing" { } ''
+        echo "set FLUIDITY_CERTS_DIR to the directory written by fluidity-certs and build with --impure, e.g." >&2
+        echo "  FLUIDITY_CERTS_DIR=\$PWD/certs nix build .#server-image --impure" >&2
+        exit 1
+      ''
+    else
+      pkgs.runCommand "fluidity-image-certs"
+        {
+          src = builtins.path {
+            name = "fluidity-certs";
+            path = /. + certsDir;
+            filter = path: _type: lib.elem (baseNameOf path) wanted;
+          };
+        }
+        ''
+          mkdir -p $out/etc/fluidity
+          for f in ${lib.concatStringsSep " " wanted}; do
+            test -s "$src/$f" || { echo "missing $f in ${certsDir} (run fluidity-certs first)" >&2; exit 1; }
+            cp "$src/$f" $out/etc/fluidity/
+          done
+        '';
+in
+pkgs.dockerTools.buildLayeredImage {
+  name = "fluidity-server";
+  tag = "latest";
+  architecture = if arch == "aarch64" then "arm64" else "amd64";
+  contents = [
+    pkgs.dockerTools.caCertificates
+    certs
+  ];
+  config = {
+    Entrypoint = [ (lib.getExe server) ];
+    User = "65532:65532";
+    ExposedPorts."8443/tcp" = { };
+    Env = [
+      "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"
+      "FLUIDITY_LISTEN=0.0.0.0:8443"
+      "FLUIDITY_TLS_CERT=/etc/fluidity/server.crt"
+      "FLUIDITY_TLS_KEY=/etc/fluidity/server.key"
+      "FLUIDITY_TLS_CA=/etc/fluidity/ca.crt"
+      "FLUIDITY_LOG_FORMAT=json"
+    ];
+  };
+}

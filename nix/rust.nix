@@ -1,0 +1,87 @@
+# Crane for one target package set: the pinned toolchain, the cleaned source,
+# dependencies built once, and one derivation per component, each built with
+# only its own cargo feature (so the agent links no AWS SDK). On musl targets
+# the binaries are linked statically (+crt-static, explicit).
+{
+  crane,
+  pkgs,
+  rustVersion,
+  src,
+}:
+let
+  inherit (pkgs) lib;
+  toolchainFor =
+    p:
+    p.rust-bin.stable.${rustVersion}.default.override {
+      targets = [
+        "x86_64-unknown-linux-musl"
+        "aarch64-unknown-linux-musl"
+      ];
+    };
+  craneLib = (crane.mkLib pkgs).overrideToolchain toolchainFor;
+  isStatic = pkgs.stdenv.hostPlatform.isMusl;
+
+  commonArgs = {
+    src = craneLib.cleanCargoSource src;
+    strictDeps = true;
+    doCheck = false;
+    CARGO_PROFILE = "release";
+  }
+  // lib.optionalAttrs isStatic {
+    CARGO_BUILD_RUSTFLAGS = "-C target-feature=+crt-static";
+  };
+
+  # Dependencies of every component, compiled once and shared.
+  cargoArtifacts = craneLib.buildDepsOnly (
+    commonArgs
+    // {
+      pname = "fluidity-deps";
+      cargoExtraArgs = "--locked --all-features";
+    }
+  );
+
+  component =
+    {
+      bin,
+      features,
+      description,
+    }:
+    craneLib.buildPackage (
+      commonArgs
+      // {
+        inherit cargoArtifacts;
+        pname = bin;
+        cargoExtraArgs = "--locked --no-default-features --features ${features} --bin ${bin}";
+        meta = {
+          inherit description;
+          mainProgram = bin;
+          license = lib.licenses.mit;
+        };
+      }
+    );
+in
+{
+  inherit craneLib commonArgs cargoArtifacts;
+  toolchain = toolchainFor pkgs;
+
+  agent = component {
+    bin = "fluidity-agent";
+    features = "agent";
+    description = "Fluidity agent: local HTTP proxy over a mutual-TLS HTTP/2 tunnel";
+  };
+  server = component {
+    bin = "fluidity-server";
+    features = "server";
+    description = "Fluidity server: mutual-TLS 1.3 forward proxy";
+  };
+  certs = component {
+    bin = "fluidity-certs";
+    features = "certs";
+    description = "Fluidity certificate tool: CA, server and client certificates";
+  };
+  local = component {
+    bin = "fluidity-local";
+    features = "agent,server,certs";
+    description = "Fluidity local mode: agent and server on this machine";
+  };
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (.ci/run calls this):
+#   setup (curl, nix-bin, nixfmt, deadnix…), formatting, clippy, unit and
+#   integration tests, the dependency policy (no aws-lc-sys), the static-binary
+#   contract and the Nix checks (parse, format, dead code, lock consistency).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "setup"
+tests/setup.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy (all targets, all features, -D warnings)"
+cargo clippy --locked --all-targets --all-features -- -D warnings
+
+step "cargo test (all features)"
+cargo test --locked --all-features
+
+step "dependency policy: aws-lc-sys must not be in the tree"
+if tree=$(cargo tree --locked --all-features -i aws-lc-sys 2>&1); then
+    echo "aws-lc-sys is a dependency:"; echo "$tree"; exit 1
+fi
+grep -q 'did not match any packages' <<<"$tree" || { echo "unexpected cargo tree output: $tree"; exit 1; }
+echo "ok: aws-lc-sys absent"
+
+step "artifact contracts"
+tests/contracts.sh
+
+step "nix checks"
+tests/nix-checks.sh
+
+printf '\nall checks passed\n'

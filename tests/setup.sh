@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine: curl (the real
+# client the tests drive), file (static-binary check), zip/unzip (Lambda zip
+# contract) and Debian's nix-bin (flake parsing and lock checks), plus nixfmt
+# and deadnix from crates.io. Idempotent: anything present is left alone.
+set -euo pipefail
+
+need_apt=()
+for tool in curl:curl file:file zip:zip unzip:unzip nix-instantiate:nix-bin; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
+done
+if ((${#need_apt[@]})); then
+    echo "setup: installing ${need_apt[*]} from Debian"
+    sudo_cmd=()
+    [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v nixfmt >/dev/null 2>&1 || { echo "setup: installing nixfmt (nixfmt_rs)"; cargo install --quiet --locked nixfmt_rs; }
+command -v deadnix >/dev/null 2>&1 || { echo "setup: installing deadnix"; cargo install --quiet --locked deadnix; }
