@@ -34,18 +34,11 @@ pub struct Agent {
 impl Agent {
     /// Binds the local proxy address and builds the tunnel pool.
     pub async fn bind(config: AgentConfig) -> anyhow::Result<Self> {
-        let pool = Pool::new(&config).context("building the agent TLS configuration")?;
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
-            format!(
-                "cannot listen on {} (is another proxy running there?)",
-                config.listen
-            )
-        })?;
-        Ok(Self {
-            listener,
-            config: Arc::new(config),
-            pool: Arc::new(pool),
-        })
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (is another proxy running there?)", config.listen))?;
+        let pool = Pool::start(&config).context("building the agent TLS configuration")?;
+        Ok(Self { listener, config: Arc::new(config), pool: Arc::new(pool) })
     }
 
     /// The local proxy address actually bound.
@@ -62,17 +55,13 @@ impl Agent {
     /// Opens the first tunnel connection: a certificate or protocol problem is
     /// returned (it will not fix itself); an unreachable server only warns.
     pub async fn check_server(&self) -> anyhow::Result<()> {
-        match self.pool.sender().await {
-            Ok(_) => {
-                info!(server = %self.config.server, "tunnel to server established");
-                Ok(())
-            }
-            Err(error) if error.is_fatal() => Err(error.into()),
-            Err(error) => {
-                warn!(%error, "server not reachable yet; will connect on first request");
-                Ok(())
-            }
+        self.pool.first_attempt().await?;
+        if self.pool.connections_up() > 0 {
+            info!(server = %self.config.server, "tunnel to server established");
+        } else {
+            warn!(server = %self.config.server, "server not reachable yet; reconnecting in the background");
         }
+        Ok(())
     }
 
     /// Serves local clients until `shutdown` fires, then drains.
@@ -81,7 +70,11 @@ impl Agent {
         let handler = Arc::new(Handler {
             pool: self.pool.clone(),
             tracker: tracker.clone(),
+            idle_timeout: self.config.idle_timeout,
+            proxy_auth: self.config.proxy_auth.clone(),
+            activity: Arc::default(),
         });
+        tokio::spawn(reload_on_hangup(self.config.clone(), self.pool.clone(), shutdown.clone()));
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -95,29 +88,42 @@ impl Agent {
                 },
             };
             let span = info_span!("client", %peer);
-            tracker.spawn(serve_client(tcp, handler.clone(), shutdown.clone()).instrument(span));
+            let max_header = self.config.tunnel.max_header_bytes as usize;
+            tracker.spawn(serve_client(tcp, handler.clone(), max_header, shutdown.clone()).instrument(span));
         }
         drop(self.listener);
         tracker.close();
         info!(open = tracker.len(), grace = ?self.config.drain_timeout, "stopped accepting, draining");
-        if tokio::time::timeout(self.config.drain_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            warn!(
-                open = tracker.len(),
-                "drain deadline reached, closing what is left"
-            );
+        if tokio::time::timeout(self.config.drain_timeout, tracker.wait()).await.is_err() {
+            warn!(open = tracker.len(), "drain deadline reached, closing what is left");
         }
         info!("agent stopped");
         Ok(())
     }
 }
 
-async fn serve_client(tcp: TcpStream, handler: Arc<Handler>, shutdown: CancellationToken) {
+/// Re-reads certificate, key and CA on SIGHUP; new tunnel connections use
+/// them, established ones are untouched. Bad material is refused and logged.
+async fn reload_on_hangup(config: Arc<AgentConfig>, pool: Arc<Pool>, shutdown: CancellationToken) {
+    crate::shutdown::on_hangup(shutdown, || match crate::tls::TlsMaterial::load(&config.tls_sources, "tls") {
+        Ok(tls) => {
+            let mut next = (*config).clone();
+            next.tls = tls;
+            match pool.set_tls(&next) {
+                Ok(()) => info!("certificates reloaded"),
+                Err(error) => warn!(%error, "certificate reload refused, keeping the old material"),
+            }
+        }
+        Err(error) => warn!(%error, "certificate reload refused, keeping the old material"),
+    })
+    .await;
+}
+
+async fn serve_client(tcp: TcpStream, handler: Arc<Handler>, max_header_bytes: usize, shutdown: CancellationToken) {
     let _ = tcp.set_nodelay(true);
     let service = service_fn(move |req| handler.clone().handle(req));
     let conn = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(max_header_bytes.max(8192))
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();
     tokio::pin!(conn);

@@ -8,19 +8,13 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
 /// File names written by [`generate`].
-pub const FILES: [&str; 5] = [
-    "ca.crt",
-    "server.crt",
-    "server.key",
-    "client.crt",
-    "client.key",
-];
+pub const FILES: [&str; 5] = ["ca.crt", "server.crt", "server.key", "client.crt", "client.key"];
 
 /// Errors from certificate generation and writing.
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +22,7 @@ pub enum CertsError {
     #[error("{0} already exists; pass --force to overwrite it")]
     Exists(PathBuf),
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("invalid subject alternative name `{0}`: use a DNS name or an IP address")]
     BadSan(String),
     #[error("validity must be at least one day")]
@@ -49,9 +40,7 @@ pub struct Pair {
 
 impl std::fmt::Debug for Pair {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pair")
-            .field("key_pem", &"<redacted>")
-            .finish_non_exhaustive()
+        f.debug_struct("Pair").field("key_pem", &"<redacted>").finish_non_exhaustive()
     }
 }
 
@@ -66,19 +55,13 @@ impl Validity {
     /// From one hour ago (clock skew) to `days` from now.
     pub fn days(days: u32) -> Self {
         let now = OffsetDateTime::now_utc();
-        Self {
-            not_before: now - Duration::hours(1),
-            not_after: now + Duration::days(i64::from(days)),
-        }
+        Self { not_before: now - Duration::hours(1), not_after: now + Duration::days(i64::from(days)) }
     }
 
     /// A window that ended yesterday (for tests of expiry handling).
     pub fn expired() -> Self {
         let now = OffsetDateTime::now_utc();
-        Self {
-            not_before: now - Duration::days(30),
-            not_after: now - Duration::days(1),
-        }
+        Self { not_before: now - Duration::days(30), not_after: now - Duration::days(1) }
     }
 }
 
@@ -95,18 +78,12 @@ impl Ca {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name = subject(name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = validity.not_before;
         params.not_after = validity.not_after;
         let cert = params.self_signed(&key)?;
-        Ok(Self {
-            cert_pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
+        Ok(Self { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
 
     /// The CA certificate in PEM.
@@ -119,12 +96,7 @@ impl Ca {
     pub fn issue_server(&self, names: &[String], validity: Validity) -> Result<Pair, CertsError> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.subject_alt_names = names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
-        params.distinguished_name = subject(
-            names
-                .first()
-                .map(String::as_str)
-                .unwrap_or(crate::DEFAULT_SERVER_NAME),
-        );
+        params.distinguished_name = subject(names.first().map(String::as_str).unwrap_or(crate::DEFAULT_SERVER_NAME));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.issue(params, validity)
     }
@@ -144,10 +116,7 @@ impl Ca {
         params.not_after = validity.not_after;
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Pair {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(Pair { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -167,17 +136,12 @@ fn san(name: &str) -> Result<SanType, CertsError> {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
         });
     if !valid {
         return Err(CertsError::BadSan(name.to_string()));
     }
-    Ok(SanType::DnsName(
-        name.try_into()
-            .map_err(|_| CertsError::BadSan(name.to_string()))?,
-    ))
+    Ok(SanType::DnsName(name.try_into().map_err(|_| CertsError::BadSan(name.to_string()))?))
 }
 
 /// What `fluidity-certs` should create.
@@ -191,11 +155,7 @@ pub struct CertOptions {
     #[arg(long = "san", env = "FLUIDITY_CERTS_SAN", value_delimiter = ',')]
     pub sans: Vec<String>,
     /// Common name of the client certificate (shown in server logs)
-    #[arg(
-        long,
-        env = "FLUIDITY_CERTS_CLIENT_NAME",
-        default_value = "fluidity-agent"
-    )]
+    #[arg(long, env = "FLUIDITY_CERTS_CLIENT_NAME", default_value = "fluidity-agent")]
     pub client_name: String,
     /// Validity of every certificate, in days
     #[arg(long, env = "FLUIDITY_CERTS_DAYS", default_value_t = 825)]
@@ -218,29 +178,14 @@ pub fn generate(options: &CertOptions) -> Result<Vec<PathBuf>, CertsError> {
         return Err(CertsError::Exists(existing.clone()));
     }
     let mut names = vec![crate::DEFAULT_SERVER_NAME.to_string()];
-    names.extend(
-        options
-            .sans
-            .iter()
-            .filter(|s| *s != crate::DEFAULT_SERVER_NAME)
-            .cloned(),
-    );
+    names.extend(options.sans.iter().filter(|s| *s != crate::DEFAULT_SERVER_NAME).cloned());
     let validity = Validity::days(options.days);
     let ca = Ca::new("Fluidity CA", validity)?;
     let server = ca.issue_server(&names, validity)?;
     let client = ca.issue_client(&options.client_name, validity)?;
 
-    std::fs::create_dir_all(&options.dir).map_err(|source| CertsError::Write {
-        path: options.dir.clone(),
-        source,
-    })?;
-    let contents = [
-        &ca.cert_pem,
-        &server.cert_pem,
-        &server.key_pem,
-        &client.cert_pem,
-        &client.key_pem,
-    ];
+    std::fs::create_dir_all(&options.dir).map_err(|source| CertsError::Write { path: options.dir.clone(), source })?;
+    let contents = [&ca.cert_pem, &server.cert_pem, &server.key_pem, &client.cert_pem, &client.key_pem];
     for (path, text) in paths.iter().zip(contents) {
         let private = path.extension().is_some_and(|e| e == "key");
         write_file(path, text, private, options.force)?;
@@ -249,16 +194,8 @@ pub fn generate(options: &CertOptions) -> Result<Vec<PathBuf>, CertsError> {
 }
 
 /// Writes `text` to `path`; private files get mode 0600 from creation on.
-pub fn write_file(
-    path: &Path,
-    text: &str,
-    private: bool,
-    overwrite: bool,
-) -> Result<(), CertsError> {
-    let wrap = |source| CertsError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
+pub fn write_file(path: &Path, text: &str, private: bool, overwrite: bool) -> Result<(), CertsError> {
+    let wrap = |source| CertsError::Write { path: path.to_path_buf(), source };
     let mut options = std::fs::OpenOptions::new();
     options.write(true);
     if overwrite {
@@ -272,18 +209,13 @@ pub fn write_file(
         options.mode(if private { 0o600 } else { 0o644 });
     }
     let mut file = options.open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            CertsError::Exists(path.to_path_buf())
-        } else {
-            wrap(e)
-        }
+        if e.kind() == std::io::ErrorKind::AlreadyExists { CertsError::Exists(path.to_path_buf()) } else { wrap(e) }
     })?;
     #[cfg(unix)]
     if private {
         // An overwritten file keeps its old mode; force 0600 for keys.
         use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(wrap)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(wrap)?;
     }
     file.write_all(text.as_bytes()).map_err(wrap)?;
     file.sync_all().map_err(wrap)
@@ -312,23 +244,13 @@ mod tests {
         for path in &written {
             use std::os::unix::fs::PermissionsExt;
             let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-            let want = if path.extension().unwrap() == "key" {
-                0o600
-            } else {
-                0o644
-            };
+            let want = if path.extension().unwrap() == "key" { 0o600 } else { 0o644 };
             assert_eq!(mode, want, "{}", path.display());
         }
         let server = std::fs::read(dir.path().join("server.crt")).unwrap();
-        let der = rustls_pemfile::certs(&mut server.as_slice())
-            .next()
-            .unwrap()
-            .unwrap();
+        let der = rustls_pemfile::certs(&mut server.as_slice()).next().unwrap().unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
-        let sans = format!(
-            "{:?}",
-            cert.subject_alternative_name().unwrap().unwrap().value
-        );
+        let sans = format!("{:?}", cert.subject_alternative_name().unwrap().unwrap().value);
         assert!(
             sans.contains("fluidity-server")
                 && sans.contains("vpn.example")
@@ -336,10 +258,7 @@ mod tests {
             "{sans}"
         );
         let client = std::fs::read(dir.path().join("client.crt")).unwrap();
-        let der = rustls_pemfile::certs(&mut client.as_slice())
-            .next()
-            .unwrap()
-            .unwrap();
+        let der = rustls_pemfile::certs(&mut client.as_slice()).next().unwrap().unwrap();
         assert_eq!(crate::tls::peer_name(&der).as_deref(), Some("laptop"));
     }
 
@@ -348,24 +267,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("client.key"), "keep me").unwrap();
         let err = generate(&options(dir.path())).unwrap_err();
-        assert!(
-            matches!(err, CertsError::Exists(ref p) if p.ends_with("client.key")),
-            "{err}"
-        );
+        assert!(matches!(err, CertsError::Exists(ref p) if p.ends_with("client.key")), "{err}");
         assert!(!dir.path().join("ca.crt").exists());
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join("client.key")).unwrap(),
-            "keep me"
-        );
+        assert_eq!(std::fs::read_to_string(dir.path().join("client.key")).unwrap(), "keep me");
 
         let mut forced = options(dir.path());
         forced.force = true;
         generate(&forced).unwrap();
-        assert!(
-            std::fs::read_to_string(dir.path().join("client.key"))
-                .unwrap()
-                .contains("PRIVATE KEY")
-        );
+        assert!(std::fs::read_to_string(dir.path().join("client.key")).unwrap().contains("PRIVATE KEY"));
     }
 
     #[test]
@@ -373,12 +282,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut bad = options(dir.path());
         bad.sans = vec!["not a name".into()];
-        assert!(
-            generate(&bad)
-                .unwrap_err()
-                .to_string()
-                .contains("`not a name`")
-        );
+        assert!(generate(&bad).unwrap_err().to_string().contains("`not a name`"));
         assert!(!dir.path().join("ca.crt").exists());
     }
 }

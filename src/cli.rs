@@ -18,7 +18,5 @@ pub fn runtime_error(program: &str, error: &anyhow::Error) -> ExitCode {
 
 /// Builds the multi-threaded Tokio runtime every binary uses.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }

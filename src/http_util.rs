@@ -23,25 +23,16 @@ where
 
 /// An empty body.
 pub fn empty() -> Body {
-    Empty::<Bytes>::new()
-        .map_err(|never| match never {})
-        .boxed()
+    Empty::<Bytes>::new().map_err(|never| match never {}).boxed()
 }
 
 /// A plain-text reply: one line naming what went wrong.
 pub fn text_response(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut line = message.into();
     line.push('\n');
-    let mut response = Response::new(
-        Full::new(Bytes::from(line))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut response = Response::new(Full::new(Bytes::from(line)).map_err(|never| match never {}).boxed());
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -100,10 +91,7 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (name, value) in pairs {
-            headers.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
+            headers.append(HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         headers
     }
@@ -127,11 +115,7 @@ mod tests {
 
     #[test]
     fn keeps_upgrade_when_asked() {
-        let mut headers = map(&[
-            ("connection", "Upgrade"),
-            ("upgrade", "websocket"),
-            ("host", "a"),
-        ]);
+        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("host", "a")]);
         assert!(wants_upgrade(&headers));
         strip_hop_by_hop(&mut headers, true);
         assert_eq!(headers["upgrade"], "websocket");
@@ -142,9 +126,6 @@ mod tests {
     fn upgrade_needs_connection_token() {
         assert!(!wants_upgrade(&map(&[("upgrade", "websocket")])));
         assert!(!wants_upgrade(&map(&[("connection", "upgrade")])));
-        assert!(wants_upgrade(&map(&[
-            ("connection", "keep-alive, Upgrade"),
-            ("upgrade", "h2c")
-        ])));
+        assert!(wants_upgrade(&map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "h2c")])));
     }
 }

@@ -11,6 +11,7 @@
 //!   the one-line [`config::ConfigError`]).
 //! - [`tls`]: loading PEM material and building the TLS 1.3-only rustls configs.
 //! - [`http_util`]: body type, hop-by-hop header handling and short text replies.
+//! - [`relay`]: two-way byte relay with idle timeout and activity counters.
 //! - [`telemetry`]: `tracing` subscriber setup (text or JSON).
 //! - [`shutdown`]: SIGINT/SIGTERM to a [`tokio_util::sync::CancellationToken`].
 //! - `certs` (feature `certs`): CA, server and client certificate generation.
@@ -22,6 +23,7 @@
 pub mod cli;
 pub mod config;
 pub mod http_util;
+pub mod relay;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tls;

@@ -44,18 +44,9 @@ pub async fn run(args: LocalArgs, shutdown: CancellationToken) -> anyhow::Result
     result
 }
 
-async fn run_in(
-    args: &LocalArgs,
-    dir: &std::path::Path,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let options = CertOptions {
-        dir: dir.to_path_buf(),
-        sans: vec![],
-        client_name: "local-agent".into(),
-        days: 1,
-        force: false,
-    };
+async fn run_in(args: &LocalArgs, dir: &std::path::Path, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let options =
+        CertOptions { dir: dir.to_path_buf(), sans: vec![], client_name: "local-agent".into(), days: 1, force: false };
     certs::generate(&options).context("generating certificates")?;
     let tls = |cert: &str, key: &str| TlsArgs {
         cert: Some(dir.join(cert)),
@@ -81,9 +72,7 @@ async fn run_in(
     };
     let agent = Agent::bind(AgentConfig::from_parts(&agent_args, Default::default())?).await?;
     let proxy = agent.local_addr();
-    let origin = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the demo page")?;
+    let origin = TcpListener::bind("127.0.0.1:0").await.context("binding the demo page")?;
     let page = format!("http://{}/", origin.local_addr()?);
 
     let stop = shutdown.child_token();
@@ -122,9 +111,7 @@ fn private_temp_dir() -> anyhow::Result<PathBuf> {
     let mut builder = std::fs::DirBuilder::new();
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(&dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
+    builder.create(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
 
@@ -136,32 +123,24 @@ async fn serve_demo(listener: TcpListener, stop: CancellationToken) {
         };
         tokio::spawn(async move {
             let service = service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                    Bytes::from_static(DEMO_BODY.as_bytes()),
-                )))
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                    DEMO_BODY.as_bytes(),
+                ))))
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
         });
     }
 }
 
 /// One GET of `url` through the HTTP proxy at `proxy`, returning the body.
 async fn fetch_through(proxy: SocketAddr, url: &str) -> anyhow::Result<String> {
-    let tcp = TcpStream::connect(proxy)
-        .await
-        .context("connecting to the agent")?;
+    let tcp = TcpStream::connect(proxy).await.context("connecting to the agent")?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
     let request = hyper::Request::get(url).body(http_body_util::Empty::<Bytes>::new())?;
     let response = sender.send_request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
-    anyhow::ensure!(
-        status.is_success(),
-        "status {status}: {}",
-        String::from_utf8_lossy(&body)
-    );
+    anyhow::ensure!(status.is_success(), "status {status}: {}", String::from_utf8_lossy(&body));
     Ok(String::from_utf8_lossy(&body).into_owned())
 }

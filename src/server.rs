@@ -50,14 +50,9 @@ pub struct Server {
 impl Server {
     /// Binds the listening socket and builds the TLS configuration.
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        Ok(Self {
-            listener,
-            config: Arc::new(config),
-            stats: Arc::default(),
-        })
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        Ok(Self { listener, config: Arc::new(config), stats: Arc::default() })
     }
 
     /// The address actually bound (useful with port 0).
@@ -73,11 +68,7 @@ impl Server {
 
     /// Serves until `shutdown` fires, then drains for at most `drain_timeout`.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let tls = self
-            .config
-            .tls
-            .server_config()
-            .context("building the server TLS configuration")?;
+        let tls = self.config.tls.server_config().context("building the server TLS configuration")?;
         listener::accept_loop(self.listener, tls, self.config, self.stats, shutdown).await
     }
 }

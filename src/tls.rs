@@ -50,16 +50,8 @@ impl TlsMaterial {
         let cert_key = format!("{prefix}.cert");
         let key_key = format!("{prefix}.key");
         let ca_key = format!("{prefix}.ca");
-        let certs = parse_certs(
-            &sources.cert.read(&cert_key)?,
-            &cert_key,
-            &sources.cert.to_string(),
-        )?;
-        let key = parse_key(
-            &sources.key.read(&key_key)?,
-            &key_key,
-            &sources.key.to_string(),
-        )?;
+        let certs = parse_certs(&sources.cert.read(&cert_key)?, &cert_key, &sources.cert.to_string())?;
+        let key = parse_key(&sources.key.read(&key_key)?, &key_key, &sources.key.to_string())?;
         let ca = parse_certs(&sources.ca.read(&ca_key)?, &ca_key, &sources.ca.to_string())?;
 
         let mut roots = RootCertStore::empty();
@@ -72,39 +64,28 @@ impl TlsMaterial {
                 )
             })?;
         }
-        let signing = provider()
-            .key_provider
-            .load_private_key(key.clone_key())
-            .map_err(|e| {
-                ConfigError::new(
-                    &key_key,
-                    format!("{} is not a usable private key: {e}", sources.key),
-                    "use an ECDSA P-256, Ed25519 or RSA key in PEM",
-                )
-            })?;
+        let signing = provider().key_provider.load_private_key(key.clone_key()).map_err(|e| {
+            ConfigError::new(
+                &key_key,
+                format!("{} is not a usable private key: {e}", sources.key),
+                "use an ECDSA P-256, Ed25519 or RSA key in PEM",
+            )
+        })?;
         let certified = rustls::sign::CertifiedKey::new(certs.clone(), signing);
         if certified.keys_match().is_err() {
             return Err(ConfigError::new(
                 &key_key,
-                format!(
-                    "{} does not match the certificate in {}",
-                    sources.key, sources.cert
-                ),
+                format!("{} does not match the certificate in {}", sources.key, sources.cert),
                 "use the key generated together with that certificate",
             ));
         }
-        Ok(Self {
-            certs,
-            key: Arc::new(key),
-            roots: Arc::new(roots),
-        })
+        Ok(Self { certs, key: Arc::new(key), roots: Arc::new(roots) })
     }
 
     /// The server side: TLS 1.3 only, a client certificate chained to our CA
     /// required, ALPN `h2` and `http/1.1`.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider()).build()?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider()).build()?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
@@ -125,11 +106,7 @@ impl TlsMaterial {
     }
 }
 
-fn parse_certs(
-    pem: &str,
-    key: &str,
-    origin: &str,
-) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+fn parse_certs(pem: &str, key: &str, origin: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut pem.as_bytes()).collect();
     match certs {
         Ok(certs) if !certs.is_empty() => Ok(certs),
@@ -138,11 +115,9 @@ fn parse_certs(
             format!("{origin} holds no PEM certificate"),
             "point it at a file starting with -----BEGIN CERTIFICATE-----",
         )),
-        Err(e) => Err(ConfigError::new(
-            key,
-            format!("{origin} is not valid PEM: {e}"),
-            "regenerate it with fluidity-certs",
-        )),
+        Err(e) => {
+            Err(ConfigError::new(key, format!("{origin} is not valid PEM: {e}"), "regenerate it with fluidity-certs"))
+        }
     }
 }
 
@@ -154,23 +129,16 @@ fn parse_key(pem: &str, key: &str, origin: &str) -> Result<PrivateKeyDer<'static
             format!("{origin} holds no PEM private key"),
             "point it at a file starting with -----BEGIN PRIVATE KEY-----",
         )),
-        Err(e) => Err(ConfigError::new(
-            key,
-            format!("{origin} is not valid PEM: {e}"),
-            "regenerate it with fluidity-certs",
-        )),
+        Err(e) => {
+            Err(ConfigError::new(key, format!("{origin} is not valid PEM: {e}"), "regenerate it with fluidity-certs"))
+        }
     }
 }
 
 /// A readable name for a peer certificate: its subject CN, else its first DNS SAN.
 pub fn peer_name(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    if let Some(cn) = parsed
-        .subject()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-    {
+    if let Some(cn) = parsed.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()) {
         return Some(cn.to_string());
     }
     let san = parsed.subject_alternative_name().ok()??;
@@ -182,10 +150,7 @@ pub fn peer_name(cert: &CertificateDer<'_>) -> Option<String> {
 
 /// Describes a handshake failure in a few words, for logs and metrics.
 pub fn describe_handshake_error(error: &std::io::Error) -> String {
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
+    match error.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::NoCertificatesPresented) => "client presented no certificate".into(),
         Some(rustls::Error::InvalidCertificate(reason)) => {
             format!("invalid certificate: {reason:?}")

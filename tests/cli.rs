@@ -18,38 +18,22 @@ async fn config_errors_are_one_line_with_exit_code_2() {
     let pki = Pki::new();
     let yaml = pki.path("bad.yaml");
     std::fs::write(&yaml, "listen: [unclosed\n").unwrap();
-    let (code, _, stderr) =
-        run_bin("fluidity-agent", &["--config", yaml.to_str().unwrap()], &[]).await;
+    let (code, _, stderr) = run_bin("fluidity-agent", &["--config", yaml.to_str().unwrap()], &[]).await;
     assert_eq!(code, Some(2));
-    assert!(
-        one_line(&stderr).contains("bad.yaml") && stderr.contains("invalid YAML"),
-        "{stderr}"
-    );
+    assert!(one_line(&stderr).contains("bad.yaml") && stderr.contains("invalid YAML"), "{stderr}");
 
     std::fs::write(&yaml, "server: 127.0.0.1:8443\nlisten_port: 9\n").unwrap();
-    let (code, _, stderr) =
-        run_bin("fluidity-agent", &["--config", yaml.to_str().unwrap()], &[]).await;
+    let (code, _, stderr) = run_bin("fluidity-agent", &["--config", yaml.to_str().unwrap()], &[]).await;
     assert_eq!(code, Some(2));
     assert!(one_line(&stderr).contains("listen_port"), "{stderr}");
 
     let missing = pki.path("nowhere/client.crt");
-    let (code, _, stderr) = run_bin(
-        "fluidity-agent",
-        &[
-            "--server",
-            "127.0.0.1:1",
-            "--cert",
-            missing.to_str().unwrap(),
-        ],
-        &[],
-    )
-    .await;
+    let (code, _, stderr) =
+        run_bin("fluidity-agent", &["--server", "127.0.0.1:1", "--cert", missing.to_str().unwrap()], &[]).await;
     assert_eq!(code, Some(2));
     let line = one_line(&stderr);
     assert!(
-        line.contains("tls.cert")
-            && line.contains(missing.to_str().unwrap())
-            && line.contains("not found"),
+        line.contains("tls.cert") && line.contains(missing.to_str().unwrap()) && line.contains("not found"),
         "{line}"
     );
 
@@ -69,21 +53,14 @@ async fn config_errors_are_one_line_with_exit_code_2() {
     .await;
     assert_eq!(code, Some(2));
     let line = one_line(&stderr);
-    assert!(
-        line.contains("tls.key") && line.contains("does not match"),
-        "{line}"
-    );
+    assert!(line.contains("tls.key") && line.contains("does not match"), "{line}");
 
     let (code, _, stderr) = run_bin("fluidity-server", &["--dial-timeout", "soon"], &[]).await;
     assert_eq!(code, Some(2));
     assert!(one_line(&stderr).contains("dial_timeout"), "{stderr}");
 
-    let (code, _, stderr) = run_bin(
-        "fluidity-agent",
-        &[],
-        &[("FLUIDITY_POOL_SIZE", "0"), ("FLUIDITY_SERVER", "h")],
-    )
-    .await;
+    let (code, _, stderr) =
+        run_bin("fluidity-agent", &[], &[("FLUIDITY_POOL_SIZE", "0"), ("FLUIDITY_SERVER", "h")]).await;
     assert_eq!(code, Some(2));
     assert!(one_line(&stderr).contains("pool_size"), "{stderr}");
 }
@@ -98,17 +75,11 @@ async fn yaml_env_and_flag_precedence() {
     let env = [("FLUIDITY_POOL_SIZE", "70")];
     let (code, _, stderr) = run_bin("fluidity-agent", &args, &env).await;
     assert_eq!(code, Some(2), "env must override the file: {stderr}");
-    assert!(
-        stderr.contains("pool_size") && stderr.contains("70"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("pool_size") && stderr.contains("70"), "{stderr}");
     let mut with_flag = args.to_vec();
     with_flag.extend(["--pool-size", "99"]);
     let (_, _, stderr) = run_bin("fluidity-agent", &with_flag, &env).await;
-    assert!(
-        stderr.contains("99"),
-        "the flag must override env: {stderr}"
-    );
+    assert!(stderr.contains("99"), "the flag must override env: {stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,21 +100,11 @@ async fn curl_straight_at_the_server_and_bad_client_certificates() {
         ]
     };
 
-    let mut args = vec![
-        "--proxy".to_string(),
-        proxy.clone(),
-        "--proxy-cacert".into(),
-        ca.into(),
-    ];
+    let mut args = vec!["--proxy".to_string(), proxy.clone(), "--proxy-cacert".into(), ca.into()];
     args.extend(good("client.crt", "client.key"));
     args.push(url.clone());
     let out = curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
-    assert_eq!(
-        (out.code, out.text().as_str()),
-        (Some(0), "GET /direct"),
-        "{}",
-        out.stderr
-    );
+    assert_eq!((out.code, out.text().as_str()), (Some(0), "GET /direct"), "{}", out.stderr);
     server.wait_for("client=test-agent").await;
 
     // No client certificate.
@@ -153,18 +114,8 @@ async fn curl_straight_at_the_server_and_bad_client_certificates() {
 
     // A client certificate from another CA.
     let stranger = Ca::new("Stranger CA", Validity::days(1)).unwrap();
-    pki.write_pair(
-        "stranger",
-        &stranger
-            .issue_client("intruder", Validity::days(1))
-            .unwrap(),
-    );
-    let mut args = vec![
-        "--proxy".to_string(),
-        proxy.clone(),
-        "--proxy-cacert".into(),
-        ca.into(),
-    ];
+    pki.write_pair("stranger", &stranger.issue_client("intruder", Validity::days(1)).unwrap());
+    let mut args = vec!["--proxy".to_string(), proxy.clone(), "--proxy-cacert".into(), ca.into()];
     args.extend(good("stranger.crt", "stranger.key"));
     args.push(url.clone());
     let out = curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -172,18 +123,8 @@ async fn curl_straight_at_the_server_and_bad_client_certificates() {
     server.wait_for("UnknownIssuer").await;
 
     // An expired client certificate from our CA.
-    pki.write_pair(
-        "expired",
-        &pki.ca
-            .issue_client("old-laptop", Validity::expired())
-            .unwrap(),
-    );
-    let mut args = vec![
-        "--proxy".to_string(),
-        proxy.clone(),
-        "--proxy-cacert".into(),
-        ca.into(),
-    ];
+    pki.write_pair("expired", &pki.ca.issue_client("old-laptop", Validity::expired()).unwrap());
+    let mut args = vec!["--proxy".to_string(), proxy.clone(), "--proxy-cacert".into(), ca.into()];
     args.extend(good("expired.crt", "expired.key"));
     args.push(url.clone());
     let out = curl(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -196,17 +137,10 @@ async fn curl_straight_at_the_server_and_bad_client_certificates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_refuses_server_without_expected_name() {
     let pki = Pki::new();
-    let wrong = pki
-        .ca
-        .issue_server(&["someone-else".into()], Validity::days(1))
-        .unwrap();
+    let wrong = pki.ca.issue_server(&["someone-else".into()], Validity::days(1)).unwrap();
     pki.write_pair("wrong", &wrong);
     let (server, addr) = server_process(&pki, "wrong").await;
-    let (cert, key, ca) = (
-        pki.path("client.crt"),
-        pki.path("client.key"),
-        pki.path("ca.crt"),
-    );
+    let (cert, key, ca) = (pki.path("client.crt"), pki.path("client.key"), pki.path("ca.crt"));
     let (code, _, stderr) = run_bin(
         "fluidity-agent",
         &[
@@ -226,10 +160,7 @@ async fn agent_refuses_server_without_expected_name() {
     .await;
     assert_eq!(code, Some(1), "{stderr}");
     let line = one_line(&stderr);
-    assert!(
-        line.contains("not valid for the name fluidity-server"),
-        "{line}"
-    );
+    assert!(line.contains("not valid for the name fluidity-server"), "{line}");
     drop(server);
 }
 
@@ -238,45 +169,26 @@ async fn certs_command_writes_private_keys_and_refuses_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("out");
     let target = target.to_str().unwrap();
-    let (code, stdout, stderr) = run_bin(
-        "fluidity-certs",
-        &["--dir", target, "--san", "203.0.113.9,tunnel.example"],
-        &[],
-    )
-    .await;
+    let (code, stdout, stderr) =
+        run_bin("fluidity-certs", &["--dir", target, "--san", "203.0.113.9,tunnel.example"], &[]).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout.matches("wrote ").count(), 5);
     use std::os::unix::fs::PermissionsExt;
     for key in ["server.key", "client.key"] {
-        let mode = std::fs::metadata(dir.path().join("out").join(key))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
+        let mode = std::fs::metadata(dir.path().join("out").join(key)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{key}");
     }
     let before = std::fs::read(dir.path().join("out/ca.crt")).unwrap();
     let (code, _, stderr) = run_bin("fluidity-certs", &["--dir", target], &[]).await;
     assert_eq!(code, Some(2));
     assert!(one_line(&stderr).contains("--force"), "{stderr}");
-    assert_eq!(
-        std::fs::read(dir.path().join("out/ca.crt")).unwrap(),
-        before
-    );
+    assert_eq!(std::fs::read(dir.path().join("out/ca.crt")).unwrap(), before);
 }
 
 #[tokio::test]
 async fn local_mode_check_round_trips() {
-    let (code, stdout, stderr) = run_bin(
-        "fluidity-local",
-        &["--listen", "127.0.0.1:0", "--check"],
-        &[],
-    )
-    .await;
+    let (code, stdout, stderr) = run_bin("fluidity-local", &["--listen", "127.0.0.1:0", "--check"], &[]).await;
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stdout.contains("curl -x http://127.0.0.1:"), "{stdout}");
-    assert!(
-        stdout.contains("check ok: hello through fluidity"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("check ok: hello through fluidity"), "{stdout}");
 }

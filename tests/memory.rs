@@ -23,13 +23,7 @@ async fn two_hundred_mib_each_way_in_bounded_memory() {
 
     // Download, hashed as it streams out of curl.
     let mut child = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--fail",
-            "-x",
-            &proxy,
-            &format!("http://{origin}/download/{SIZE}"),
-        ])
+        .args(["-sS", "--fail", "-x", &proxy, &format!("http://{origin}/download/{SIZE}")])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -63,15 +57,8 @@ async fn two_hundred_mib_each_way_in_bounded_memory() {
         }
         out.flush().unwrap();
         let want = format!("{SIZE} {}", hex(&hasher.finalize()));
-        let out = curl(&[
-            "--fail",
-            "-x",
-            &proxy,
-            "-T",
-            file.to_str().unwrap(),
-            &format!("http://{origin}/upload"),
-        ])
-        .await;
+        let out =
+            curl(&["--fail", "-x", &proxy, "-T", file.to_str().unwrap(), &format!("http://{origin}/upload")]).await;
         assert_eq!(out.code, Some(0), "{}", out.stderr);
         assert_eq!(out.text(), want);
     }
@@ -79,10 +66,7 @@ async fn two_hundred_mib_each_way_in_bounded_memory() {
     let server_kib = peak_rss_kib(server.pid());
     let agent_kib = peak_rss_kib(agent.pid());
     println!("peak RSS: server {server_kib} KiB, agent {agent_kib} KiB");
-    assert!(
-        server_kib < RSS_LIMIT_KIB,
-        "server peak RSS {server_kib} KiB"
-    );
+    assert!(server_kib < RSS_LIMIT_KIB, "server peak RSS {server_kib} KiB");
     assert!(agent_kib < RSS_LIMIT_KIB, "agent peak RSS {agent_kib} KiB");
     assert_eq!(agent.terminate().await, Some(0));
     assert_eq!(server.terminate().await, Some(0));

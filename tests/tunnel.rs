@@ -22,36 +22,17 @@ async fn curl_methods_through_agent() {
     let proxy = format!("http://{}", agent.addr);
     let url = format!("http://{origin}/thing?x=1");
     for method in ["GET", "POST", "PUT", "DELETE"] {
-        let out = curl(&[
-            "-x",
-            &proxy,
-            "-X",
-            method,
-            "-d",
-            "payload",
-            "-H",
-            "x-echo: kept",
-            "-i",
-            &url,
-        ])
-        .await;
+        let out = curl(&["-x", &proxy, "-X", method, "-d", "payload", "-H", "x-echo: kept", "-i", &url]).await;
         let text = out.text();
         assert_eq!(out.code, Some(0), "{method}: {}", out.stderr);
         assert!(text.starts_with("HTTP/1.1 200"), "{method}: {text}");
         assert!(text.contains("x-echo: kept"), "{method}: {text}");
-        assert!(
-            text.ends_with(&format!("{method} /thing payload")),
-            "{method}: {text}"
-        );
+        assert!(text.ends_with(&format!("{method} /thing payload")), "{method}: {text}");
     }
     let head = curl(&["-x", &proxy, "-I", &url]).await;
     assert_eq!(head.code, Some(0), "{}", head.stderr);
     assert!(head.text().starts_with("HTTP/1.1 200"), "{}", head.text());
-    assert!(
-        head.text().to_lowercase().contains("content-length: 11"),
-        "{}",
-        head.text()
-    );
+    assert!(head.text().to_lowercase().contains("content-length: 11"), "{}", head.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,14 +66,9 @@ async fn https_origin_and_tcp_echo_through_connect() {
     let origin = https_origin(&pki).await;
     let proxy = format!("http://{}", agent.addr);
     let ca = pki.path("origin-ca.crt");
-    let out = curl(&[
-        "-x",
-        &proxy,
-        "--cacert",
-        ca.to_str().unwrap(),
-        &format!("https://localhost:{}/secure", origin.port()),
-    ])
-    .await;
+    let out =
+        curl(&["-x", &proxy, "--cacert", ca.to_str().unwrap(), &format!("https://localhost:{}/secure", origin.port())])
+            .await;
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.text(), "GET /secure");
 
@@ -113,44 +89,17 @@ async fn https_origin_and_tcp_echo_through_connect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dial_failures_name_target_and_cause() {
     let (_pki, _server, agent) = tunnel().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let proxy = format!("http://{}", agent.addr);
-    let out = curl(&[
-        "-x",
-        &proxy,
-        "-w",
-        "\n%{http_code}",
-        &format!("http://{closed}/"),
-    ])
-    .await;
+    let out = curl(&["-x", &proxy, "-w", "\n%{http_code}", &format!("http://{closed}/")]).await;
     let text = out.text();
     assert!(text.ends_with("\n502"), "{text}");
-    assert!(
-        text.contains(&closed.to_string()) && text.contains("refused"),
-        "{text}"
-    );
+    assert!(text.contains(&closed.to_string()) && text.contains("refused"), "{text}");
     // Through CONNECT too: curl reports the proxy's status.
-    let out = curl(&[
-        "-x",
-        &proxy,
-        "-w",
-        "%{http_connect}",
-        &format!("https://{closed}/"),
-    ])
-    .await;
+    let out = curl(&["-x", &proxy, "-w", "%{http_connect}", &format!("https://{closed}/")]).await;
     assert_eq!(out.text(), "502", "{}", out.stderr);
     // Metadata addresses are refused by policy whatever the agent asks.
-    let out = curl(&[
-        "-x",
-        &proxy,
-        "-w",
-        "\n%{http_code}",
-        "http://169.254.169.254/latest/meta-data/",
-    ])
-    .await;
+    let out = curl(&["-x", &proxy, "-w", "\n%{http_code}", "http://169.254.169.254/latest/meta-data/"]).await;
     assert!(out.text().ends_with("\n403"), "{}", out.text());
 }
 
@@ -193,9 +142,7 @@ async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     ws: &mut tokio_tungstenite::WebSocketStream<S>,
 ) {
     for i in 0..1000 {
-        ws.send(Message::text(format!("message {i}")))
-            .await
-            .unwrap();
+        ws.send(Message::text(format!("message {i}"))).await.unwrap();
     }
     for i in 0..1000 {
         let got = ws.next().await.unwrap().unwrap();
@@ -229,27 +176,18 @@ async fn websocket_over_proxied_upgrade() {
 async fn websocket_over_connect_and_tls() {
     let (_pki, _server, agent) = tunnel().await;
     let ca = fluidity::certs::Ca::new("WS CA", fluidity::certs::Validity::days(1)).unwrap();
-    let pair = ca
-        .issue_server(&["localhost".into()], fluidity::certs::Validity::days(1))
-        .unwrap();
+    let pair = ca.issue_server(&["localhost".into()], fluidity::certs::Validity::days(1)).unwrap();
     let origin = ws_origin(Some(tls_acceptor(&pair))).await;
     let tcp = connect_through(agent.addr, &format!("localhost:{}", origin.port())).await;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca.cert_pem().as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tls = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let tls = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
     let (mut ws, response) =
-        tokio_tungstenite::client_async(format!("wss://localhost:{}/chat", origin.port()), tls)
-            .await
-            .unwrap();
+        tokio_tungstenite::client_async(format!("wss://localhost:{}/chat", origin.port()), tls).await.unwrap();
     assert_eq!(response.status(), 101);
     exchange(&mut ws).await;
 }
@@ -264,19 +202,14 @@ async fn concurrent_requests_share_the_pool() {
         tasks.push(tokio::spawn(async move {
             let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
             let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                    .await
-                    .unwrap();
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
             tokio::spawn(conn);
             let request = hyper::Request::get(format!("http://{origin}/slow?{i}"))
                 .body(http_body_util::Empty::<bytes::Bytes>::new())
                 .unwrap();
             let response = sender.send_request(request).await.unwrap();
             assert_eq!(response.status(), 200);
-            let body = http_body_util::BodyExt::collect(response.into_body())
-                .await
-                .unwrap()
-                .to_bytes();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await.unwrap().to_bytes();
             assert_eq!(&body[..], b"GET /slow");
         }));
     }
@@ -284,10 +217,7 @@ async fn concurrent_requests_share_the_pool() {
         task.await.unwrap();
     }
     let accepted = fluidity::server::Stats::get(&server.stats.handshakes_ok);
-    assert!(
-        (1..=2).contains(&accepted),
-        "{accepted} TLS connections for a pool of 2"
-    );
+    assert!((1..=2).contains(&accepted), "{accepted} TLS connections for a pool of 2");
     assert_eq!(agent.pool.connections_opened(), accepted);
     assert!(fluidity::server::Stats::get(&server.stats.streams) >= 200);
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{ConfigError, RawTls, TlsArgs, TlsSources, duration_or, load_yaml};
+use crate::config::{ConfigError, RawTls, Secret, TlsArgs, TlsSources, duration_or, load_yaml, size_or};
 use crate::telemetry::LogFormat;
 use crate::tls::TlsMaterial;
 
@@ -26,6 +26,16 @@ pub struct RawAgentConfig {
     pub tls: RawTls,
     pub connect_timeout: Option<String>,
     pub drain_timeout: Option<String>,
+    pub keepalive_interval: Option<String>,
+    pub keepalive_timeout: Option<String>,
+    pub request_wait: Option<String>,
+    pub reconnect_max_backoff: Option<String>,
+    pub stream_window: Option<String>,
+    pub connection_window: Option<String>,
+    pub max_header_bytes: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub proxy_auth: Option<Secret>,
+    pub allow_open_proxy: Option<bool>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -55,9 +65,53 @@ pub struct AgentArgs {
     /// On SIGINT/SIGTERM, let open requests and tunnels finish this long [YAML: drain_timeout; default 10s]
     #[arg(long, env = "FLUIDITY_DRAIN_TIMEOUT", value_name = "DURATION")]
     pub drain_timeout: Option<String>,
+    /// Send an HTTP/2 PING this often on each tunnel connection [YAML: keepalive_interval; default 10s]
+    #[arg(long, env = "FLUIDITY_KEEPALIVE_INTERVAL", value_name = "DURATION")]
+    pub keepalive_interval: Option<String>,
+    /// A PING unanswered this long means the connection is dead [YAML: keepalive_timeout; default 10s]
+    #[arg(long, env = "FLUIDITY_KEEPALIVE_TIMEOUT", value_name = "DURATION")]
+    pub keepalive_timeout: Option<String>,
+    /// While the tunnel is down, a request waits this long before a 503 [YAML: request_wait; default 10s]
+    #[arg(long, env = "FLUIDITY_REQUEST_WAIT", value_name = "DURATION")]
+    pub request_wait: Option<String>,
+    /// Cap of the reconnect backoff (it starts at 100ms and doubles, with jitter) [YAML: reconnect_max_backoff; default 10s]
+    #[arg(long, env = "FLUIDITY_RECONNECT_MAX_BACKOFF", value_name = "DURATION")]
+    pub reconnect_max_backoff: Option<String>,
+    /// HTTP/2 receive window per stream [YAML: stream_window; default 8MiB]
+    #[arg(long, env = "FLUIDITY_STREAM_WINDOW", value_name = "SIZE")]
+    pub stream_window: Option<String>,
+    /// HTTP/2 receive window per connection [YAML: connection_window; default 32MiB]
+    #[arg(long, env = "FLUIDITY_CONNECTION_WINDOW", value_name = "SIZE")]
+    pub connection_window: Option<String>,
+    /// Largest request or response header block accepted [YAML: max_header_bytes; default 64KiB]
+    #[arg(long, env = "FLUIDITY_MAX_HEADER_BYTES", value_name = "SIZE")]
+    pub max_header_bytes: Option<String>,
+    /// Close a CONNECT or WebSocket tunnel after this long without a byte [YAML: idle_timeout; default 1h]
+    #[arg(long, env = "FLUIDITY_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Require proxy Basic authentication with USER:PASSWORD [YAML: proxy_auth]
+    #[arg(long, env = "FLUIDITY_PROXY_AUTH", value_name = "USER:PASSWORD", hide_env_values = true)]
+    pub proxy_auth: Option<Secret>,
+    /// Allow listening on a non-loopback address without proxy_auth [YAML: allow_open_proxy; default false]
+    #[arg(long, env = "FLUIDITY_ALLOW_OPEN_PROXY", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub allow_open_proxy: Option<bool>,
     /// Log line format [YAML: log_format; default text]
     #[arg(long, env = "FLUIDITY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+}
+
+/// How the tunnel connections behave.
+#[derive(Debug, Clone)]
+pub struct TunnelSettings {
+    pub connect_timeout: Duration,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    pub request_wait: Duration,
+    pub reconnect_base: Duration,
+    pub reconnect_max: Duration,
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub max_header_bytes: u32,
 }
 
 /// Validated agent configuration.
@@ -69,8 +123,13 @@ pub struct AgentConfig {
     pub server_name: rustls::pki_types::ServerName<'static>,
     pub pool_size: usize,
     pub tls: TlsMaterial,
-    pub connect_timeout: Duration,
+    /// Where the TLS material came from (re-read on SIGHUP).
+    pub tls_sources: TlsSources,
+    pub tunnel: TunnelSettings,
     pub drain_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// `user:password` required in `Proxy-Authorization`, if set.
+    pub proxy_auth: Option<Secret>,
     pub log_format: LogFormat,
 }
 
@@ -86,12 +145,8 @@ impl AgentConfig {
 
     /// Merges flags/env over the file and validates everything in one step.
     pub fn from_parts(args: &AgentArgs, file: RawAgentConfig) -> Result<Self, ConfigError> {
-        let listen_text = args
-            .listen
-            .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen = listen_text.parse().map_err(|_| {
+        let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
             ConfigError::new(
                 "listen",
                 format!("`{listen_text}` is not an address"),
@@ -99,19 +154,15 @@ impl AgentConfig {
             )
         })?;
         let server = parse_server(args.server.clone().or(file.server))?;
-        let name_text = args
-            .server_name
-            .clone()
-            .or(file.server_name)
-            .unwrap_or_else(|| crate::DEFAULT_SERVER_NAME.into());
-        let server_name =
-            rustls::pki_types::ServerName::try_from(name_text.clone()).map_err(|_| {
-                ConfigError::new(
-                    "server_name",
-                    format!("`{name_text}` is not a DNS name"),
-                    "use the name in the server certificate, e.g. fluidity-server",
-                )
-            })?;
+        let name_text =
+            args.server_name.clone().or(file.server_name).unwrap_or_else(|| crate::DEFAULT_SERVER_NAME.into());
+        let server_name = rustls::pki_types::ServerName::try_from(name_text.clone()).map_err(|_| {
+            ConfigError::new(
+                "server_name",
+                format!("`{name_text}` is not a DNS name"),
+                "use the name in the server certificate, e.g. fluidity-server",
+            )
+        })?;
         let pool_size = args.pool_size.or(file.pool_size).unwrap_or(2);
         if !(1..=64).contains(&pool_size) {
             return Err(ConfigError::new(
@@ -120,57 +171,77 @@ impl AgentConfig {
                 "use 1 to 64 (2 is plenty)",
             ));
         }
-        let sources = TlsSources::resolve(
-            &args.tls,
-            &file.tls,
-            &PathBuf::from("certs"),
-            ["client.crt", "client.key", "ca.crt"],
-        );
+        let sources =
+            TlsSources::resolve(&args.tls, &file.tls, &PathBuf::from("certs"), ["client.crt", "client.key", "ca.crt"]);
+        let duration = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
+            duration_or(key, arg.as_deref().or(file.as_deref()), Duration::from_secs(default))
+        };
+        let window = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
+            size_or(key, arg.as_deref().or(file.as_deref()), default, 65_535, (1 << 31) - 1).map(|v| v as u32)
+        };
+        let tunnel = TunnelSettings {
+            connect_timeout: duration("connect_timeout", &args.connect_timeout, &file.connect_timeout, 10)?,
+            keepalive_interval: duration("keepalive_interval", &args.keepalive_interval, &file.keepalive_interval, 10)?,
+            keepalive_timeout: duration("keepalive_timeout", &args.keepalive_timeout, &file.keepalive_timeout, 10)?,
+            request_wait: duration("request_wait", &args.request_wait, &file.request_wait, 10)?,
+            reconnect_base: Duration::from_millis(100),
+            reconnect_max: duration(
+                "reconnect_max_backoff",
+                &args.reconnect_max_backoff,
+                &file.reconnect_max_backoff,
+                10,
+            )?,
+            stream_window: window("stream_window", &args.stream_window, &file.stream_window, 8 << 20)?,
+            connection_window: window("connection_window", &args.connection_window, &file.connection_window, 32 << 20)?,
+            max_header_bytes: size_or(
+                "max_header_bytes",
+                args.max_header_bytes.as_deref().or(file.max_header_bytes.as_deref()),
+                64 << 10,
+                1 << 10,
+                16 << 20,
+            )? as u32,
+        };
+        let proxy_auth = args.proxy_auth.clone().or(file.proxy_auth);
+        if let Some(auth) = &proxy_auth
+            && !auth.expose().contains(':')
+        {
+            return Err(ConfigError::new("proxy_auth", "must be USER:PASSWORD", "write it as user:password"));
+        }
+        let allow_open = args.allow_open_proxy.or(file.allow_open_proxy).unwrap_or(false);
+        if !listen.ip().is_loopback() && proxy_auth.is_none() && !allow_open {
+            return Err(ConfigError::new(
+                "listen",
+                format!("{listen} is reachable from other machines and proxy authentication is off"),
+                "set proxy_auth (USER:PASSWORD, or FLUIDITY_PROXY_AUTH) or pass --allow-open-proxy to run an open proxy on purpose",
+            ));
+        }
         Ok(Self {
             listen,
             server,
             server_name,
             pool_size,
-            connect_timeout: duration_or(
-                "connect_timeout",
-                args.connect_timeout
-                    .as_deref()
-                    .or(file.connect_timeout.as_deref()),
-                Duration::from_secs(10),
-            )?,
-            drain_timeout: duration_or(
-                "drain_timeout",
-                args.drain_timeout
-                    .as_deref()
-                    .or(file.drain_timeout.as_deref()),
-                Duration::from_secs(10),
-            )?,
+            tunnel,
+            drain_timeout: duration("drain_timeout", &args.drain_timeout, &file.drain_timeout, 10)?,
+            idle_timeout: duration("idle_timeout", &args.idle_timeout, &file.idle_timeout, 3600)?,
+            proxy_auth,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             tls: TlsMaterial::load(&sources, "tls")?,
+            tls_sources: sources,
         })
     }
 }
 
 fn parse_server(value: Option<String>) -> Result<String, ConfigError> {
     let fix = "set it to the server's HOST:PORT, e.g. 203.0.113.7:8443, or pass --server";
-    let Some(text) = value
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-    else {
+    let Some(text) = value.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) else {
         return Err(ConfigError::new("server", "missing", fix));
     };
     if text.contains("://") || text.contains('/') {
-        return Err(ConfigError::new(
-            "server",
-            format!("`{text}` is a URL, not HOST:PORT"),
-            fix,
-        ));
+        return Err(ConfigError::new("server", format!("`{text}` is a URL, not HOST:PORT"), fix));
     }
     // Bracketed IPv6 with a port, or anything ending in :digits, already has a port.
     let has_port = match text.rsplit_once(':') {
-        Some((host, port)) => {
-            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
-        }
+        Some((host, port)) => port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']')),
         None => false,
     };
     if has_port {
@@ -180,11 +251,7 @@ fn parse_server(value: Option<String>) -> Result<String, ConfigError> {
         return Ok(format!("[{text}]:{DEFAULT_SERVER_PORT}"));
     }
     if text.contains(':') {
-        return Err(ConfigError::new(
-            "server",
-            format!("`{text}` has an invalid port"),
-            fix,
-        ));
+        return Err(ConfigError::new("server", format!("`{text}` has an invalid port"), fix));
     }
     Ok(format!("{text}:{DEFAULT_SERVER_PORT}"))
 }
@@ -206,11 +273,7 @@ mod tests {
             ("", None),
         ];
         for (text, want) in cases {
-            assert_eq!(
-                parse_server(Some(text.into())).ok().as_deref(),
-                want,
-                "{text}"
-            );
+            assert_eq!(parse_server(Some(text.into())).ok().as_deref(), want, "{text}");
         }
         assert_eq!(parse_server(None).unwrap_err().key, "server");
     }

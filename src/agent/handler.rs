@@ -9,6 +9,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::HOST;
 use http::uri::Authority;
@@ -19,28 +20,30 @@ use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
-use super::pool::Pool;
+use super::pool::{Pool, TunnelError};
+use crate::config::Secret;
 use crate::http_util::{Body, boxed, empty, strip_hop_by_hop, text_response, wants_upgrade};
-
-const TUNNEL_BUFFER: usize = 64 * 1024;
+use crate::relay::{Activity, relay};
 
 /// Serves local proxy requests through the pool.
 pub(super) struct Handler {
     pub(super) pool: Arc<Pool>,
     pub(super) tracker: TaskTracker,
+    pub(super) idle_timeout: Duration,
+    pub(super) proxy_auth: Option<Secret>,
+    pub(super) activity: Arc<Activity>,
 }
 
 /// A reply for the local client, already formatted.
 type Reply = Response<Body>;
 
 impl Handler {
-    pub(super) async fn handle(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-    ) -> Result<Reply, Infallible> {
+    pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Reply, Infallible> {
         let span = debug_span!("request", method = %req.method(), target = %req.uri());
         let reply = async {
-            let reply = if req.method() == Method::CONNECT {
+            let reply = if !self.authorized(&req) {
+                proxy_auth_required()
+            } else if req.method() == Method::CONNECT {
                 self.connect(req).await
             } else if req.version() == Version::HTTP_11 && wants_upgrade(req.headers()) {
                 self.upgrade(req).await
@@ -56,12 +59,7 @@ impl Handler {
     }
 
     async fn connect(&self, req: Request<Incoming>) -> Reply {
-        let Some(authority) = req
-            .uri()
-            .authority()
-            .cloned()
-            .filter(|a| a.port_u16().is_some())
-        else {
+        let Some(authority) = req.uri().authority().cloned().filter(|a| a.port_u16().is_some()) else {
             return text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
         };
         let server_side = match self.open_tunnel(&authority).await {
@@ -69,10 +67,11 @@ impl Handler {
             Err(reply) => return reply,
         };
         let client_side = hyper::upgrade::on(req);
+        let (idle, activity) = (self.idle_timeout, self.activity.clone());
         self.tracker.spawn(
             async move {
                 match client_side.await {
-                    Ok(client) => copy(client, server_side).await,
+                    Ok(client) => copy(client, server_side, idle, activity).await,
                     Err(error) => warn!(%error, "client CONNECT upgrade failed"),
                 }
             }
@@ -86,26 +85,22 @@ impl Handler {
             return not_a_proxy_request(req.uri());
         };
         let port = authority.port_u16().unwrap_or(80);
-        let target = match Authority::try_from(format!("{}:{port}", authority.host())) {
-            Ok(target) => target,
-            Err(_) => {
-                return text_response(StatusCode::BAD_REQUEST, format!("bad target {authority}"));
-            }
+        let Ok(target) = Authority::try_from(format!("{}:{port}", authority.host())) else {
+            return text_response(StatusCode::BAD_REQUEST, format!("bad target {authority}"));
         };
         let stream = match self.open_tunnel(&target).await {
             Ok(upgraded) => upgraded,
             Err(reply) => return reply,
         };
-        let (mut sender, connection) =
-            match hyper::client::conn::http1::handshake::<_, Incoming>(stream).await {
-                Ok(pair) => pair,
-                Err(error) => {
-                    return text_response(
-                        StatusCode::BAD_GATEWAY,
-                        format!("HTTP handshake with {authority} failed: {error}"),
-                    );
-                }
-            };
+        let (mut sender, connection) = match hyper::client::conn::http1::handshake::<_, Incoming>(stream).await {
+            Ok(pair) => pair,
+            Err(error) => {
+                return text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("HTTP handshake with {authority} failed: {error}"),
+                );
+            }
+        };
         tokio::spawn(async move { connection.with_upgrades().await }.in_current_span());
         let client_side = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
@@ -119,17 +114,14 @@ impl Handler {
         let mut response = match sender.send_request(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             Err(error) => {
-                return text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{authority} closed the connection: {error}"),
-                );
+                return text_response(StatusCode::BAD_GATEWAY, format!("{authority} closed the connection: {error}"));
             }
         };
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             let origin_side = hyper::upgrade::on(&mut response);
-            self.tracker
-                .spawn(join(client_side, origin_side).in_current_span());
+            let (idle, activity) = (self.idle_timeout, self.activity.clone());
+            self.tracker.spawn(join(client_side, origin_side, idle, activity).in_current_span());
         }
         strip_hop_by_hop(response.headers_mut(), switching);
         response.map(boxed)
@@ -144,61 +136,72 @@ impl Handler {
         // HTTP/2 carries the host in :authority, taken from the absolute URI.
         parts.headers.remove(HOST);
         parts.version = Version::HTTP_2;
-        let request = Request::from_parts(parts, boxed(body));
-        let mut sender = match self.pool.sender().await {
-            Ok(sender) => sender,
-            Err(error) => return tunnel_down(&error),
-        };
-        let mut response = match sender.send_request(request).await {
+        let mut response = match self.send(Request::from_parts(parts, boxed(body))).await {
             Ok(response) => response,
-            Err(error) => {
-                return text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("the tunnel dropped the request: {error}"),
-                );
-            }
+            Err(reply) => return reply,
         };
         strip_hop_by_hop(response.headers_mut(), false);
         response.map(boxed)
     }
 
+    /// Sends `request` over the tunnel. If it never reached the server (the
+    /// connection was already going away), it is sent once more on another
+    /// connection; a failure after that point is a 502.
+    async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Reply> {
+        let mut lease = self.pool.sender().await.map_err(|e| tunnel_down(&e))?;
+        let mut error = match lease.sender.try_send_request(request).await {
+            Ok(response) => return Ok(response),
+            Err(error) => error,
+        };
+        let Some(request) = error.take_message() else {
+            return Err(dropped(&error.into_error()));
+        };
+        debug!(error = %error.error(), "request never reached the server, retrying on another connection");
+        lease = self.pool.retry(&lease).await.map_err(|e| tunnel_down(&e))?;
+        lease.sender.send_request(request).await.map_err(|e| dropped(&e))
+    }
+
     /// Opens a CONNECT stream to `target` through the server. On failure the
     /// server's own reply (502, 504, 403 with its reason) is passed back.
     async fn open_tunnel(&self, target: &Authority) -> Result<Upgraded, Reply> {
-        let mut sender = self.pool.sender().await.map_err(|e| tunnel_down(&e))?;
         let mut request = Request::new(empty());
         *request.method_mut() = Method::CONNECT;
         *request.uri_mut() = Uri::from(target.clone());
         *request.version_mut() = Version::HTTP_2;
-        let mut response = sender.send_request(request).await.map_err(|e| {
-            text_response(
-                StatusCode::BAD_GATEWAY,
-                format!("the tunnel dropped the CONNECT to {target}: {e}"),
-            )
-        })?;
+        let mut response = self.send(request).await?;
         if response.status() != StatusCode::OK {
             strip_hop_by_hop(response.headers_mut(), false);
             return Err(response.map(boxed));
         }
-        hyper::upgrade::on(&mut response).await.map_err(|e| {
-            text_response(
-                StatusCode::BAD_GATEWAY,
-                format!("CONNECT to {target} failed: {e}"),
-            )
-        })
+        hyper::upgrade::on(&mut response)
+            .await
+            .map_err(|e| text_response(StatusCode::BAD_GATEWAY, format!("CONNECT to {target} failed: {e}")))
+    }
+
+    /// True when no proxy authentication is configured or the request carries it.
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        use base64::Engine;
+        let Some(expected) = &self.proxy_auth else { return true };
+        let Some(credentials) = req
+            .headers()
+            .get(http::header::PROXY_AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+        else {
+            return false;
+        };
+        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).unwrap_or_default();
+        constant_time_eq(&decoded, expected.expose().as_bytes())
     }
 }
 
 /// The authority and origin-form path of an `http://` absolute URI.
-fn absolute_http(uri: &Uri) -> Option<(Authority, Uri)> {
+pub fn absolute_http(uri: &Uri) -> Option<(Authority, Uri)> {
     if uri.scheme_str() != Some("http") {
         return None;
     }
     let authority = uri.authority()?.clone();
-    let path = uri
-        .path_and_query()
-        .map(|pq| Uri::from(pq.clone()))
-        .unwrap_or_else(|| Uri::from_static("/"));
+    let path = uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
     Some((authority, path))
 }
 
@@ -211,24 +214,36 @@ fn not_a_proxy_request(uri: &Uri) -> Reply {
     )
 }
 
-fn tunnel_down(error: &super::pool::TunnelError) -> Reply {
+fn tunnel_down(error: &TunnelError) -> Reply {
     warn!(%error, "no tunnel connection");
-    text_response(StatusCode::BAD_GATEWAY, error.to_string())
+    text_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
 }
 
-async fn join(client: OnUpgrade, origin: OnUpgrade) {
+fn dropped(error: &hyper::Error) -> Reply {
+    text_response(StatusCode::BAD_GATEWAY, format!("the tunnel dropped the request: {error}"))
+}
+
+fn proxy_auth_required() -> Reply {
+    let mut reply = text_response(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "this proxy requires Basic authentication: use curl --proxy-user USER:PASSWORD, or USER:PASSWORD@ in the proxy URL",
+    );
+    reply.headers_mut().insert(http::header::PROXY_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"fluidity\""));
+    reply
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn join(client: OnUpgrade, origin: OnUpgrade, idle: Duration, activity: Arc<Activity>) {
     match tokio::try_join!(client, origin) {
-        Ok((client, origin)) => copy(client, origin).await,
+        Ok((client, origin)) => copy(client, origin, idle, activity).await,
         Err(error) => warn!(%error, "upgrade failed"),
     }
 }
 
-async fn copy(a: Upgraded, b: Upgraded) {
-    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-    match tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, TUNNEL_BUFFER, TUNNEL_BUFFER)
-        .await
-    {
-        Ok((up, down)) => debug!(up, down, "tunnel closed"),
-        Err(error) => debug!(%error, "tunnel ended"),
-    }
+async fn copy(a: Upgraded, b: Upgraded, idle: Duration, activity: Arc<Activity>) {
+    let ended = relay(TokioIo::new(a), TokioIo::new(b), idle, activity).await;
+    debug!(?ended, "tunnel ended");
 }

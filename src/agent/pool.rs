@@ -1,19 +1,25 @@
 //! The tunnel: a small pool of long-lived mutual-TLS HTTP/2 connections to the
-//! server. Requests pick a connection round-robin and become streams on it; a
-//! closed connection is replaced on next use.
+//! server. One supervisor task per slot keeps its connection up: it connects,
+//! waits for the connection to end (closed, GOAWAY, or a PING unanswered within
+//! the keepalive timeout), then reconnects with capped exponential backoff and
+//! jitter. Requests take any live connection round-robin; while none is up they
+//! wait up to `request_wait`, then get [`TunnelError::Down`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::AgentConfig;
+use super::config::TunnelSettings;
 use crate::http_util::Body;
 
 /// Why no tunnel connection could be had.
@@ -31,6 +37,8 @@ pub enum TunnelError {
     NoH2 { server: String },
     #[error("HTTP/2 setup with the server at {server} failed: {reason}")]
     Http2 { server: String, reason: String },
+    #[error("the tunnel to the Fluidity server is down and reconnecting ({last}); retry shortly")]
+    Down { last: String },
 }
 
 impl TunnelError {
@@ -40,144 +48,305 @@ impl TunnelError {
     }
 }
 
-/// Long-lived connections to the server.
-pub struct Pool {
-    slots: Vec<Mutex<Option<SendRequest<Body>>>>,
-    next: AtomicUsize,
-    connector: Connector,
+/// State shared between the pool handle and its supervisors.
+struct Shared {
+    /// Each slot's live connection and its unique id.
+    slots: Vec<RwLock<Option<(u64, SendRequest<Body>)>>>,
+    /// Bumped whenever a slot comes up or an attempt fails; waiters watch it.
+    changes: watch::Sender<u64>,
+    last_error: Mutex<Option<TunnelError>>,
     opened: AtomicU64,
+    connector: RwLock<Connector>,
+    settings: TunnelSettings,
+}
+
+impl Shared {
+    fn bump(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Long-lived connections to the server; dropping the pool stops its supervisors.
+pub struct Pool {
+    shared: Arc<Shared>,
+    next: AtomicUsize,
+    stop: CancellationToken,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl Pool {
-    /// A pool of `config.pool_size` lazily opened connections.
-    pub fn new(config: &AgentConfig) -> Result<Self, crate::tls::TlsError> {
-        let tls = config.tls.client_config(&[b"h2"])?;
-        Ok(Self {
-            slots: (0..config.pool_size).map(|_| Mutex::new(None)).collect(),
-            next: AtomicUsize::new(0),
-            connector: Connector {
-                server: config.server.clone(),
-                server_name: config.server_name.clone(),
-                tls: TlsConnector::from(tls),
-                timeout: config.connect_timeout,
-            },
+    /// Builds the pool and starts one supervisor per slot (needs a Tokio runtime).
+    pub fn start(config: &AgentConfig) -> Result<Self, crate::tls::TlsError> {
+        let connector = Connector::new(config)?;
+        let shared = Arc::new(Shared {
+            slots: (0..config.pool_size).map(|_| RwLock::new(None)).collect(),
+            changes: watch::Sender::new(0),
+            last_error: Mutex::new(None),
             opened: AtomicU64::new(0),
-        })
+            connector: RwLock::new(connector),
+            settings: config.tunnel.clone(),
+        });
+        let stop = CancellationToken::new();
+        for index in 0..config.pool_size {
+            let span = info_span!(parent: None, "tunnel", slot = index, server = %config.server);
+            tokio::spawn(supervise(shared.clone(), index, stop.clone()).instrument(span));
+        }
+        Ok(Self { shared, next: AtomicUsize::new(0), stop })
     }
 
     /// How many TLS connections this pool has opened so far.
     pub fn connections_opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
+        self.shared.opened.load(Ordering::Relaxed)
     }
 
-    /// A ready sender on one of the pool's connections, connecting if needed.
-    pub async fn sender(&self) -> Result<SendRequest<Body>, TunnelError> {
-        let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[index].lock().await;
-        if let Some(sender) = slot.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+    /// How many connections are up right now.
+    pub fn connections_up(&self) -> usize {
+        self.shared.slots.iter().filter(|slot| live(slot).is_some()).count()
+    }
+
+    /// Replaces the TLS material used for new connections (certificate reload).
+    pub fn set_tls(&self, config: &AgentConfig) -> Result<(), crate::tls::TlsError> {
+        let connector = Connector::new(config)?;
+        *self.shared.connector.write().unwrap_or_else(|e| e.into_inner()) = connector;
+        Ok(())
+    }
+
+    /// A live connection, waiting up to `request_wait` for one.
+    pub async fn sender(&self) -> Result<Lease, TunnelError> {
+        self.sender_other_than(None).await
+    }
+
+    /// A live connection other than `failed` (a fresh one if `failed` was the
+    /// only one), for retrying a request that never reached the server.
+    pub async fn retry(&self, failed: &Lease) -> Result<Lease, TunnelError> {
+        self.sender_other_than(Some(failed.id)).await
+    }
+
+    async fn sender_other_than(&self, avoid: Option<u64>) -> Result<Lease, TunnelError> {
+        let mut changes = self.shared.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + self.shared.settings.request_wait;
+        loop {
+            changes.borrow_and_update();
+            if let Some(lease) = self.pick(avoid) {
+                return Ok(lease);
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                return Err(self.down());
+            }
         }
-        let sender = self.connector.connect(index).await?;
-        self.opened.fetch_add(1, Ordering::Relaxed);
-        *slot = Some(sender.clone());
-        Ok(sender)
+    }
+
+    /// Waits until the first connection attempt settles: Ok once a connection
+    /// is up or the server is merely unreachable (the supervisors keep
+    /// trying); the error when it can never work (certificate, protocol).
+    pub async fn first_attempt(&self) -> Result<(), TunnelError> {
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            if self.connections_up() > 0 {
+                return Ok(());
+            }
+            if let Some(error) = self.last_error() {
+                return if error.is_fatal() { Err(error) } else { Ok(()) };
+            }
+            if changes.changed().await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The last connection error, if the latest attempt failed.
+    pub fn last_error(&self) -> Option<TunnelError> {
+        self.shared.last_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn pick(&self, avoid: Option<u64>) -> Option<Lease> {
+        let n = self.shared.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n).filter_map(|i| live(&self.shared.slots[(start + i) % n])).find(|lease| Some(lease.id) != avoid)
+    }
+
+    fn down(&self) -> TunnelError {
+        let last = self.last_error().map(|e| e.to_string()).unwrap_or_else(|| "no connection yet".into());
+        TunnelError::Down { last }
     }
 }
 
+/// A connection handed to one request.
+pub struct Lease {
+    /// Unique id of the connection (for retries on another one).
+    pub id: u64,
+    pub sender: SendRequest<Body>,
+}
+
+fn live(slot: &RwLock<Option<(u64, SendRequest<Body>)>>) -> Option<Lease> {
+    let guard = slot.read().unwrap_or_else(|e| e.into_inner());
+    let (id, sender) = guard.as_ref()?;
+    (!sender.is_closed()).then(|| Lease { id: *id, sender: sender.clone() })
+}
+
+/// Keeps slot `index` connected until `stop`.
+async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
+    let mut failures: u32 = 0;
+    loop {
+        let connector = shared.connector.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let attempt = tokio::select! {
+            _ = stop.cancelled() => return,
+            attempt = connector.connect() => attempt,
+        };
+        match attempt {
+            Ok((sender, connection)) => {
+                failures = 0;
+                let id = shared.opened.fetch_add(1, Ordering::Relaxed);
+                *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = Some((id, sender));
+                *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                shared.bump();
+                info!("tunnel connection up");
+                let ended = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    ended = connection => ended,
+                };
+                *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = None;
+                match ended {
+                    Ok(Ok(())) => info!("tunnel connection closed by the server, reconnecting"),
+                    Ok(Err(error)) => warn!(%error, "tunnel connection lost, reconnecting"),
+                    Err(error) => warn!(%error, "tunnel connection task failed, reconnecting"),
+                }
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_power_of_two() {
+                    warn!(%error, failures, "tunnel connection attempt failed");
+                } else {
+                    debug!(%error, failures, "tunnel connection attempt failed");
+                }
+                *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+                shared.bump();
+            }
+        }
+        let delay = backoff(failures, shared.settings.reconnect_base, shared.settings.reconnect_max);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// Exponential backoff with jitter: `base * 2^(failures-1)`, capped at `max`,
+/// then a random point in its upper half. No failure yet means `base / 2`.
+pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
+    let exponent = failures.saturating_sub(1).min(20);
+    let ceiling = base.saturating_mul(1u32 << exponent).min(max);
+    let half = ceiling / 2;
+    half + half.mul_f64(jitter())
+}
+
+/// A random number in [0, 1) from the standard library's per-hasher random keys.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+type Connection = tokio::task::JoinHandle<Result<(), hyper::Error>>;
+
+#[derive(Clone)]
 struct Connector {
     server: String,
     server_name: ServerName<'static>,
     tls: TlsConnector,
-    timeout: Duration,
+    settings: TunnelSettings,
 }
 
 impl Connector {
-    async fn connect(&self, index: usize) -> Result<SendRequest<Body>, TunnelError> {
-        match tokio::time::timeout(self.timeout, self.handshake(index)).await {
+    fn new(config: &AgentConfig) -> Result<Self, crate::tls::TlsError> {
+        Ok(Self {
+            server: config.server.clone(),
+            server_name: config.server_name.clone(),
+            tls: TlsConnector::from(config.tls.client_config(&[b"h2"])?),
+            settings: config.tunnel.clone(),
+        })
+    }
+
+    async fn connect(&self) -> Result<(SendRequest<Body>, Connection), TunnelError> {
+        let after = self.settings.connect_timeout;
+        match tokio::time::timeout(after, self.handshake()).await {
             Ok(result) => result,
-            Err(_) => Err(TunnelError::Timeout {
-                server: self.server.clone(),
-                after: self.timeout,
-            }),
+            Err(_) => Err(TunnelError::Timeout { server: self.server.clone(), after }),
         }
     }
 
-    async fn handshake(&self, index: usize) -> Result<SendRequest<Body>, TunnelError> {
+    async fn handshake(&self) -> Result<(SendRequest<Body>, Connection), TunnelError> {
         let server = self.server.clone();
         let tcp = TcpStream::connect(&server)
             .await
-            .map_err(|e| TunnelError::Unreachable {
-                server: server.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| TunnelError::Unreachable { server: server.clone(), reason: e.to_string() })?;
         let _ = tcp.set_nodelay(true);
-        let tls = self
-            .tls
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(|e| self.tls_error(&e))?;
+        let tls = self.tls.connect(self.server_name.clone(), tcp).await.map_err(|e| self.tls_error(&e))?;
         if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(TunnelError::NoH2 { server });
         }
+        let s = &self.settings;
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
-            .initial_stream_window_size(4 * 1024 * 1024)
-            .initial_connection_window_size(16 * 1024 * 1024)
+            .initial_stream_window_size(s.stream_window)
+            .initial_connection_window_size(s.connection_window)
             .max_send_buf_size(1024 * 1024)
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(20))
+            .max_header_list_size(s.max_header_bytes)
+            .keep_alive_interval(s.keepalive_interval)
+            .keep_alive_timeout(s.keepalive_timeout)
             .keep_alive_while_idle(true)
             .handshake(TokioIo::new(tls))
             .await
-            .map_err(|e| TunnelError::Http2 {
-                server: server.clone(),
-                reason: e.to_string(),
-            })?;
-        let span = info_span!(parent: None, "tunnel", slot = index, server = %server);
-        tokio::spawn(
-            async move {
-                info!("tunnel connection up");
-                match connection.await {
-                    Ok(()) => info!("tunnel connection closed"),
-                    Err(error) => warn!(%error, "tunnel connection lost"),
-                }
-            }
-            .instrument(span),
-        );
-        debug!(slot = index, "connected");
-        Ok(sender)
+            .map_err(|e| TunnelError::Http2 { server: server.clone(), reason: e.to_string() })?;
+        Ok((sender, tokio::spawn(connection)))
     }
 
     fn tls_error(&self, error: &std::io::Error) -> TunnelError {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
         let server = self.server.clone();
         let name = self.server_name.to_str();
-        match error
-            .get_ref()
-            .and_then(|e| e.downcast_ref::<rustls::Error>())
-        {
-            Some(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Some(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::NotValidForNameContext { .. },
-            )) => TunnelError::Certificate {
-                server,
-                reason: format!(
-                    "its certificate is not valid for the name {name}; set server_name to the name it carries or reissue it with fluidity-certs --san"
-                ),
-            },
+        match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {
+                TunnelError::Certificate {
+                    server,
+                    reason: format!(
+                        "its certificate is not valid for the name {name}; set server_name to the name it carries or reissue it with fluidity-certs --san"
+                    ),
+                }
+            }
             Some(rustls::Error::InvalidCertificate(reason)) => TunnelError::Certificate {
                 server,
                 reason: format!(
                     "its certificate is not trusted ({reason:?}); check tls.ca points at the CA that signed it"
                 ),
             },
-            Some(other) => TunnelError::Tls {
-                server,
-                reason: other.to_string(),
-            },
-            None => TunnelError::Tls {
-                server,
-                reason: error.to_string(),
-            },
+            Some(other) => TunnelError::Tls { server, reason: other.to_string() },
+            None => TunnelError::Tls { server, reason: error.to_string() },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let base = Duration::from_millis(100);
+        let max = Duration::from_secs(5);
+        for failures in 0..40 {
+            let d = backoff(failures, base, max);
+            let ceiling = base.saturating_mul(1 << failures.saturating_sub(1).min(20)).min(max);
+            assert!(d >= ceiling / 2 && d <= ceiling, "{failures}: {d:?} vs {ceiling:?}");
+        }
+        assert!(backoff(30, base, max) <= max);
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff(5, base, max)).collect();
+        assert!(samples.len() > 1, "jitter must vary");
     }
 }

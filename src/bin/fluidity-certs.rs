@@ -23,9 +23,7 @@ fn main() -> ExitCode {
             for path in paths {
                 println!("wrote {}", path.display());
             }
-            println!(
-                "keep server.key and client.key private; certs/.gitignore keeps them out of git"
-            );
+            println!("keep server.key and client.key private; certs/.gitignore keeps them out of git");
             ExitCode::SUCCESS
         }
         Err(error) => {

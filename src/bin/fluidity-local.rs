@@ -23,9 +23,7 @@ fn main() -> ExitCode {
     telemetry::init(args.log_format);
     let result = cli::runtime()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            runtime.block_on(async { local::run(args, shutdown::on_signal()).await })
-        });
+        .and_then(|runtime| runtime.block_on(async { local::run(args, shutdown::on_signal()).await }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => cli::runtime_error("fluidity-local", &error),

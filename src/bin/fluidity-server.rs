@@ -31,9 +31,7 @@ fn main() -> ExitCode {
     telemetry::init(config.log_format);
     let result = cli::runtime()
         .map_err(anyhow::Error::from)
-        .and_then(|runtime| {
-            runtime.block_on(async { server::run(config, shutdown::on_signal()).await })
-        });
+        .and_then(|runtime| runtime.block_on(async { server::run(config, shutdown::on_signal()).await }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => cli::runtime_error("fluidity-server", &error),

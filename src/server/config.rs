@@ -83,11 +83,7 @@ impl ServerConfig {
 
     /// Merges flags/env over the file and validates everything in one step.
     pub fn from_parts(args: &ServerArgs, file: RawServerConfig) -> Result<Self, ConfigError> {
-        let listen_text = args
-            .listen
-            .clone()
-            .or(file.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen = listen_text.parse().map_err(|_| {
             ConfigError::new(
                 "listen",
@@ -95,16 +91,9 @@ impl ServerConfig {
                 "write ADDRESS:PORT, e.g. 0.0.0.0:8443",
             )
         })?;
-        let sources = TlsSources::resolve(
-            &args.tls,
-            &file.tls,
-            &PathBuf::from("certs"),
-            ["server.crt", "server.key", "ca.crt"],
-        );
-        let max_concurrent_streams = args
-            .max_concurrent_streams
-            .or(file.max_concurrent_streams)
-            .unwrap_or(1024);
+        let sources =
+            TlsSources::resolve(&args.tls, &file.tls, &PathBuf::from("certs"), ["server.crt", "server.key", "ca.crt"]);
+        let max_concurrent_streams = args.max_concurrent_streams.or(file.max_concurrent_streams).unwrap_or(1024);
         if max_concurrent_streams == 0 {
             return Err(ConfigError::new(
                 "max_concurrent_streams",
@@ -116,23 +105,17 @@ impl ServerConfig {
             listen,
             dial_timeout: duration_or(
                 "dial_timeout",
-                args.dial_timeout
-                    .as_deref()
-                    .or(file.dial_timeout.as_deref()),
+                args.dial_timeout.as_deref().or(file.dial_timeout.as_deref()),
                 Duration::from_secs(10),
             )?,
             handshake_timeout: duration_or(
                 "handshake_timeout",
-                args.handshake_timeout
-                    .as_deref()
-                    .or(file.handshake_timeout.as_deref()),
+                args.handshake_timeout.as_deref().or(file.handshake_timeout.as_deref()),
                 Duration::from_secs(10),
             )?,
             drain_timeout: duration_or(
                 "drain_timeout",
-                args.drain_timeout
-                    .as_deref()
-                    .or(file.drain_timeout.as_deref()),
+                args.drain_timeout.as_deref().or(file.drain_timeout.as_deref()),
                 Duration::from_secs(25),
             )?,
             max_concurrent_streams,

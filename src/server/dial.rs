@@ -18,11 +18,7 @@ pub enum DialError {
     #[error("timed out after {after:?} connecting to {target}")]
     Timeout { target: String, after: Duration },
     #[error("{target} resolves to {addr}, which is not allowed ({reason})")]
-    Denied {
-        target: String,
-        addr: IpAddr,
-        reason: &'static str,
-    },
+    Denied { target: String, addr: IpAddr, reason: &'static str },
     #[error("cannot connect to {target}: {reason}")]
     Other { target: String, reason: String },
 }
@@ -72,57 +68,35 @@ impl EgressPolicy {
         match ip {
             IpAddr::V4(v4) if v4.is_link_local() => Some("link-local, where cloud metadata lives"),
             IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
-            IpAddr::V6(v6) if v6.segments()[0] == 0xfd00 && v6.segments()[1] == 0x0ec2 => {
-                Some("cloud metadata")
-            }
+            IpAddr::V6(v6) if v6.segments()[0] == 0xfd00 && v6.segments()[1] == 0x0ec2 => Some("cloud metadata"),
             _ => None,
         }
     }
 }
 
 /// Resolves `host`, drops refused addresses and connects to the first that answers.
-pub async fn dial(
-    host: &str,
-    port: u16,
-    policy: &EgressPolicy,
-    timeout: Duration,
-) -> Result<TcpStream, DialError> {
+pub async fn dial(host: &str, port: u16, policy: &EgressPolicy, timeout: Duration) -> Result<TcpStream, DialError> {
     let target = format!("{host}:{port}");
     match tokio::time::timeout(timeout, dial_inner(host, port, &target, policy)).await {
         Ok(result) => result,
-        Err(_) => Err(DialError::Timeout {
-            target,
-            after: timeout,
-        }),
+        Err(_) => Err(DialError::Timeout { target, after: timeout }),
     }
 }
 
-async fn dial_inner(
-    host: &str,
-    port: u16,
-    target: &str,
-    policy: &EgressPolicy,
-) -> Result<TcpStream, DialError> {
+async fn dial_inner(host: &str, port: u16, target: &str, policy: &EgressPolicy) -> Result<TcpStream, DialError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => tokio::net::lookup_host((bare, port))
             .await
-            .map_err(|e| DialError::Dns {
-                host: bare.to_string(),
-                reason: dns_reason(&e),
-            })?
+            .map_err(|e| DialError::Dns { host: bare.to_string(), reason: dns_reason(&e) })?
             .collect(),
     };
     let mut last = None;
     let mut denied = None;
     for addr in addrs {
         if let Some(reason) = policy.refusal(addr.ip()) {
-            denied.get_or_insert(DialError::Denied {
-                target: target.to_string(),
-                addr: addr.ip(),
-                reason,
-            });
+            denied.get_or_insert(DialError::Denied { target: target.to_string(), addr: addr.ip(), reason });
             continue;
         }
         match TcpStream::connect(addr).await {
@@ -131,22 +105,12 @@ async fn dial_inner(
                 return Ok(stream);
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                last = Some(DialError::Refused {
-                    target: target.to_string(),
-                });
+                last = Some(DialError::Refused { target: target.to_string() });
             }
-            Err(e) => {
-                last = Some(DialError::Other {
-                    target: target.to_string(),
-                    reason: e.to_string(),
-                })
-            }
+            Err(e) => last = Some(DialError::Other { target: target.to_string(), reason: e.to_string() }),
         }
     }
-    Err(last.or(denied).unwrap_or_else(|| DialError::Dns {
-        host: bare.to_string(),
-        reason: "no addresses".into(),
-    }))
+    Err(last.or(denied).unwrap_or_else(|| DialError::Dns { host: bare.to_string(), reason: "no addresses".into() }))
 }
 
 fn dns_reason(error: &std::io::Error) -> String {
@@ -178,15 +142,9 @@ mod tests {
             ("2606:2800:220:1::", false),
         ];
         for (ip, refused) in cases {
-            assert_eq!(
-                policy.refusal(ip.parse().unwrap()).is_some(),
-                refused,
-                "{ip}"
-            );
+            assert_eq!(policy.refusal(ip.parse().unwrap()).is_some(), refused, "{ip}");
         }
-        let local = EgressPolicy {
-            allow_loopback: true,
-        };
+        let local = EgressPolicy { allow_loopback: true };
         assert!(local.refusal("127.0.0.1".parse().unwrap()).is_none());
         assert!(local.refusal("169.254.170.2".parse().unwrap()).is_some());
     }
@@ -194,37 +152,14 @@ mod tests {
     #[tokio::test]
     async fn refused_and_denied_map_to_statuses() {
         // Bind then drop to find a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let policy = EgressPolicy {
-            allow_loopback: true,
-        };
-        let err = dial("127.0.0.1", port, &policy, Duration::from_secs(5))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            (err.kind(), err.status()),
-            ("refused", StatusCode::BAD_GATEWAY)
-        );
-        let err = dial(
-            "127.0.0.1",
-            port,
-            &EgressPolicy::default(),
-            Duration::from_secs(5),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(
-            (err.kind(), err.status()),
-            ("denied", StatusCode::FORBIDDEN)
-        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let policy = EgressPolicy { allow_loopback: true };
+        let err = dial("127.0.0.1", port, &policy, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!((err.kind(), err.status()), ("refused", StatusCode::BAD_GATEWAY));
+        let err = dial("127.0.0.1", port, &EgressPolicy::default(), Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!((err.kind(), err.status()), ("denied", StatusCode::FORBIDDEN));
         // No resolver answers here, or it says NXDOMAIN: either way a clear failure.
-        let err = dial("name.invalid", 80, &policy, Duration::from_secs(3))
-            .await
-            .unwrap_err();
+        let err = dial("name.invalid", 80, &policy, Duration::from_secs(3)).await.unwrap_err();
         assert!(matches!(err.kind(), "dns" | "timeout"), "{err}");
     }
 }

@@ -56,14 +56,8 @@ pub(super) async fn accept_loop(
     drop(listener);
     tracker.close();
     info!(open = tracker.len(), grace = ?config.drain_timeout, "stopped accepting, draining");
-    if tokio::time::timeout(config.drain_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!(
-            open = tracker.len(),
-            "drain deadline reached, closing what is left"
-        );
+    if tokio::time::timeout(config.drain_timeout, tracker.wait()).await.is_err() {
+        warn!(open = tracker.len(), "drain deadline reached, closing what is left");
     }
     info!("server stopped");
     Ok(())
@@ -81,12 +75,7 @@ struct Connection {
 impl Connection {
     async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
         let _ = tcp.set_nodelay(true);
-        let tls = match tokio::time::timeout(
-            self.config.handshake_timeout,
-            self.acceptor.accept(tcp),
-        )
-        .await
-        {
+        let tls = match tokio::time::timeout(self.config.handshake_timeout, self.acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 self.stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
@@ -106,10 +95,7 @@ impl Connection {
             .and_then(|chain| chain.first())
             .and_then(peer_name)
             .unwrap_or_else(|| "unknown".into());
-        let alpn = session
-            .alpn_protocol()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_default();
+        let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned()).unwrap_or_default();
         let span = info_span!("conn", %peer, %client);
         self.http(tls, alpn).instrument(span).await;
     }

@@ -31,15 +31,8 @@ pub(super) struct Proxy {
 
 impl Proxy {
     pub(super) fn new(config: Arc<ServerConfig>, stats: Arc<Stats>, tracker: TaskTracker) -> Self {
-        let policy = EgressPolicy {
-            allow_loopback: config.allow_loopback,
-        };
-        Self {
-            config,
-            stats,
-            policy,
-            tracker,
-        }
+        let policy = EgressPolicy { allow_loopback: config.allow_loopback };
+        Self { config, stats, policy, tracker }
     }
 
     /// Serves one request; never fails at the HTTP level (errors become replies).
@@ -49,14 +42,10 @@ impl Proxy {
         conn: Span,
     ) -> Result<Response<Body>, Infallible> {
         self.stats.streams.fetch_add(1, Ordering::Relaxed);
-        let span =
-            debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
+        let span = debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
         let response = async {
-            let response = if req.method() == Method::CONNECT {
-                self.connect(req).await
-            } else {
-                self.forward(req).await
-            };
+            let response =
+                if req.method() == Method::CONNECT { self.connect(req).await } else { self.forward(req).await };
             debug!(status = response.status().as_u16(), "answered");
             response
         }
@@ -70,19 +59,9 @@ impl Proxy {
             return text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
         };
         let Some(port) = authority.port_u16() else {
-            return text_response(
-                StatusCode::BAD_REQUEST,
-                format!("CONNECT target {authority} has no port"),
-            );
+            return text_response(StatusCode::BAD_REQUEST, format!("CONNECT target {authority} has no port"));
         };
-        let origin = match dial(
-            authority.host(),
-            port,
-            &self.policy,
-            self.config.dial_timeout,
-        )
-        .await
-        {
+        let origin = match dial(authority.host(), port, &self.policy, self.config.dial_timeout).await {
             Ok(stream) => stream,
             Err(error) => return dial_failed(error),
         };
@@ -95,9 +74,7 @@ impl Proxy {
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
             return text_response(
                 StatusCode::BAD_REQUEST,
-                format!(
-                    "{uri} is not an absolute URL; this is a forward proxy, send http://host/path or CONNECT"
-                ),
+                format!("{uri} is not an absolute URL; this is a forward proxy, send http://host/path or CONNECT"),
             );
         };
         if scheme != "http" {
@@ -107,27 +84,22 @@ impl Proxy {
             );
         }
         let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-        let origin = match dial(
-            authority.host(),
-            authority.port_u16().unwrap_or(80),
-            &self.policy,
-            self.config.dial_timeout,
-        )
-        .await
-        {
-            Ok(stream) => stream,
-            Err(error) => return dial_failed(error),
-        };
-        let (mut sender, connection) =
-            match hyper::client::conn::http1::handshake(TokioIo::new(origin)).await {
-                Ok(pair) => pair,
-                Err(error) => {
-                    return text_response(
-                        StatusCode::BAD_GATEWAY,
-                        format!("HTTP handshake with {authority} failed: {error}"),
-                    );
-                }
+        let origin =
+            match dial(authority.host(), authority.port_u16().unwrap_or(80), &self.policy, self.config.dial_timeout)
+                .await
+            {
+                Ok(stream) => stream,
+                Err(error) => return dial_failed(error),
             };
+        let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(origin)).await {
+            Ok(pair) => pair,
+            Err(error) => {
+                return text_response(
+                    StatusCode::BAD_GATEWAY,
+                    format!("HTTP handshake with {authority} failed: {error}"),
+                );
+            }
+        };
         tokio::spawn(
             async move {
                 if let Err(error) = connection.with_upgrades().await {
@@ -139,10 +111,7 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
-        parts.uri = uri
-            .path_and_query()
-            .map(|pq| Uri::from(pq.clone()))
-            .unwrap_or_else(|| Uri::from_static("/"));
+        parts.uri = uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
         parts.version = Version::HTTP_11;
         if !parts.headers.contains_key(HOST)
             && let Ok(host) = HeaderValue::from_str(authority.as_str())
@@ -161,8 +130,7 @@ impl Proxy {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let origin_upgrade = hyper::upgrade::on(&mut response);
-            self.tracker
-                .spawn(join_upgrades(client_upgrade, origin_upgrade).in_current_span());
+            self.tracker.spawn(join_upgrades(client_upgrade, origin_upgrade).in_current_span());
         }
         strip_hop_by_hop(response.headers_mut(), switching);
         response.map(boxed)
@@ -178,13 +146,7 @@ async fn tunnel(req: Request<Incoming>, mut origin: TcpStream) {
     match hyper::upgrade::on(req).await {
         Ok(upgraded) => {
             let mut client = TokioIo::new(upgraded);
-            match tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut origin,
-                TUNNEL_BUFFER,
-                TUNNEL_BUFFER,
-            )
-            .await
+            match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut origin, TUNNEL_BUFFER, TUNNEL_BUFFER).await
             {
                 Ok((up, down)) => debug!(up, down, "tunnel closed"),
                 Err(error) => debug!(%error, "tunnel ended"),
@@ -198,13 +160,7 @@ async fn join_upgrades(client: hyper::upgrade::OnUpgrade, origin: hyper::upgrade
     match tokio::try_join!(client, origin) {
         Ok((client, origin)) => {
             let (mut client, mut origin) = (TokioIo::new(client), TokioIo::new(origin));
-            match tokio::io::copy_bidirectional_with_sizes(
-                &mut client,
-                &mut origin,
-                TUNNEL_BUFFER,
-                TUNNEL_BUFFER,
-            )
-            .await
+            match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut origin, TUNNEL_BUFFER, TUNNEL_BUFFER).await
             {
                 Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
                 Err(error) => debug!(%error, "upgraded connection ended"),

@@ -37,18 +37,9 @@ impl Pki {
         let ca = Ca::new("Test CA", Validity::days(2)).unwrap();
         let pki = Self { dir, ca };
         pki.write("ca.crt", pki.ca.cert_pem());
-        let server = pki
-            .ca
-            .issue_server(
-                &["fluidity-server".into(), "127.0.0.1".into()],
-                Validity::days(2),
-            )
-            .unwrap();
+        let server = pki.ca.issue_server(&["fluidity-server".into(), "127.0.0.1".into()], Validity::days(2)).unwrap();
         pki.write_pair("server", &server);
-        let client = pki
-            .ca
-            .issue_client("test-agent", Validity::days(2))
-            .unwrap();
+        let client = pki.ca.issue_client("test-agent", Validity::days(2)).unwrap();
         pki.write_pair("client", &client);
         pki
     }
@@ -92,21 +83,10 @@ pub async fn start_server(pki: &Pki, stem: &str) -> TestServer {
         drain_timeout: Some("2s".into()),
         ..ServerArgs::default()
     };
-    let server = Server::bind(ServerConfig::from_parts(&args, Default::default()).unwrap())
-        .await
-        .unwrap();
-    let (addr, stats, stop) = (
-        server.local_addr(),
-        server.stats(),
-        CancellationToken::new(),
-    );
+    let server = Server::bind(ServerConfig::from_parts(&args, Default::default()).unwrap()).await.unwrap();
+    let (addr, stats, stop) = (server.local_addr(), server.stats(), CancellationToken::new());
     let task = tokio::spawn(server.run(stop.clone()));
-    TestServer {
-        addr,
-        stats,
-        stop,
-        task,
-    }
+    TestServer { addr, stats, stop, task }
 }
 
 /// A running in-process agent.
@@ -125,17 +105,10 @@ pub async fn start_agent(pki: &Pki, server: SocketAddr) -> TestAgent {
         drain_timeout: Some("2s".into()),
         ..AgentArgs::default()
     };
-    let agent = Agent::bind(AgentConfig::from_parts(&args, Default::default()).unwrap())
-        .await
-        .unwrap();
+    let agent = Agent::bind(AgentConfig::from_parts(&args, Default::default()).unwrap()).await.unwrap();
     let (addr, pool, stop) = (agent.local_addr(), agent.pool(), CancellationToken::new());
     let task = tokio::spawn(agent.run(stop.clone()));
-    TestAgent {
-        addr,
-        pool,
-        stop,
-        task,
-    }
+    TestAgent { addr, pool, stop, task }
 }
 
 /// Byte `i` of every download: a pattern that catches reordering and loss.
@@ -171,9 +144,7 @@ pub fn hex(bytes: &[u8]) -> String {
 type OriginBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 fn full(text: impl Into<Bytes>) -> OriginBody {
-    Full::new(text.into())
-        .map_err(|never| match never {})
-        .boxed()
+    Full::new(text.into()).map_err(|never| match never {}).boxed()
 }
 
 /// The plain HTTP origin:
@@ -181,9 +152,7 @@ fn full(text: impl Into<Bytes>) -> OriginBody {
 /// - `/upload`: answers `<len> <sha256>` of the request body;
 /// - `/slow`: answers after 300 ms;
 /// - anything else: `<METHOD> <path>`, and echoes `x-echo`.
-async fn origin_service(
-    req: Request<Incoming>,
-) -> Result<Response<OriginBody>, std::convert::Infallible> {
+async fn origin_service(req: Request<Incoming>) -> Result<Response<OriginBody>, std::convert::Infallible> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     if let Some(size) = path.strip_prefix("/download/") {
@@ -194,15 +163,10 @@ async fn origin_service(
             }
             let len = CHUNK.min((total - sent) as usize);
             let chunk = pattern_chunk(index, CHUNK).slice(..len);
-            Some((
-                Ok::<_, std::io::Error>(Frame::data(chunk)),
-                (index + 1, sent + len as u64),
-            ))
+            Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (index + 1, sent + len as u64)))
         });
         let mut response = Response::new(StreamBody::new(stream).boxed());
-        response
-            .headers_mut()
-            .insert("content-length", total.into());
+        response.headers_mut().insert("content-length", total.into());
         return Ok(response);
     }
     if path == "/upload" {
@@ -216,24 +180,14 @@ async fn origin_service(
                 hasher.update(data);
             }
         }
-        return Ok(Response::new(full(format!(
-            "{len} {}",
-            hex(&hasher.finalize())
-        ))));
+        return Ok(Response::new(full(format!("{len} {}", hex(&hasher.finalize())))));
     }
     if path == "/slow" {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let echo = req.headers().get("x-echo").cloned();
-    let hop = req.headers().contains_key("x-hop-secret")
-        || req.headers().contains_key("proxy-authorization");
-    let mut body_bytes = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default()
-        .to_vec();
+    let hop = req.headers().contains_key("x-hop-secret") || req.headers().contains_key("proxy-authorization");
+    let mut body_bytes = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default().to_vec();
     let mut text = format!("{method} {path}").into_bytes();
     if !body_bytes.is_empty() {
         text.push(b' ');
@@ -271,9 +225,7 @@ pub async fn http_origin() -> SocketAddr {
 /// Serves `origin_service` over TLS with its own CA; returns the address and CA path.
 pub async fn https_origin(pki: &Pki) -> SocketAddr {
     let ca = Ca::new("Origin CA", Validity::days(2)).unwrap();
-    let pair = ca
-        .issue_server(&["localhost".into(), "127.0.0.1".into()], Validity::days(2))
-        .unwrap();
+    let pair = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], Validity::days(2)).unwrap();
     pki.write("origin-ca.crt", ca.cert_pem());
     let acceptor = tls_acceptor(&pair);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -298,16 +250,9 @@ pub async fn https_origin(pki: &Pki) -> SocketAddr {
 }
 
 pub fn tls_acceptor(pair: &Pair) -> tokio_rustls::TlsAcceptor {
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pair.cert_pem.as_bytes())
-        .map(|c| c.unwrap())
-        .collect();
-    let key = rustls_pemfile::private_key(&mut pair.key_pem.as_bytes())
-        .unwrap()
-        .unwrap();
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap();
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pair.cert_pem.as_bytes()).map(|c| c.unwrap()).collect();
+    let key = rustls_pemfile::private_key(&mut pair.key_pem.as_bytes()).unwrap().unwrap();
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
@@ -360,9 +305,7 @@ pub async fn curl(args: &[&str]) -> CurlOutput {
 /// Sends `CONNECT target` to the proxy at `proxy`, asserts 200 and returns the stream.
 pub async fn connect_through(proxy: SocketAddr, target: &str) -> tokio::net::TcpStream {
     let mut tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    tcp.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await.unwrap();
     let head = read_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 200"), "CONNECT answered: {head}");
     tcp
@@ -372,10 +315,7 @@ pub async fn connect_through(proxy: SocketAddr, target: &str) -> tokio::net::Tcp
 pub async fn read_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
-        let byte = stream
-            .read_u8()
-            .await
-            .expect("connection closed inside a response head");
+        let byte = stream.read_u8().await.expect("connection closed inside a response head");
         head.push(byte);
     }
     String::from_utf8_lossy(&head).into_owned()
@@ -437,31 +377,18 @@ impl Proc {
     /// Waits up to 10 s for a stderr line containing `needle`; returns it.
     pub async fn wait_for(&self, needle: &str) -> String {
         for _ in 0..200 {
-            if let Some(line) = self
-                .lines
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|l| l.contains(needle))
-            {
+            if let Some(line) = self.lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
                 return line.clone();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
-            "no line with {needle:?} in {:#?}",
-            self.lines.lock().unwrap()
-        );
+        panic!("no line with {needle:?} in {:#?}", self.lines.lock().unwrap());
     }
 
     /// The address logged as `addr=…` on the line containing `needle`.
     pub async fn logged_addr(&self, needle: &str) -> SocketAddr {
         let line = self.wait_for(needle).await;
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .unwrap();
+        let addr = line.split("addr=").nth(1).and_then(|rest| rest.split_whitespace().next()).unwrap();
         addr.parse().unwrap()
     }
 
@@ -472,14 +399,8 @@ impl Proc {
     /// Sends SIGTERM (by PID, to our own child) and waits for the exit code.
     pub async fn terminate(mut self) -> Option<i32> {
         let pid = self.pid();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await.unwrap().unwrap();
         status.code()
     }
 }
@@ -509,11 +430,7 @@ pub async fn server_process(pki: &Pki, stem: &str) -> (Proc, SocketAddr) {
 
 /// Starts the agent binary pointed at `server`.
 pub async fn agent_process(pki: &Pki, server: SocketAddr) -> Proc {
-    let (cert, key, ca) = (
-        pki.path("client.crt"),
-        pki.path("client.key"),
-        pki.path("ca.crt"),
-    );
+    let (cert, key, ca) = (pki.path("client.crt"), pki.path("client.key"), pki.path("ca.crt"));
     spawn_bin(
         "fluidity-agent",
         &[
@@ -532,11 +449,7 @@ pub async fn agent_process(pki: &Pki, server: SocketAddr) -> Proc {
 }
 
 /// Runs a binary to completion: (exit code, stdout, stderr).
-pub async fn run_bin(
-    bin: &str,
-    args: &[&str],
-    envs: &[(&str, &str)],
-) -> (Option<i32>, String, String) {
+pub async fn run_bin(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let path = match bin {
         "fluidity-server" => env!("CARGO_BIN_EXE_fluidity-server"),
         "fluidity-agent" => env!("CARGO_BIN_EXE_fluidity-agent"),
@@ -545,18 +458,11 @@ pub async fn run_bin(
         other => panic!("unknown binary {other}"),
     };
     let mut command = tokio::process::Command::new(path);
-    command
-        .args(args)
-        .env("NO_COLOR", "1")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
+    command.args(args).env("NO_COLOR", "1").stdin(std::process::Stdio::null()).kill_on_drop(true);
     for (k, v) in envs {
         command.env(k, v);
     }
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .unwrap()
-        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output()).await.unwrap().unwrap();
     (
         output.status.code(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

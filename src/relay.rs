@@ -1,0 +1,142 @@
+//! Byte relay between two streams (a CONNECT tunnel, an upgraded WebSocket):
+//! both directions at once, 64 KiB buffers, ends when either side finishes or
+//! when no byte moved for `idle_timeout`. Bytes and the time of the last byte
+//! are recorded in shared atomics, cheap enough for the hot path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Size of each direction's buffer.
+pub const BUFFER: usize = 64 * 1024;
+
+/// Traffic counters shared by every relay of a process.
+#[derive(Debug, Default)]
+pub struct Activity {
+    /// Bytes from the client side towards the target.
+    pub bytes_up: AtomicU64,
+    /// Bytes from the target towards the client.
+    pub bytes_down: AtomicU64,
+    /// Unix seconds of the last byte relayed (0 = never).
+    pub last_activity_secs: AtomicU64,
+}
+
+impl Activity {
+    /// Marks "now" as the time of the last activity.
+    pub fn touch(&self) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        self.last_activity_secs.store(now, Ordering::Relaxed);
+    }
+}
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// One side closed and the other finished.
+    Closed { up: u64, down: u64 },
+    /// No byte moved for the idle timeout.
+    Idle { up: u64, down: u64 },
+    /// An I/O error on either side.
+    Error { up: u64, down: u64 },
+}
+
+/// Relays between `client` and `target` until both directions finish, an
+/// error occurs, or nothing moves for `idle_timeout`.
+pub async fn relay<A, B>(client: A, target: B, idle_timeout: Duration, activity: Arc<Activity>) -> Ended
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (client_read, client_write) = tokio::io::split(client);
+    let (target_read, target_write) = tokio::io::split(target);
+    let up = AtomicU64::new(0);
+    let down = AtomicU64::new(0);
+    let tick = tokio::sync::Notify::new();
+    let upstream = pump(client_read, target_write, &up, &activity.bytes_up, &activity, &tick);
+    let downstream = pump(target_read, client_write, &down, &activity.bytes_down, &activity, &tick);
+    let watchdog = async {
+        loop {
+            if tokio::time::timeout(idle_timeout, tick.notified()).await.is_err() {
+                return;
+            }
+        }
+    };
+    let totals = || (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+    tokio::select! {
+        (a, b) = async { tokio::join!(upstream, downstream) } => {
+            let (up, down) = totals();
+            if a.is_err() || b.is_err() { Ended::Error { up, down } } else { Ended::Closed { up, down } }
+        }
+        () = watchdog => {
+            let (up, down) = totals();
+            Ended::Idle { up, down }
+        }
+    }
+}
+
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    moved: &AtomicU64,
+    total: &AtomicU64,
+    activity: &Activity,
+    tick: &tokio::sync::Notify,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buffer = vec![0u8; BUFFER];
+    loop {
+        let n = from.read(&mut buffer).await?;
+        if n == 0 {
+            // Half-close: pass the end of stream on, keep the other direction open.
+            return to.shutdown().await;
+        }
+        to.write_all(&buffer[..n]).await?;
+        moved.fetch_add(n as u64, Ordering::Relaxed);
+        total.fetch_add(n as u64, Ordering::Relaxed);
+        activity.touch();
+        tick.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn relays_both_ways_and_counts() {
+        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let (target, mut target_peer) = tokio::io::duplex(1024);
+        let activity = Arc::new(Activity::default());
+        let task = tokio::spawn(relay(client, target, Duration::from_secs(60), activity.clone()));
+        client_peer.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        target_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        target_peer.write_all(b"world!").await.unwrap();
+        let mut got = [0u8; 6];
+        client_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"world!");
+        drop(client_peer);
+        drop(target_peer);
+        assert_eq!(task.await.unwrap(), Ended::Closed { up: 5, down: 6 });
+        assert_eq!(activity.bytes_up.load(Ordering::Relaxed), 5);
+        assert!(activity.last_activity_secs.load(Ordering::Relaxed) > 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_relay_is_closed() {
+        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let (target, _target_peer) = tokio::io::duplex(1024);
+        let task = tokio::spawn(relay(client, target, Duration::from_secs(300), Arc::default()));
+        client_peer.write_all(b"x").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(!task.is_finished(), "activity resets the idle clock");
+        tokio::time::sleep(Duration::from_secs(400)).await;
+        assert_eq!(task.await.unwrap(), Ended::Idle { up: 1, down: 0 });
+    }
+}
