@@ -48,10 +48,13 @@ impl TunnelError {
     }
 }
 
+/// One connection slot: the live connection's id and sender, if any.
+type Slot = RwLock<Option<(u64, SendRequest<Body>)>>;
+
 /// State shared between the pool handle and its supervisors.
 struct Shared {
     /// Each slot's live connection and its unique id.
-    slots: Vec<RwLock<Option<(u64, SendRequest<Body>)>>>,
+    slots: Vec<Slot>,
     /// Bumped whenever a slot comes up or an attempt fails; waiters watch it.
     changes: watch::Sender<u64>,
     last_error: Mutex<Option<TunnelError>>,
@@ -183,7 +186,7 @@ pub struct Lease {
     pub sender: SendRequest<Body>,
 }
 
-fn live(slot: &RwLock<Option<(u64, SendRequest<Body>)>>) -> Option<Lease> {
+fn live(slot: &Slot) -> Option<Lease> {
     let guard = slot.read().unwrap_or_else(|e| e.into_inner());
     let (id, sender) = guard.as_ref()?;
     (!sender.is_closed()).then(|| Lease { id: *id, sender: sender.clone() })
