@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod dial;
+pub mod egress;
 mod listener;
 mod proxy;
 
@@ -31,6 +32,12 @@ pub struct Stats {
     pub handshakes_failed: AtomicU64,
     /// Requests and tunnels served.
     pub streams: AtomicU64,
+    /// Targets refused by the egress policy.
+    pub egress_refused: AtomicU64,
+    /// Dials that failed (DNS, refused, timeout).
+    pub dial_errors: AtomicU64,
+    /// Bytes relayed and the time of the last one, for every kind of traffic.
+    pub activity: Arc<crate::relay::Activity>,
 }
 
 impl Stats {

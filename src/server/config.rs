@@ -1,11 +1,14 @@
 //! Server configuration: YAML file, flags and `FLUIDITY_*` environment merged
 //! (flag > env > file > default) and validated in one step.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{ConfigError, RawTls, TlsArgs, TlsSources, duration_or, load_yaml};
+use super::dial::Dialer;
+use super::egress::{Cidr, EgressPolicy};
+use crate::config::{ConfigError, RawTls, TlsArgs, TlsSources, duration_or, load_yaml, size_or};
 use crate::telemetry::LogFormat;
 use crate::tls::TlsMaterial;
 
@@ -24,7 +27,30 @@ pub struct RawServerConfig {
     pub drain_timeout: Option<String>,
     pub max_concurrent_streams: Option<u32>,
     pub allow_loopback: Option<bool>,
+    #[serde(default)]
+    pub egress: RawEgress,
+    /// Static name → IP entries used before DNS.
+    #[serde(default)]
+    pub hosts: HashMap<String, String>,
+    pub stream_window: Option<String>,
+    pub connection_window: Option<String>,
+    pub max_header_bytes: Option<String>,
+    pub idle_timeout: Option<String>,
     pub log_format: Option<LogFormat>,
+}
+
+/// The `egress:` section.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEgress {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub allow_ports: Vec<u16>,
+    #[serde(default)]
+    pub deny_ports: Vec<u16>,
 }
 
 /// Command line of `fluidity-server`; every flag also reads a `FLUIDITY_*` variable.
@@ -53,6 +79,24 @@ pub struct ServerArgs {
     /// Allow targets on loopback addresses (local testing only) [YAML: allow_loopback; default false]
     #[arg(long, env = "FLUIDITY_ALLOW_LOOPBACK", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub allow_loopback: Option<bool>,
+    /// Extra networks the server may dial despite the defaults, e.g. 127.0.0.0/8 [YAML: egress.allow; repeatable]
+    #[arg(long = "egress-allow", env = "FLUIDITY_EGRESS_ALLOW", value_delimiter = ',', value_name = "CIDR")]
+    pub egress_allow: Vec<String>,
+    /// Networks the server must never dial [YAML: egress.deny; repeatable]
+    #[arg(long = "egress-deny", env = "FLUIDITY_EGRESS_DENY", value_delimiter = ',', value_name = "CIDR")]
+    pub egress_deny: Vec<String>,
+    /// HTTP/2 receive window per stream [YAML: stream_window; default 8MiB]
+    #[arg(long, env = "FLUIDITY_STREAM_WINDOW", value_name = "SIZE")]
+    pub stream_window: Option<String>,
+    /// HTTP/2 receive window per connection [YAML: connection_window; default 32MiB]
+    #[arg(long, env = "FLUIDITY_CONNECTION_WINDOW", value_name = "SIZE")]
+    pub connection_window: Option<String>,
+    /// Largest request header block accepted [YAML: max_header_bytes; default 64KiB]
+    #[arg(long, env = "FLUIDITY_MAX_HEADER_BYTES", value_name = "SIZE")]
+    pub max_header_bytes: Option<String>,
+    /// Close a tunnel after this long without a byte either way [YAML: idle_timeout; default 1h]
+    #[arg(long, env = "FLUIDITY_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
     /// Log line format: text, or json for CloudWatch Logs [YAML: log_format; default text]
     #[arg(long, env = "FLUIDITY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -67,7 +111,14 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_concurrent_streams: u32,
-    pub allow_loopback: bool,
+    /// Egress rules, static hosts and the dial timeout.
+    pub dialer: Dialer,
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub max_header_bytes: u32,
+    pub idle_timeout: Duration,
+    /// Where the TLS material came from (re-read on SIGHUP).
+    pub tls_sources: TlsSources,
     pub log_format: LogFormat,
 }
 
@@ -84,7 +135,7 @@ impl ServerConfig {
     /// Merges flags/env over the file and validates everything in one step.
     pub fn from_parts(args: &ServerArgs, file: RawServerConfig) -> Result<Self, ConfigError> {
         let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen = listen_text.parse().map_err(|_| {
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
             ConfigError::new(
                 "listen",
                 format!("`{listen_text}` is not an address"),
@@ -101,27 +152,72 @@ impl ServerConfig {
                 "write a number such as 1024",
             ));
         }
+        let duration = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
+            duration_or(key, arg.as_deref().or(file.as_deref()), Duration::from_secs(default))
+        };
+        let window = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
+            size_or(key, arg.as_deref().or(file.as_deref()), default, 65_535, (1 << 31) - 1).map(|v| v as u32)
+        };
+        let dial_timeout = duration("dial_timeout", &args.dial_timeout, &file.dial_timeout, 10)?;
+        let mut policy = egress_policy(args, &file.egress, listen.port())?;
+        if args.allow_loopback.or(file.allow_loopback).unwrap_or(false) {
+            policy = policy.allowing_loopback();
+        }
+        let hosts = static_hosts(&file.hosts)?;
         Ok(Self {
             listen,
-            dial_timeout: duration_or(
-                "dial_timeout",
-                args.dial_timeout.as_deref().or(file.dial_timeout.as_deref()),
-                Duration::from_secs(10),
-            )?,
-            handshake_timeout: duration_or(
-                "handshake_timeout",
-                args.handshake_timeout.as_deref().or(file.handshake_timeout.as_deref()),
-                Duration::from_secs(10),
-            )?,
-            drain_timeout: duration_or(
-                "drain_timeout",
-                args.drain_timeout.as_deref().or(file.drain_timeout.as_deref()),
-                Duration::from_secs(25),
-            )?,
+            dial_timeout,
+            handshake_timeout: duration("handshake_timeout", &args.handshake_timeout, &file.handshake_timeout, 10)?,
+            drain_timeout: duration("drain_timeout", &args.drain_timeout, &file.drain_timeout, 25)?,
             max_concurrent_streams,
-            allow_loopback: args.allow_loopback.or(file.allow_loopback).unwrap_or(false),
+            dialer: Dialer { policy, hosts, timeout: dial_timeout },
+            stream_window: window("stream_window", &args.stream_window, &file.stream_window, 8 << 20)?,
+            connection_window: window("connection_window", &args.connection_window, &file.connection_window, 32 << 20)?,
+            max_header_bytes: size_or(
+                "max_header_bytes",
+                args.max_header_bytes.as_deref().or(file.max_header_bytes.as_deref()),
+                64 << 10,
+                1 << 10,
+                16 << 20,
+            )? as u32,
+            idle_timeout: duration("idle_timeout", &args.idle_timeout, &file.idle_timeout, 3600)?,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             tls: TlsMaterial::load(&sources, "tls")?,
+            tls_sources: sources,
         })
     }
+}
+
+fn egress_policy(args: &ServerArgs, file: &RawEgress, own_port: u16) -> Result<EgressPolicy, ConfigError> {
+    let cidrs = |key: &str, flags: &[String], yaml: &[String]| -> Result<Vec<Cidr>, ConfigError> {
+        let chosen = if flags.is_empty() { yaml } else { flags };
+        chosen
+            .iter()
+            .map(|c| {
+                c.parse().map_err(|p: String| ConfigError::new(key, p, "write CIDRs such as 10.0.0.0/8 or fd00::/8"))
+            })
+            .collect()
+    };
+    Ok(EgressPolicy {
+        allow: cidrs("egress.allow", &args.egress_allow, &file.allow)?,
+        deny: cidrs("egress.deny", &args.egress_deny, &file.deny)?,
+        allow_ports: file.allow_ports.clone(),
+        deny_ports: file.deny_ports.clone(),
+        own_ports: vec![own_port],
+    })
+}
+
+fn static_hosts(raw: &HashMap<String, String>) -> Result<HashMap<String, IpAddr>, ConfigError> {
+    raw.iter()
+        .map(|(name, ip)| {
+            let ip = ip.parse().map_err(|_| {
+                ConfigError::new(
+                    format!("hosts.{name}"),
+                    format!("`{ip}` is not an IP address"),
+                    "map names to IPs, e.g. intranet.example: 10.0.0.5",
+                )
+            })?;
+            Ok((name.to_ascii_lowercase(), ip))
+        })
+        .collect()
 }

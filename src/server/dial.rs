@@ -2,11 +2,14 @@
 //! and the connect, all under one deadline. Failures map to the HTTP status a
 //! proxy should answer (502 refused/DNS, 504 timeout, 403 refused by policy).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use http::StatusCode;
 use tokio::net::TcpStream;
+
+pub use super::egress::EgressPolicy;
 
 /// Why a target could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +21,7 @@ pub enum DialError {
     #[error("timed out after {after:?} connecting to {target}")]
     Timeout { target: String, after: Duration },
     #[error("{target} resolves to {addr}, which is not allowed ({reason})")]
-    Denied { target: String, addr: IpAddr, reason: &'static str },
+    Denied { target: String, addr: IpAddr, reason: String },
     #[error("cannot connect to {target}: {reason}")]
     Other { target: String, reason: String },
 }
@@ -45,57 +48,50 @@ impl DialError {
     }
 }
 
-/// Which resolved addresses the server may dial.
+/// How the server dials: the egress rules, static host entries and the deadline.
 #[derive(Debug, Clone, Default)]
-pub struct EgressPolicy {
-    /// Allow loopback targets (local mode and tests only).
-    pub allow_loopback: bool,
+pub struct Dialer {
+    pub policy: EgressPolicy,
+    /// Names answered without DNS (lower-case), like /etc/hosts entries.
+    pub hosts: HashMap<String, IpAddr>,
+    pub timeout: Duration,
 }
 
-impl EgressPolicy {
-    /// Returns the reason `ip` is refused, if it is.
-    pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            IpAddr::V4(_) => ip,
-        };
-        if ip.is_unspecified() {
-            return Some("unspecified address");
-        }
-        if ip.is_loopback() && !self.allow_loopback {
-            return Some("loopback");
-        }
-        match ip {
-            IpAddr::V4(v4) if v4.is_link_local() => Some("link-local, where cloud metadata lives"),
-            IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
-            IpAddr::V6(v6) if v6.segments()[0] == 0xfd00 && v6.segments()[1] == 0x0ec2 => Some("cloud metadata"),
-            _ => None,
+impl Dialer {
+    /// Resolves `host`, drops refused addresses and connects to the first that answers.
+    pub async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, DialError> {
+        let target = format!("{host}:{port}");
+        match tokio::time::timeout(self.timeout, self.dial_inner(host, port, &target)).await {
+            Ok(result) => result,
+            Err(_) => Err(DialError::Timeout { target, after: self.timeout }),
         }
     }
-}
 
-/// Resolves `host`, drops refused addresses and connects to the first that answers.
-pub async fn dial(host: &str, port: u16, policy: &EgressPolicy, timeout: Duration) -> Result<TcpStream, DialError> {
-    let target = format!("{host}:{port}");
-    match tokio::time::timeout(timeout, dial_inner(host, port, &target, policy)).await {
-        Ok(result) => result,
-        Err(_) => Err(DialError::Timeout { target, after: timeout }),
+    async fn dial_inner(&self, host: &str, port: u16, target: &str) -> Result<TcpStream, DialError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs = self.resolve(bare, port).await?;
+        connect_first(addrs, target, &self.policy).await
     }
-}
 
-async fn dial_inner(host: &str, port: u16, target: &str, policy: &EgressPolicy) -> Result<TcpStream, DialError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare, port))
+    async fn resolve(&self, bare: &str, port: u16) -> Result<Vec<SocketAddr>, DialError> {
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        if let Some(ip) = self.hosts.get(&bare.to_ascii_lowercase()) {
+            return Ok(vec![SocketAddr::new(*ip, port)]);
+        }
+        Ok(tokio::net::lookup_host((bare, port))
             .await
             .map_err(|e| DialError::Dns { host: bare.to_string(), reason: dns_reason(&e) })?
-            .collect(),
-    };
+            .collect())
+    }
+}
+
+async fn connect_first(addrs: Vec<SocketAddr>, target: &str, policy: &EgressPolicy) -> Result<TcpStream, DialError> {
     let mut last = None;
     let mut denied = None;
     for addr in addrs {
-        if let Some(reason) = policy.refusal(addr.ip()) {
+        if let Some(reason) = policy.refusal(addr) {
             denied.get_or_insert(DialError::Denied { target: target.to_string(), addr: addr.ip(), reason });
             continue;
         }
@@ -110,7 +106,7 @@ async fn dial_inner(host: &str, port: u16, target: &str, policy: &EgressPolicy) 
             Err(e) => last = Some(DialError::Other { target: target.to_string(), reason: e.to_string() }),
         }
     }
-    Err(last.or(denied).unwrap_or_else(|| DialError::Dns { host: bare.to_string(), reason: "no addresses".into() }))
+    Err(last.or(denied).unwrap_or_else(|| DialError::Dns { host: target.to_string(), reason: "no addresses".into() }))
 }
 
 fn dns_reason(error: &std::io::Error) -> String {
@@ -126,40 +122,26 @@ fn dns_reason(error: &std::io::Error) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn default_policy_refusals() {
-        let policy = EgressPolicy::default();
-        let cases = [
-            ("169.254.169.254", true),
-            ("169.254.170.2", true),
-            ("127.0.0.1", true),
-            ("::1", true),
-            ("::ffff:127.0.0.1", true),
-            ("0.0.0.0", true),
-            ("fe80::1", true),
-            ("fd00:ec2::254", true),
-            ("93.184.216.34", false),
-            ("2606:2800:220:1::", false),
-        ];
-        for (ip, refused) in cases {
-            assert_eq!(policy.refusal(ip.parse().unwrap()).is_some(), refused, "{ip}");
-        }
-        let local = EgressPolicy { allow_loopback: true };
-        assert!(local.refusal("127.0.0.1".parse().unwrap()).is_none());
-        assert!(local.refusal("169.254.170.2".parse().unwrap()).is_some());
-    }
-
     #[tokio::test]
-    async fn refused_and_denied_map_to_statuses() {
+    async fn refused_denied_and_dns_map_to_statuses() {
         // Bind then drop to find a port nobody listens on.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let policy = EgressPolicy { allow_loopback: true };
-        let err = dial("127.0.0.1", port, &policy, Duration::from_secs(5)).await.unwrap_err();
+        let open = Dialer {
+            policy: EgressPolicy::default().allowing_loopback(),
+            timeout: Duration::from_secs(3),
+            ..Dialer::default()
+        };
+        let err = open.dial("127.0.0.1", port).await.unwrap_err();
         assert_eq!((err.kind(), err.status()), ("refused", StatusCode::BAD_GATEWAY));
-        let err = dial("127.0.0.1", port, &EgressPolicy::default(), Duration::from_secs(5)).await.unwrap_err();
+        let strict = Dialer { timeout: Duration::from_secs(3), ..Dialer::default() };
+        let err = strict.dial("127.0.0.1", port).await.unwrap_err();
         assert_eq!((err.kind(), err.status()), ("denied", StatusCode::FORBIDDEN));
+        // A static host entry pointing at loopback is refused like the address itself.
+        let hosts =
+            Dialer { hosts: [("evil.test".to_string(), "127.0.0.1".parse().unwrap())].into(), ..strict.clone() };
+        assert_eq!(hosts.dial("EVIL.test", port).await.unwrap_err().kind(), "denied");
         // No resolver answers here, or it says NXDOMAIN: either way a clear failure.
-        let err = dial("name.invalid", 80, &policy, Duration::from_secs(3)).await.unwrap_err();
+        let err = open.dial("name.invalid", 80).await.unwrap_err();
         assert!(matches!(err.kind(), "dns" | "timeout"), "{err}");
     }
 }

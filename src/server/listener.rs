@@ -3,8 +3,8 @@
 //! by hyper, graceful shutdown on cancel, bounded drain at the end.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -27,7 +27,8 @@ pub(super) async fn accept_loop(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = Arc::new(RwLock::new(TlsAcceptor::from(tls)));
+    tokio::spawn(reload_on_hangup(config.clone(), acceptor.clone(), shutdown.clone()));
     let tracker = TaskTracker::new();
     let proxy = Arc::new(Proxy::new(config.clone(), stats.clone(), tracker.clone()));
     loop {
@@ -45,7 +46,7 @@ pub(super) async fn accept_loop(
         };
         stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
         let connection = Connection {
-            acceptor: acceptor.clone(),
+            acceptor: acceptor.read().unwrap_or_else(|e| e.into_inner()).clone(),
             proxy: proxy.clone(),
             config: config.clone(),
             stats: stats.clone(),
@@ -61,6 +62,25 @@ pub(super) async fn accept_loop(
     }
     info!("server stopped");
     Ok(())
+}
+
+/// Re-reads certificate, key and CA on SIGHUP; new handshakes use them,
+/// established connections and tunnels are untouched. Bad material is refused
+/// with a log line and the old configuration kept.
+async fn reload_on_hangup(config: Arc<ServerConfig>, acceptor: Arc<RwLock<TlsAcceptor>>, shutdown: CancellationToken) {
+    crate::shutdown::on_hangup(shutdown, || {
+        let rebuilt = crate::tls::TlsMaterial::load(&config.tls_sources, "tls")
+            .map_err(|e| e.to_string())
+            .and_then(|material| material.server_config().map_err(|e| e.to_string()));
+        match rebuilt {
+            Ok(tls) => {
+                *acceptor.write().unwrap_or_else(|e| e.into_inner()) = TlsAcceptor::from(tls);
+                info!("certificates reloaded");
+            }
+            Err(error) => warn!(%error, "certificate reload refused, keeping the old material"),
+        }
+    })
+    .await;
 }
 
 /// Everything one accepted connection needs.
@@ -109,9 +129,11 @@ impl Connection {
         builder
             .http2()
             .max_concurrent_streams(self.config.max_concurrent_streams)
-            .initial_stream_window_size(4 * 1024 * 1024)
-            .initial_connection_window_size(16 * 1024 * 1024)
+            .initial_stream_window_size(self.config.stream_window)
+            .initial_connection_window_size(self.config.connection_window)
+            .max_header_list_size(self.config.max_header_bytes)
             .max_send_buf_size(1024 * 1024);
+        builder.http1().max_buf_size((self.config.max_header_bytes as usize).max(8192));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
         tokio::pin!(conn);
         let result = tokio::select! {

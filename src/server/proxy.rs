@@ -15,24 +15,20 @@ use tokio::net::TcpStream;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, debug, debug_span, warn};
 
-use super::dial::{DialError, EgressPolicy, dial};
+use super::dial::DialError;
 use super::{ServerConfig, Stats};
 use crate::http_util::{Body, boxed, empty, strip_hop_by_hop, text_response, wants_upgrade};
-
-/// Buffer size of each direction of a tunnel copy.
-const TUNNEL_BUFFER: usize = 64 * 1024;
+use crate::relay::relay;
 
 pub(super) struct Proxy {
     config: Arc<ServerConfig>,
     stats: Arc<Stats>,
-    policy: EgressPolicy,
     tracker: TaskTracker,
 }
 
 impl Proxy {
     pub(super) fn new(config: Arc<ServerConfig>, stats: Arc<Stats>, tracker: TaskTracker) -> Self {
-        let policy = EgressPolicy { allow_loopback: config.allow_loopback };
-        Self { config, stats, policy, tracker }
+        Self { config, stats, tracker }
     }
 
     /// Serves one request; never fails at the HTTP level (errors become replies).
@@ -42,6 +38,7 @@ impl Proxy {
         conn: Span,
     ) -> Result<Response<Body>, Infallible> {
         self.stats.streams.fetch_add(1, Ordering::Relaxed);
+        self.stats.activity.touch();
         let span = debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
         let response = async {
             let response =
@@ -61,11 +58,12 @@ impl Proxy {
         let Some(port) = authority.port_u16() else {
             return text_response(StatusCode::BAD_REQUEST, format!("CONNECT target {authority} has no port"));
         };
-        let origin = match dial(authority.host(), port, &self.policy, self.config.dial_timeout).await {
+        let origin = match self.config.dialer.dial(authority.host(), port).await {
             Ok(stream) => stream,
-            Err(error) => return dial_failed(error),
+            Err(error) => return self.dial_failed(error),
         };
-        self.tracker.spawn(tunnel(req, origin).in_current_span());
+        let (idle, stats) = (self.config.idle_timeout, self.stats.clone());
+        self.tracker.spawn(tunnel(req, origin, idle, stats).in_current_span());
         Response::new(empty())
     }
 
@@ -84,13 +82,10 @@ impl Proxy {
             );
         }
         let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-        let origin =
-            match dial(authority.host(), authority.port_u16().unwrap_or(80), &self.policy, self.config.dial_timeout)
-                .await
-            {
-                Ok(stream) => stream,
-                Err(error) => return dial_failed(error),
-            };
+        let origin = match self.config.dialer.dial(authority.host(), authority.port_u16().unwrap_or(80)).await {
+            Ok(stream) => stream,
+            Err(error) => return self.dial_failed(error),
+        };
         let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(origin)).await {
             Ok(pair) => pair,
             Err(error) => {
@@ -130,42 +125,82 @@ impl Proxy {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let origin_upgrade = hyper::upgrade::on(&mut response);
-            self.tracker.spawn(join_upgrades(client_upgrade, origin_upgrade).in_current_span());
+            let (idle, stats) = (self.config.idle_timeout, self.stats.clone());
+            self.tracker.spawn(join_upgrades(client_upgrade, origin_upgrade, idle, stats).in_current_span());
         }
         strip_hop_by_hop(response.headers_mut(), switching);
-        response.map(boxed)
+        response.map(|body| boxed(CountingBody { inner: body, stats: self.stats.clone() }))
+    }
+
+    fn dial_failed(&self, error: DialError) -> Response<Body> {
+        if matches!(error, DialError::Denied { .. }) {
+            self.stats.egress_refused.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.dial_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        warn!(kind = error.kind(), %error, "dial failed");
+        text_response(error.status(), error.to_string())
     }
 }
 
-fn dial_failed(error: DialError) -> Response<Body> {
-    warn!(kind = error.kind(), %error, "dial failed");
-    text_response(error.status(), error.to_string())
-}
-
-async fn tunnel(req: Request<Incoming>, mut origin: TcpStream) {
+async fn tunnel(req: Request<Incoming>, origin: TcpStream, idle: std::time::Duration, stats: Arc<Stats>) {
     match hyper::upgrade::on(req).await {
         Ok(upgraded) => {
-            let mut client = TokioIo::new(upgraded);
-            match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut origin, TUNNEL_BUFFER, TUNNEL_BUFFER).await
-            {
-                Ok((up, down)) => debug!(up, down, "tunnel closed"),
-                Err(error) => debug!(%error, "tunnel ended"),
-            }
+            let ended = relay(TokioIo::new(upgraded), origin, idle, stats.activity.clone()).await;
+            debug!(?ended, "tunnel ended");
         }
         Err(error) => warn!(%error, "CONNECT upgrade failed"),
     }
 }
 
-async fn join_upgrades(client: hyper::upgrade::OnUpgrade, origin: hyper::upgrade::OnUpgrade) {
+async fn join_upgrades(
+    client: hyper::upgrade::OnUpgrade,
+    origin: hyper::upgrade::OnUpgrade,
+    idle: std::time::Duration,
+    stats: Arc<Stats>,
+) {
     match tokio::try_join!(client, origin) {
         Ok((client, origin)) => {
-            let (mut client, mut origin) = (TokioIo::new(client), TokioIo::new(origin));
-            match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut origin, TUNNEL_BUFFER, TUNNEL_BUFFER).await
-            {
-                Ok((up, down)) => debug!(up, down, "upgraded connection closed"),
-                Err(error) => debug!(%error, "upgraded connection ended"),
-            }
+            let ended = relay(TokioIo::new(client), TokioIo::new(origin), idle, stats.activity.clone()).await;
+            debug!(?ended, "upgraded connection ended");
         }
         Err(error) => warn!(%error, "upgrade failed"),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that counts the bytes it carries as activity.
+    struct CountingBody {
+        #[pin]
+        inner: Incoming,
+        stats: Arc<Stats>,
+    }
+}
+
+impl http_body::Body for CountingBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.stats.activity.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
+            this.stats.activity.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
