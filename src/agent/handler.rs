@@ -17,6 +17,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
@@ -36,6 +37,12 @@ pub(super) struct Handler {
 
 /// A reply for the local client, already formatted.
 type Reply = Response<Body>;
+
+/// A CONNECT stream through the server, and the signal that its connection died.
+struct Tunnel {
+    stream: Upgraded,
+    lost: CancellationToken,
+}
 
 impl Handler {
     pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Reply, Infallible> {
@@ -71,7 +78,12 @@ impl Handler {
         self.tracker.spawn(
             async move {
                 match client_side.await {
-                    Ok(client) => copy(client, server_side, idle, activity).await,
+                    Ok(client) => {
+                        tokio::select! {
+                            () = copy(client, server_side.stream, idle, activity) => {}
+                            () = server_side.lost.cancelled() => debug!("tunnel connection lost, closing the tunnel"),
+                        }
+                    }
                     Err(error) => warn!(%error, "client CONNECT upgrade failed"),
                 }
             }
@@ -88,11 +100,11 @@ impl Handler {
         let Ok(target) = Authority::try_from(format!("{}:{port}", authority.host())) else {
             return text_response(StatusCode::BAD_REQUEST, format!("bad target {authority}"));
         };
-        let stream = match self.open_tunnel(&target).await {
-            Ok(upgraded) => upgraded,
+        let tunnel = match self.open_tunnel(&target).await {
+            Ok(tunnel) => tunnel,
             Err(reply) => return reply,
         };
-        let (mut sender, connection) = match hyper::client::conn::http1::handshake::<_, Incoming>(stream).await {
+        let (mut sender, connection) = match hyper::client::conn::http1::handshake::<_, Incoming>(tunnel.stream).await {
             Ok(pair) => pair,
             Err(error) => {
                 return text_response(
@@ -121,7 +133,16 @@ impl Handler {
         if switching {
             let origin_side = hyper::upgrade::on(&mut response);
             let (idle, activity) = (self.idle_timeout, self.activity.clone());
-            self.tracker.spawn(join(client_side, origin_side, idle, activity).in_current_span());
+            let lost = tunnel.lost.clone();
+            self.tracker.spawn(
+                async move {
+                    tokio::select! {
+                        () = join(client_side, origin_side, idle, activity) => {}
+                        () = lost.cancelled() => debug!("tunnel connection lost, closing the upgraded connection"),
+                    }
+                }
+                .in_current_span(),
+            );
         }
         strip_hop_by_hop(response.headers_mut(), switching);
         response.map(boxed)
@@ -136,21 +157,21 @@ impl Handler {
         // HTTP/2 carries the host in :authority, taken from the absolute URI.
         parts.headers.remove(HOST);
         parts.version = Version::HTTP_2;
-        let mut response = match self.send(Request::from_parts(parts, boxed(body))).await {
-            Ok(response) => response,
+        let (mut response, lost) = match self.send(Request::from_parts(parts, boxed(body))).await {
+            Ok(pair) => pair,
             Err(reply) => return reply,
         };
         strip_hop_by_hop(response.headers_mut(), false);
-        response.map(boxed)
+        response.map(|body| boxed(AbortOnLoss::new(body, lost)))
     }
 
     /// Sends `request` over the tunnel. If it never reached the server (the
     /// connection was already going away), it is sent once more on another
     /// connection; a failure after that point is a 502.
-    async fn send(&self, request: Request<Body>) -> Result<Response<Incoming>, Reply> {
+    async fn send(&self, request: Request<Body>) -> Result<(Response<Incoming>, CancellationToken), Reply> {
         let mut lease = self.pool.sender().await.map_err(|e| tunnel_down(&e))?;
         let mut error = match lease.sender.try_send_request(request).await {
-            Ok(response) => return Ok(response),
+            Ok(response) => return Ok((response, lease.lost)),
             Err(error) => error,
         };
         let Some(request) = error.take_message() else {
@@ -158,24 +179,26 @@ impl Handler {
         };
         debug!(error = %error.error(), "request never reached the server, retrying on another connection");
         lease = self.pool.retry(&lease).await.map_err(|e| tunnel_down(&e))?;
-        lease.sender.send_request(request).await.map_err(|e| dropped(&e))
+        let response = lease.sender.send_request(request).await.map_err(|e| dropped(&e))?;
+        Ok((response, lease.lost))
     }
 
     /// Opens a CONNECT stream to `target` through the server. On failure the
     /// server's own reply (502, 504, 403 with its reason) is passed back.
-    async fn open_tunnel(&self, target: &Authority) -> Result<Upgraded, Reply> {
+    async fn open_tunnel(&self, target: &Authority) -> Result<Tunnel, Reply> {
         let mut request = Request::new(empty());
         *request.method_mut() = Method::CONNECT;
         *request.uri_mut() = Uri::from(target.clone());
         *request.version_mut() = Version::HTTP_2;
-        let mut response = self.send(request).await?;
+        let (mut response, lost) = self.send(request).await?;
         if response.status() != StatusCode::OK {
             strip_hop_by_hop(response.headers_mut(), false);
             return Err(response.map(boxed));
         }
-        hyper::upgrade::on(&mut response)
+        let stream = hyper::upgrade::on(&mut response)
             .await
-            .map_err(|e| text_response(StatusCode::BAD_GATEWAY, format!("CONNECT to {target} failed: {e}")))
+            .map_err(|e| text_response(StatusCode::BAD_GATEWAY, format!("CONNECT to {target} failed: {e}")))?;
+        Ok(Tunnel { stream, lost })
     }
 
     /// True when no proxy authentication is configured or the request carries it.
@@ -246,4 +269,45 @@ async fn join(client: OnUpgrade, origin: OnUpgrade, idle: Duration, activity: Ar
 async fn copy(a: Upgraded, b: Upgraded, idle: Duration, activity: Arc<Activity>) {
     let ended = relay(TokioIo::new(a), TokioIo::new(b), idle, activity).await;
     debug!(?ended, "tunnel ended");
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that fails as soon as its tunnel connection is lost,
+    /// instead of first handing out whatever the connection had buffered.
+    struct AbortOnLoss {
+        #[pin]
+        inner: Incoming,
+        #[pin]
+        lost: WaitForCancellationFutureOwned,
+    }
+}
+
+impl AbortOnLoss {
+    fn new(inner: Incoming, lost: CancellationToken) -> Self {
+        Self { inner, lost: lost.cancelled_owned() }
+    }
+}
+
+impl http_body::Body for AbortOnLoss {
+    type Data = bytes::Bytes;
+    type Error = crate::http_util::BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        if this.lost.poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err("the tunnel connection to the server was lost".into())));
+        }
+        this.inner.poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -5,7 +5,7 @@
 //! jitter. Requests take any live connection round-robin; while none is up they
 //! wait up to `request_wait`, then get [`TunnelError::Down`].
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -49,7 +49,7 @@ impl TunnelError {
 }
 
 /// One connection slot: the live connection's id and sender, if any.
-type Slot = RwLock<Option<(u64, SendRequest<Body>)>>;
+type Slot = RwLock<Option<(u64, SendRequest<Body>, CancellationToken)>>;
 
 /// State shared between the pool handle and its supervisors.
 struct Shared {
@@ -184,12 +184,15 @@ pub struct Lease {
     /// Unique id of the connection (for retries on another one).
     pub id: u64,
     pub sender: SendRequest<Body>,
+    /// Cancelled the moment the connection dies, so bodies and tunnels on it
+    /// fail at once instead of draining what was buffered.
+    pub lost: CancellationToken,
 }
 
 fn live(slot: &Slot) -> Option<Lease> {
     let guard = slot.read().unwrap_or_else(|e| e.into_inner());
-    let (id, sender) = guard.as_ref()?;
-    (!sender.is_closed()).then(|| Lease { id: *id, sender: sender.clone() })
+    let (id, sender, lost) = guard.as_ref()?;
+    (!sender.is_closed()).then(|| Lease { id: *id, sender: sender.clone(), lost: lost.clone() })
 }
 
 /// Keeps slot `index` connected until `stop`.
@@ -205,19 +208,32 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
             Ok((sender, connection)) => {
                 failures = 0;
                 let id = shared.opened.fetch_add(1, Ordering::Relaxed);
-                *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = Some((id, sender));
+                let lost = CancellationToken::new();
+                *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = Some((id, sender, lost.clone()));
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 shared.bump();
                 info!("tunnel connection up");
                 let ended = tokio::select! {
                     _ = stop.cancelled() => return,
-                    ended = connection => ended,
+                    ended = connection.task => ended,
                 };
                 *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = None;
+                // A graceful close (GOAWAY, all streams finished) leaves what was
+                // received valid; only a broken connection aborts its streams.
                 match ended {
+                    Ok(Ok(())) if connection.broken.load(Ordering::Relaxed) => {
+                        lost.cancel();
+                        warn!("tunnel connection dropped by the network or the server, reconnecting");
+                    }
                     Ok(Ok(())) => info!("tunnel connection closed by the server, reconnecting"),
-                    Ok(Err(error)) => warn!(%error, "tunnel connection lost, reconnecting"),
-                    Err(error) => warn!(%error, "tunnel connection task failed, reconnecting"),
+                    Ok(Err(error)) => {
+                        lost.cancel();
+                        warn!(%error, "tunnel connection lost, reconnecting");
+                    }
+                    Err(error) => {
+                        lost.cancel();
+                        warn!(%error, "tunnel connection task failed, reconnecting");
+                    }
                 }
             }
             Err(error) => {
@@ -256,7 +272,65 @@ fn jitter() -> f64 {
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-type Connection = tokio::task::JoinHandle<Result<(), hyper::Error>>;
+/// A running connection: its driver task and whether its transport broke
+/// (an I/O error, or EOF without TLS close_notify) rather than closing cleanly.
+struct Connection {
+    task: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    broken: Arc<AtomicBool>,
+}
+
+pin_project_lite::pin_project! {
+    /// Transport wrapper that records a broken read.
+    struct Watched<T> {
+        #[pin]
+        inner: T,
+        broken: Arc<AtomicBool>,
+    }
+}
+
+impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.project();
+        let polled = this.inner.poll_read(cx, buf);
+        if let std::task::Poll::Ready(Err(_)) = &polled {
+            this.broken.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        if let std::task::Poll::Ready(Err(_)) = &polled {
+            this.broken.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
 
 #[derive(Clone)]
 struct Connector {
@@ -295,6 +369,7 @@ impl Connector {
             return Err(TunnelError::NoH2 { server });
         }
         let s = &self.settings;
+        let broken = Arc::new(AtomicBool::new(false));
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .initial_stream_window_size(s.stream_window)
@@ -304,10 +379,10 @@ impl Connector {
             .keep_alive_interval(s.keepalive_interval)
             .keep_alive_timeout(s.keepalive_timeout)
             .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(tls))
+            .handshake(TokioIo::new(Watched { inner: tls, broken: broken.clone() }))
             .await
             .map_err(|e| TunnelError::Http2 { server: server.clone(), reason: e.to_string() })?;
-        Ok((sender, tokio::spawn(connection)))
+        Ok((sender, Connection { task: tokio::spawn(connection), broken }))
     }
 
     fn tls_error(&self, error: &std::io::Error) -> TunnelError {

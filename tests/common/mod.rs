@@ -76,14 +76,25 @@ pub struct TestServer {
 }
 
 pub async fn start_server(pki: &Pki, stem: &str) -> TestServer {
-    let args = ServerArgs {
+    start_server_with(pki, stem, |_| {}, Default::default()).await
+}
+
+/// Starts an in-process server after `adjust` has changed its arguments, with `file` as its YAML.
+pub async fn start_server_with(
+    pki: &Pki,
+    stem: &str,
+    adjust: impl FnOnce(&mut ServerArgs),
+    file: fluidity::server::config::RawServerConfig,
+) -> TestServer {
+    let mut args = ServerArgs {
         listen: Some("127.0.0.1:0".into()),
         tls: pki.tls_args(stem),
         allow_loopback: Some(true),
         drain_timeout: Some("2s".into()),
         ..ServerArgs::default()
     };
-    let server = Server::bind(ServerConfig::from_parts(&args, Default::default()).unwrap()).await.unwrap();
+    adjust(&mut args);
+    let server = Server::bind(ServerConfig::from_parts(&args, file).unwrap()).await.unwrap();
     let (addr, stats, stop) = (server.local_addr(), server.stats(), CancellationToken::new());
     let task = tokio::spawn(server.run(stop.clone()));
     TestServer { addr, stats, stop, task }
@@ -98,13 +109,19 @@ pub struct TestAgent {
 }
 
 pub async fn start_agent(pki: &Pki, server: SocketAddr) -> TestAgent {
-    let args = AgentArgs {
+    start_agent_with(pki, server, |_| {}).await
+}
+
+/// Starts an in-process agent after `adjust` has changed its arguments.
+pub async fn start_agent_with(pki: &Pki, server: SocketAddr, adjust: impl FnOnce(&mut AgentArgs)) -> TestAgent {
+    let mut args = AgentArgs {
         listen: Some("127.0.0.1:0".into()),
         server: Some(server.to_string()),
         tls: pki.tls_args("client"),
         drain_timeout: Some("2s".into()),
         ..AgentArgs::default()
     };
+    adjust(&mut args);
     let agent = Agent::bind(AgentConfig::from_parts(&args, Default::default()).unwrap()).await.unwrap();
     let (addr, pool, stop) = (agent.local_addr(), agent.pool(), CancellationToken::new());
     let task = tokio::spawn(agent.run(stop.clone()));
@@ -164,6 +181,21 @@ async fn origin_service(req: Request<Incoming>) -> Result<Response<OriginBody>, 
             let len = CHUNK.min((total - sent) as usize);
             let chunk = pattern_chunk(index, CHUNK).slice(..len);
             Some((Ok::<_, std::io::Error>(Frame::data(chunk)), (index + 1, sent + len as u64)))
+        });
+        let mut response = Response::new(StreamBody::new(stream).boxed());
+        response.headers_mut().insert("content-length", total.into());
+        return Ok(response);
+    }
+    if let Some(size) = path.strip_prefix("/trickle/") {
+        // n bytes, 16 KiB every 20 ms: a slow origin, so nothing piles up in buffers.
+        let total: u64 = size.parse().unwrap_or(0);
+        let stream = futures_util::stream::unfold(0u64, move |sent| async move {
+            if sent >= total {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let len = 16384.min(total - sent);
+            Some((Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![b'x'; len as usize]))), sent + len))
         });
         let mut response = Response::new(StreamBody::new(stream).boxed());
         response.headers_mut().insert("content-length", total.into());
@@ -396,6 +428,12 @@ impl Proc {
         self.child.id().unwrap()
     }
 
+    /// Sends `signal` (e.g. "HUP") to this child, by PID.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+    }
+
     /// Sends SIGTERM (by PID, to our own child) and waits for the exit code.
     pub async fn terminate(mut self) -> Option<i32> {
         let pid = self.pid();
@@ -407,45 +445,38 @@ impl Proc {
 
 /// Starts the server binary with `pki`'s `stem` pair on a loopback port.
 pub async fn server_process(pki: &Pki, stem: &str) -> (Proc, SocketAddr) {
-    let cert = pki.path(&format!("{stem}.crt"));
-    let key = pki.path(&format!("{stem}.key"));
-    let ca = pki.path("ca.crt");
-    let server = spawn_bin(
-        "fluidity-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-loopback",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--ca",
-            ca.to_str().unwrap(),
-        ],
-    );
+    server_process_on(pki, stem, "127.0.0.1:0", &[]).await
+}
+
+/// Starts the server binary on `listen` with extra flags.
+pub async fn server_process_on(pki: &Pki, stem: &str, listen: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    let (cert, key, ca) = (pki.path(&format!("{stem}.crt")), pki.path(&format!("{stem}.key")), pki.path("ca.crt"));
+    let mut args = vec!["--listen", listen, "--allow-loopback"];
+    args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    let server = spawn_bin("fluidity-server", &args);
     let addr = server.logged_addr("server listening").await;
     (server, addr)
 }
 
 /// Starts the agent binary pointed at `server`.
 pub async fn agent_process(pki: &Pki, server: SocketAddr) -> Proc {
+    agent_process_with(pki, server, &[]).await
+}
+
+/// Starts the agent binary pointed at `server`, with extra flags.
+pub async fn agent_process_with(pki: &Pki, server: SocketAddr, extra: &[&str]) -> Proc {
     let (cert, key, ca) = (pki.path("client.crt"), pki.path("client.key"), pki.path("ca.crt"));
-    spawn_bin(
-        "fluidity-agent",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--server",
-            &server.to_string(),
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--ca",
-            ca.to_str().unwrap(),
-        ],
-    )
+    let server = server.to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--server", &server];
+    args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    spawn_bin("fluidity-agent", &args)
+}
+
+/// Counts stderr lines containing `needle`.
+pub fn count_lines(proc: &Proc, needle: &str) -> usize {
+    proc.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
 }
 
 /// Runs a binary to completion: (exit code, stdout, stderr).

@@ -1,0 +1,332 @@
+//! Resilience and security of the tunnel: server crash and restart, silent
+//! partitions, drain on SIGTERM, egress policy, agent exposure, certificate
+//! reload.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn proxy_url(addr: std::net::SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_and_restarted_on_the_same_port() {
+    let pki = Pki::new();
+    let (server, addr) = server_process(&pki, "server").await;
+    let agent = start_agent_with(&pki, addr, |a| {
+        a.reconnect_max_backoff = Some("1s".into());
+        a.request_wait = Some("5s".into());
+    })
+    .await;
+    let origin = http_origin().await;
+    let proxy = proxy_url(agent.addr);
+    let out = curl(&["-x", &proxy, &format!("http://{origin}/before")]).await;
+    assert_eq!(out.text(), "GET /before", "{}", out.stderr);
+
+    // A slow download in flight when the server dies must fail promptly.
+    let big = format!("http://{origin}/trickle/{}", 100 * 1024 * 1024);
+    let download = tokio::spawn({
+        let proxy = proxy.clone();
+        async move {
+            let started = Instant::now();
+            let out = curl(&["-x", &proxy, "-o", "/dev/null", &big]).await;
+            (out.code, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut server = server;
+    server.child.start_kill().unwrap();
+    let killed_at = Instant::now();
+    server.child.wait().await.unwrap();
+    let (code, _) = download.await.unwrap();
+    assert_ne!(code, Some(0), "the interrupted download must fail");
+    assert!(killed_at.elapsed() < Duration::from_secs(5), "the download hung after the kill");
+
+    let (_server, again) = server_process_on(&pki, "server", &addr.to_string(), &[]).await;
+    assert_eq!(again, addr);
+    let started = Instant::now();
+    let out = curl(&["-x", &proxy, &format!("http://{origin}/after")]).await;
+    assert_eq!(out.text(), "GET /after", "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+}
+
+/// A TCP relay that can stop forwarding without closing anything.
+async fn pausable_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicBool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let paused = Arc::new(AtomicBool::new(false));
+    let flag = paused.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else { continue };
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                let (ir, iw) = inbound.into_split();
+                let (or, ow) = outbound.into_split();
+                let pump = |flag: Arc<AtomicBool>| {
+                    move |mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf| async move {
+                        let mut buffer = vec![0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            // While paused, hold the bytes: a silent black hole.
+                            while flag.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                            if to.write_all(&buffer[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                };
+                let up = pump(flag.clone())(ir, ow);
+                let down = pump(flag)(or, iw);
+                tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, paused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_partition_is_detected_and_traffic_resumes() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let (relay, paused) = pausable_relay(server.addr).await;
+    let agent = agent_process_with(
+        &pki,
+        relay,
+        &[
+            "--keepalive-interval",
+            "1s",
+            "--keepalive-timeout",
+            "1s",
+            "--pool-size",
+            "1",
+            "--reconnect-max-backoff",
+            "1s",
+            "--connect-timeout",
+            "2s",
+        ],
+    )
+    .await;
+    let proxy = proxy_url(agent.logged_addr("local proxy listening").await);
+    agent.wait_for("tunnel connection up").await;
+    let origin = http_origin().await;
+    assert_eq!(curl(&["-x", &proxy, &format!("http://{origin}/one")]).await.text(), "GET /one");
+
+    paused.store(true, Ordering::SeqCst);
+    let paused_at = Instant::now();
+    agent.wait_for("tunnel connection lost").await;
+    let detected = paused_at.elapsed();
+    assert!(detected <= Duration::from_millis(2 * 1000 + 700), "dead connection noticed after {detected:?}");
+
+    paused.store(false, Ordering::SeqCst);
+    let out = curl(&["-x", &proxy, &format!("http://{origin}/two")]).await;
+    assert_eq!(out.text(), "GET /two", "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
+    let pki = Pki::new();
+    let (server, addr) = server_process_on(&pki, "server", "127.0.0.1:0", &["--drain-timeout", "25s"]).await;
+    let agent = start_agent(&pki, addr).await;
+    let origin = http_origin().await;
+    let size: u64 = 20 * 1024 * 1024;
+    let proxy = proxy_url(agent.addr);
+    let url = format!("http://{origin}/download/{size}");
+    let download = tokio::spawn(async move {
+        let mut child = tokio::process::Command::new("curl")
+            .args(["-sS", "--fail", "--limit-rate", "5M", "-x", &proxy, &url])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 65536];
+        let mut total = 0u64;
+        loop {
+            let n = stdout.read(&mut buffer).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            hasher.update(&buffer[..n]);
+        }
+        (child.wait().await.unwrap().success(), total, hex(&hasher.finalize()))
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.signal("TERM");
+    server.wait_for("stopped accepting").await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener must be closed while draining");
+    let (ok, total, digest) = download.await.unwrap();
+    assert!(ok && total == size, "download did not complete: ok={ok} bytes={total}");
+    assert_eq!(digest, pattern_sha256(size));
+    let mut server = server;
+    let status = tokio::time::timeout(Duration::from_secs(30), server.child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_policy_refuses_local_targets_unless_allowed() {
+    let pki = Pki::new();
+    let origin = http_origin().await;
+    let port = origin.port();
+    let v6 = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let v6_port = v6.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = v6.accept().await else { continue };
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 1024];
+                let _ = tcp.read(&mut buffer).await;
+                let _ = tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nv6").await;
+            });
+        }
+    });
+    let hosts = || fluidity::server::config::RawServerConfig {
+        hosts: [("loopy.test".to_string(), "127.0.0.1".to_string())].into(),
+        ..Default::default()
+    };
+    let targets = [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://[::1]:{v6_port}/"),
+        format!("http://localhost:{port}/"),
+        format!("http://loopy.test:{port}/"),
+    ];
+
+    let strict = start_server_with(&pki, "server", |a| a.allow_loopback = Some(false), hosts()).await;
+    let agent = start_agent(&pki, strict.addr).await;
+    let proxy = proxy_url(agent.addr);
+    for target in targets.iter().chain([&"http://169.254.170.2/v2/credentials".to_string()]) {
+        let out = curl(&["-x", &proxy, "-w", "\n%{http_code}", target]).await;
+        let text = out.text();
+        assert!(text.ends_with("\n403") && text.contains("not allowed"), "{target}: {text}");
+    }
+    assert_eq!(fluidity::server::Stats::get(&strict.stats.egress_refused), 5);
+
+    let open = start_server_with(
+        &pki,
+        "server",
+        |a| {
+            a.allow_loopback = Some(false);
+            a.egress_allow = vec!["127.0.0.0/8".into(), "::1/128".into()];
+        },
+        hosts(),
+    )
+    .await;
+    let agent = start_agent(&pki, open.addr).await;
+    let proxy = proxy_url(agent.addr);
+    for target in &targets {
+        let out = curl(&["-x", &proxy, "-w", "\n%{http_code}", target]).await;
+        assert!(out.text().ends_with("\n200"), "{target}: {}", out.text());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_agent_needs_auth_or_explicit_consent() {
+    let pki = Pki::new();
+    let (code, _, stderr) = run_bin(
+        "fluidity-agent",
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--server",
+            "127.0.0.1:9",
+            "--cert",
+            pki.path("client.crt").to_str().unwrap(),
+            "--key",
+            pki.path("client.key").to_str().unwrap(),
+            "--ca",
+            pki.path("ca.crt").to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("proxy_auth") && stderr.contains("--allow-open-proxy"), "{stderr}");
+
+    let server = start_server(&pki, "server").await;
+    let agent = start_agent_with(&pki, server.addr, |a| {
+        a.listen = Some("0.0.0.0:0".into());
+        a.proxy_auth = Some(fluidity::config::Secret::new("alice:s3cret"));
+    })
+    .await;
+    let origin = http_origin().await;
+    let proxy = format!("http://127.0.0.1:{}", agent.addr.port());
+    let url = format!("http://{origin}/auth");
+    let out = curl(&["-x", &proxy, "-w", "%{http_code}", "-o", "/dev/null", &url]).await;
+    assert_eq!(out.text(), "407");
+    let out = curl(&["-x", &proxy, "--proxy-user", "alice:wrong", "-w", "%{http_code}", "-o", "/dev/null", &url]).await;
+    assert_eq!(out.text(), "407");
+    let out = curl(&["-x", &proxy, "--proxy-user", "alice:s3cret", &url]).await;
+    assert_eq!(out.text(), "GET /auth", "{}", out.stderr);
+}
+
+async fn presented_certificate(pki: &Pki, addr: std::net::SocketAddr) -> Vec<u8> {
+    let material = fluidity::tls::TlsMaterial::load(
+        &fluidity::config::TlsSources::resolve(
+            &pki.tls_args("client"),
+            &Default::default(),
+            pki.dir.path(),
+            ["", "", ""],
+        ),
+        "tls",
+    )
+    .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(material.client_config(&[b"h2"]).unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = connector.connect("fluidity-server".try_into().unwrap(), tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn first_cert_der(pem: &str) -> Vec<u8> {
+    rustls_pemfile::certs(&mut pem.as_bytes()).next().unwrap().unwrap().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_reload_on_sighup() {
+    let pki = Pki::new();
+    let (server, addr) = server_process(&pki, "server").await;
+    let original = std::fs::read_to_string(pki.path("server.crt")).unwrap();
+    assert_eq!(presented_certificate(&pki, addr).await, first_cert_der(&original));
+
+    // An open tunnel through the agent, before the reload.
+    let agent = start_agent(&pki, addr).await;
+    let echo = echo_origin().await;
+    let mut tunnel = connect_through(agent.addr, &echo.to_string()).await;
+    tunnel.write_all(b"before").await.unwrap();
+    let mut got = [0u8; 6];
+    tunnel.read_exact(&mut got).await.unwrap();
+
+    let rotated = pki
+        .ca
+        .issue_server(&["fluidity-server".into(), "127.0.0.1".into()], fluidity::certs::Validity::days(3))
+        .unwrap();
+    pki.write_pair("server", &rotated);
+    server.signal("HUP");
+    server.wait_for("certificates reloaded").await;
+    assert_eq!(presented_certificate(&pki, addr).await, first_cert_der(&rotated.cert_pem));
+    tunnel.write_all(b"after!").await.unwrap();
+    tunnel.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"after!");
+
+    std::fs::write(pki.path("server.crt"), "-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+        .unwrap();
+    server.signal("HUP");
+    server.wait_for("certificate reload refused").await;
+    assert_eq!(presented_certificate(&pki, addr).await, first_cert_der(&rotated.cert_pem));
+    let out = curl(&["-x", &proxy_url(agent.addr), &format!("http://{}/still", http_origin().await)]).await;
+    assert_eq!(out.text(), "GET /still");
+}
