@@ -7,6 +7,7 @@
 pub mod config;
 mod handler;
 pub mod pool;
+pub mod target;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

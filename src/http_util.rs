@@ -73,6 +73,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The origin-form target (`/path?query`) of an absolute URI; never empty.
+pub fn origin_form(uri: &http::Uri) -> http::Uri {
+    let path = if uri.path().starts_with('/') { uri.path().to_string() } else { format!("/{}", uri.path()) };
+    let text = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    http::Uri::try_from(text).unwrap_or_else(|_| http::Uri::from_static("/"))
+}
+
 /// True when the request or response asks to switch protocols (`Connection: upgrade`).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)

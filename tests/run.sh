@@ -28,6 +28,9 @@ fi
 grep -q 'did not match any packages' <<<"$tree" || { echo "unexpected cargo tree output: $tree"; exit 1; }
 echo "ok: aws-lc-sys absent"
 
+step "fuzz (bounded: 20 s per target)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} tests/fuzz.sh
+
 step "artifact contracts"
 tests/contracts.sh
 

@@ -12,14 +12,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
 }
 
-async fn traffic_until(deadline: Instant, proxy: std::net::SocketAddr, origin: std::net::SocketAddr, echo: std::net::SocketAddr) -> u64 {
+async fn traffic_until(
+    deadline: Instant,
+    proxy: std::net::SocketAddr,
+    origin: std::net::SocketAddr,
+    echo: std::net::SocketAddr,
+) -> u64 {
     let mut tasks = Vec::new();
     for worker in 0..8u64 {
         tasks.push(tokio::spawn(async move {
@@ -28,7 +37,8 @@ async fn traffic_until(deadline: Instant, proxy: std::net::SocketAddr, origin: s
                 match (worker + done) % 3 {
                     0 => {
                         let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-                        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+                        let (mut sender, conn) =
+                            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
                         tokio::spawn(conn);
                         let request = hyper::Request::get(format!("http://{origin}/download/65536"))
                             .body(http_body_util::Empty::<bytes::Bytes>::new())
@@ -39,7 +49,8 @@ async fn traffic_until(deadline: Instant, proxy: std::net::SocketAddr, origin: s
                     }
                     1 => {
                         let tcp = tokio::net::TcpStream::connect(proxy).await.unwrap();
-                        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+                        let (mut sender, conn) =
+                            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
                         tokio::spawn(conn);
                         let request = hyper::Request::post(format!("http://{origin}/upload"))
                             .body(http_body_util::Full::new(bytes::Bytes::from(vec![7u8; 100_000])))

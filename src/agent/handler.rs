@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::pool::{Pool, TunnelError};
+use super::target::{Target, classify, tunnel_authority};
 use crate::config::Secret;
 use crate::http_util::{Body, boxed, empty, strip_hop_by_hop, text_response, wants_upgrade};
 use crate::relay::{Activity, relay};
@@ -66,8 +67,10 @@ impl Handler {
     }
 
     async fn connect(&self, req: Request<Incoming>) -> Reply {
-        let Some(authority) = req.uri().authority().cloned().filter(|a| a.port_u16().is_some()) else {
-            return text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
+        let authority = match classify(req.method(), req.uri()) {
+            Target::Connect(authority) => authority,
+            Target::Http { .. } => return text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target"),
+            Target::Invalid(reason) => return text_response(StatusCode::BAD_REQUEST, reason),
         };
         let server_side = match self.open_tunnel(&authority).await {
             Ok(upgraded) => upgraded,
@@ -93,11 +96,12 @@ impl Handler {
     }
 
     async fn upgrade(&self, mut req: Request<Incoming>) -> Reply {
-        let Some((authority, path)) = absolute_http(req.uri()) else {
-            return not_a_proxy_request(req.uri());
+        let (authority, path) = match classify(req.method(), req.uri()) {
+            Target::Http { authority, path } => (authority, path),
+            Target::Connect(_) => return text_response(StatusCode::BAD_REQUEST, "CONNECT cannot be upgraded"),
+            Target::Invalid(reason) => return text_response(StatusCode::BAD_REQUEST, reason),
         };
-        let port = authority.port_u16().unwrap_or(80);
-        let Ok(target) = Authority::try_from(format!("{}:{port}", authority.host())) else {
+        let Some(target) = tunnel_authority(&authority) else {
             return text_response(StatusCode::BAD_REQUEST, format!("bad target {authority}"));
         };
         let tunnel = match self.open_tunnel(&target).await {
@@ -149,8 +153,8 @@ impl Handler {
     }
 
     async fn forward(&self, req: Request<Incoming>) -> Reply {
-        if absolute_http(req.uri()).is_none() {
-            return not_a_proxy_request(req.uri());
+        if let Target::Invalid(reason) = classify(req.method(), req.uri()) {
+            return text_response(StatusCode::BAD_REQUEST, reason);
         }
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
@@ -216,25 +220,6 @@ impl Handler {
         let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).unwrap_or_default();
         constant_time_eq(&decoded, expected.expose().as_bytes())
     }
-}
-
-/// The authority and origin-form path of an `http://` absolute URI.
-pub fn absolute_http(uri: &Uri) -> Option<(Authority, Uri)> {
-    if uri.scheme_str() != Some("http") {
-        return None;
-    }
-    let authority = uri.authority()?.clone();
-    let path = uri.path_and_query().map(|pq| Uri::from(pq.clone())).unwrap_or_else(|| Uri::from_static("/"));
-    Some((authority, path))
-}
-
-fn not_a_proxy_request(uri: &Uri) -> Reply {
-    text_response(
-        StatusCode::BAD_REQUEST,
-        format!(
-            "{uri} is not an http:// URL; this is a proxy: use it with curl -x or your browser's proxy settings (https goes through CONNECT)"
-        ),
-    )
 }
 
 fn tunnel_down(error: &TunnelError) -> Reply {
