@@ -59,6 +59,7 @@ async fn run_in(args: &LocalArgs, dir: &std::path::Path, shutdown: CancellationT
         tls: tls("server.crt", "server.key"),
         allow_loopback: Some(true),
         drain_timeout: Some("2s".into()),
+        health_listen: Some("off".into()),
         ..ServerArgs::default()
     };
     let server = Server::bind(ServerConfig::from_parts(&server_args, Default::default())?).await?;

@@ -5,53 +5,33 @@
 //! `listener::serve_connection` (TLS handshake, HTTP/1.1 or HTTP/2 by ALPN);
 //! each request by `proxy::Proxy` (absolute-form forwarding and `CONNECT`).
 
+pub mod cloudwatch;
 pub mod config;
 pub mod dial;
 pub mod egress;
+pub mod health;
 mod listener;
 mod proxy;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{ServerArgs, ServerConfig};
-
-/// Counters readable while the server runs (tests, and later telemetry).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// TCP connections accepted.
-    pub connections_accepted: AtomicU64,
-    /// TLS handshakes that completed.
-    pub handshakes_ok: AtomicU64,
-    /// TLS handshakes that failed (no/bad client certificate, timeouts…).
-    pub handshakes_failed: AtomicU64,
-    /// Requests and tunnels served.
-    pub streams: AtomicU64,
-    /// Targets refused by the egress policy.
-    pub egress_refused: AtomicU64,
-    /// Dials that failed (DNS, refused, timeout).
-    pub dial_errors: AtomicU64,
-    /// Bytes relayed and the time of the last one, for every kind of traffic.
-    pub activity: Arc<crate::relay::Activity>,
-}
-
-impl Stats {
-    /// Reads a counter.
-    pub fn get(counter: &AtomicU64) -> u64 {
-        counter.load(Ordering::Relaxed)
-    }
-}
+pub use stats::Stats;
 
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
+    health: Option<TcpListener>,
     config: Arc<ServerConfig>,
     stats: Arc<Stats>,
+    cloudwatch: Option<aws_sdk_cloudwatch::Client>,
 }
 
 impl Server {
@@ -59,7 +39,24 @@ impl Server {
     pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-        Ok(Self { listener, config: Arc::new(config), stats: Arc::default() })
+        let health = match config.health_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} for health and metrics (set health_listen, or off)")
+            })?),
+            None => None,
+        };
+        Ok(Self { listener, health, config: Arc::new(config), stats: Arc::default(), cloudwatch: None })
+    }
+
+    /// The health and metrics address actually bound, if enabled.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Uses `client` for CloudWatch instead of one built from the AWS environment.
+    pub fn with_cloudwatch_client(mut self, client: aws_sdk_cloudwatch::Client) -> Self {
+        self.cloudwatch = Some(client);
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -74,15 +71,50 @@ impl Server {
     }
 
     /// Serves until `shutdown` fires, then drains for at most `drain_timeout`.
-    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let tls = self.config.tls.server_config().context("building the server TLS configuration")?;
-        listener::accept_loop(self.listener, tls, self.config, self.stats, shutdown).await
+        // Health and metrics outlive the drain: /healthz says 503 meanwhile.
+        let after_drain = CancellationToken::new();
+        if let Some(health) = self.health.take() {
+            tokio::spawn(health::serve(health, self.stats.clone(), after_drain.clone()));
+        }
+        let emitter = self.start_metrics(self.cloudwatch.clone(), after_drain.clone()).await;
+        let result = listener::accept_loop(self.listener, tls, self.config.clone(), self.stats, shutdown).await;
+        after_drain.cancel();
+        if let Some(emitter) = emitter {
+            let _ = emitter.await;
+        }
+        result
+    }
+
+    async fn start_metrics(
+        &self,
+        client: Option<aws_sdk_cloudwatch::Client>,
+        stop: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let settings = self.config.metrics.clone();
+        if !settings.emit {
+            return None;
+        }
+        let Some(dims) = cloudwatch::dimensions(&settings).await else {
+            tracing::warn!("emit_metrics is on but no service name is known; not publishing metrics");
+            return None;
+        };
+        let client = match client {
+            Some(client) => client,
+            None => cloudwatch::client_from_environment(settings.endpoint_url.as_deref()).await,
+        };
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        Some(tokio::spawn(cloudwatch::run(client, settings, dims, self.stats.clone(), started, stop)))
     }
 }
 
 /// Binds and runs with `config` until `shutdown` fires.
 pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let server = Server::bind(config).await?;
-    tracing::info!(addr = %server.local_addr(), "server listening");
+    match server.health_addr() {
+        Some(health) => tracing::info!(addr = %server.local_addr(), %health, "server listening"),
+        None => tracing::info!(addr = %server.local_addr(), "server listening"),
+    }
     server.run(shutdown).await
 }

@@ -1,8 +1,9 @@
 //! `fluidity-server`: the mutual-TLS forward proxy that runs on Fargate.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use fluidity::server::{self, ServerArgs, ServerConfig};
 use fluidity::{cli, shutdown, telemetry};
 
@@ -14,15 +15,32 @@ use fluidity::{cli, shutdown, telemetry};
 /// Every flag can also be set with the FLUIDITY_* variable shown, or in the YAML
 /// file given with --config; flags win over the environment, which wins over the
 /// file. Certificates can come as PEM text in FLUIDITY_TLS_{CERT,KEY,CA}_PEM.
+/// SIGHUP reloads certificates; SIGTERM drains and exits 0.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
     #[command(flatten)]
     args: ServerArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Exit 0 if the running server's /healthz answers 200, else 1 (the ECS
+    /// container health check; the image has no curl)
+    Healthcheck {
+        /// Give up after this long
+        #[arg(long, default_value = "3s")]
+        timeout: String,
+    },
 }
 
 fn main() -> ExitCode {
-    let Cli { args } = Cli::parse();
+    let Cli { args, command } = Cli::parse();
+    if let Some(Command::Healthcheck { timeout }) = command {
+        return healthcheck(&args, &timeout);
+    }
     fluidity::install_crypto_provider();
     let config = match ServerConfig::load(&args) {
         Ok(config) => config,
@@ -35,5 +53,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => cli::runtime_error("fluidity-server", &error),
+    }
+}
+
+fn healthcheck(args: &ServerArgs, timeout: &str) -> ExitCode {
+    let timeout = fluidity::config::parse_duration(timeout).unwrap_or(Duration::from_secs(3));
+    let addr = match server::config::health_address(args) {
+        Ok(Some(addr)) => addr,
+        Ok(None) => {
+            eprintln!("fluidity-server healthcheck: health_listen is off, nothing to check");
+            return ExitCode::FAILURE;
+        }
+        Err(error) => return cli::config_error("fluidity-server healthcheck", &error),
+    };
+    let outcome = cli::runtime()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| runtime.block_on(server::health::check(addr, timeout)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("fluidity-server healthcheck: unhealthy: {error}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::cloudwatch::MetricsSettings;
 use super::dial::Dialer;
 use super::egress::{Cidr, EgressPolicy};
 use crate::config::{ConfigError, RawTls, TlsArgs, TlsSources, duration_or, load_yaml, size_or};
@@ -36,6 +37,13 @@ pub struct RawServerConfig {
     pub connection_window: Option<String>,
     pub max_header_bytes: Option<String>,
     pub idle_timeout: Option<String>,
+    pub health_listen: Option<String>,
+    pub emit_metrics: Option<bool>,
+    pub metrics_namespace: Option<String>,
+    pub metrics_interval: Option<String>,
+    pub metrics_endpoint_url: Option<String>,
+    pub service_name: Option<String>,
+    pub cluster_name: Option<String>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -97,6 +105,30 @@ pub struct ServerArgs {
     /// Close a tunnel after this long without a byte either way [YAML: idle_timeout; default 1h]
     #[arg(long, env = "FLUIDITY_IDLE_TIMEOUT", value_name = "DURATION")]
     pub idle_timeout: Option<String>,
+    /// Health and metrics port (/healthz, /metrics), or "off" [YAML: health_listen; default 127.0.0.1:9090]
+    #[arg(long, env = "FLUIDITY_HEALTH_LISTEN", value_name = "ADDR:PORT|off")]
+    pub health_listen: Option<String>,
+    /// Publish activity metrics to CloudWatch [YAML: emit_metrics; default false]
+    #[arg(long, env = "FLUIDITY_EMIT_METRICS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub emit_metrics: Option<bool>,
+    /// CloudWatch namespace [YAML: metrics_namespace; default Fluidity]
+    #[arg(long, env = "FLUIDITY_METRICS_NAMESPACE", value_name = "NAME")]
+    pub metrics_namespace: Option<String>,
+    /// How often to publish [YAML: metrics_interval; default 60s]
+    #[arg(long, env = "FLUIDITY_METRICS_INTERVAL", value_name = "DURATION")]
+    pub metrics_interval: Option<String>,
+    /// CloudWatch endpoint override (VPC endpoint, emulator) [YAML: metrics_endpoint_url]
+    #[arg(long, env = "FLUIDITY_METRICS_ENDPOINT_URL", value_name = "URL")]
+    pub metrics_endpoint_url: Option<String>,
+    /// ServiceName dimension; on ECS read from the task metadata [YAML: service_name]
+    #[arg(long, env = "FLUIDITY_SERVICE_NAME", value_name = "NAME")]
+    pub service_name: Option<String>,
+    /// ClusterName dimension; on ECS read from the task metadata [YAML: cluster_name]
+    #[arg(long, env = "FLUIDITY_CLUSTER_NAME", value_name = "NAME")]
+    pub cluster_name: Option<String>,
+    /// Set by ECS on every task; used to learn the service and cluster names.
+    #[arg(long, env = "ECS_CONTAINER_METADATA_URI_V4", hide = true)]
+    pub ecs_metadata_uri: Option<String>,
     /// Log line format: text, or json for CloudWatch Logs [YAML: log_format; default text]
     #[arg(long, env = "FLUIDITY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -119,6 +151,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Where the TLS material came from (re-read on SIGHUP).
     pub tls_sources: TlsSources,
+    /// The health and metrics port, unless turned off.
+    pub health_listen: Option<SocketAddr>,
+    pub metrics: MetricsSettings,
     pub log_format: LogFormat,
 }
 
@@ -164,7 +199,26 @@ impl ServerConfig {
             policy = policy.allowing_loopback();
         }
         let hosts = static_hosts(&file.hosts)?;
+        let health_listen = health_listen(args.health_listen.as_deref().or(file.health_listen.as_deref()))?;
+        let metrics = MetricsSettings {
+            emit: args.emit_metrics.or(file.emit_metrics).unwrap_or(false),
+            namespace: args.metrics_namespace.clone().or(file.metrics_namespace).unwrap_or_else(|| "Fluidity".into()),
+            interval: duration("metrics_interval", &args.metrics_interval, &file.metrics_interval, 60)?,
+            service_name: args.service_name.clone().or(file.service_name),
+            cluster_name: args.cluster_name.clone().or(file.cluster_name),
+            endpoint_url: args.metrics_endpoint_url.clone().or(file.metrics_endpoint_url),
+            ecs_metadata_uri: args.ecs_metadata_uri.clone(),
+        };
+        if metrics.emit && metrics.service_name.is_none() && metrics.ecs_metadata_uri.is_none() {
+            return Err(ConfigError::new(
+                "service_name",
+                "required when emit_metrics is on",
+                "set service_name (FLUIDITY_SERVICE_NAME), or run on ECS where the task metadata provides it",
+            ));
+        }
         Ok(Self {
+            health_listen,
+            metrics,
             listen,
             dial_timeout,
             handshake_timeout: duration("handshake_timeout", &args.handshake_timeout, &file.handshake_timeout, 10)?,
@@ -220,4 +274,33 @@ fn static_hosts(raw: &HashMap<String, String>) -> Result<HashMap<String, IpAddr>
             Ok((name.to_ascii_lowercase(), ip))
         })
         .collect()
+}
+
+/// Default health and metrics address: loopback only (the ECS health check
+/// runs inside the task's network namespace).
+pub const DEFAULT_HEALTH_LISTEN: &str = "127.0.0.1:9090";
+
+/// Parses `health_listen`: an address, or `off`.
+pub fn health_listen(value: Option<&str>) -> Result<Option<SocketAddr>, ConfigError> {
+    let text = value.unwrap_or(DEFAULT_HEALTH_LISTEN).trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|_| {
+        ConfigError::new(
+            "health_listen",
+            format!("`{text}` is not an address"),
+            "write ADDRESS:PORT such as 127.0.0.1:9090, or off",
+        )
+    })
+}
+
+/// The health address from flags, environment and file, without loading
+/// anything else (for the `healthcheck` subcommand).
+pub fn health_address(args: &ServerArgs) -> Result<Option<SocketAddr>, ConfigError> {
+    let file: RawServerConfig = match &args.config {
+        Some(path) => load_yaml(path)?,
+        None => RawServerConfig::default(),
+    };
+    health_listen(args.health_listen.as_deref().or(file.health_listen.as_deref()))
 }

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::proxy::Proxy;
+use super::stats::HandshakeFailure;
 use super::{ServerConfig, Stats};
 use crate::tls::{describe_handshake_error, peer_name};
 
@@ -56,6 +57,7 @@ pub(super) async fn accept_loop(
     }
     drop(listener);
     tracker.close();
+    stats.draining.store(true, Ordering::Relaxed);
     info!(open = tracker.len(), grace = ?config.drain_timeout, "stopped accepting, draining");
     if tokio::time::timeout(config.drain_timeout, tracker.wait()).await.is_err() {
         warn!(open = tracker.len(), "drain deadline reached, closing what is left");
@@ -98,12 +100,12 @@ impl Connection {
         let tls = match tokio::time::timeout(self.config.handshake_timeout, self.acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
-                self.stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.handshake_failed(HandshakeFailure::of(&error));
                 warn!(%peer, reason = %describe_handshake_error(&error), "tls handshake failed");
                 return;
             }
             Err(_) => {
-                self.stats.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.handshake_failed(HandshakeFailure::Timeout);
                 warn!(%peer, reason = "timeout", "tls handshake failed");
                 return;
             }
@@ -122,6 +124,7 @@ impl Connection {
 
     async fn http(self, tls: tokio_rustls::server::TlsStream<TcpStream>, alpn: String) {
         info!(%alpn, "agent connected");
+        let _active = self.stats.hold(|s| &s.connections_active);
         let span = tracing::Span::current();
         let proxy = self.proxy.clone();
         let service = service_fn(move |req| proxy.clone().handle(req, span.clone()));

@@ -38,6 +38,7 @@ impl Proxy {
         conn: Span,
     ) -> Result<Response<Body>, Infallible> {
         self.stats.streams.fetch_add(1, Ordering::Relaxed);
+        let _in_progress = self.stats.hold(|s| &s.streams_active);
         self.stats.activity.touch();
         let span = debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
         let response = async {
@@ -63,7 +64,14 @@ impl Proxy {
             Err(error) => return self.dial_failed(error),
         };
         let (idle, stats) = (self.config.idle_timeout, self.stats.clone());
-        self.tracker.spawn(tunnel(req, origin, idle, stats).in_current_span());
+        let open = self.stats.hold(|s| &s.streams_active);
+        self.tracker.spawn(
+            async move {
+                tunnel(req, origin, idle, stats).await;
+                drop(open);
+            }
+            .in_current_span(),
+        );
         Response::new(empty())
     }
 
@@ -113,6 +121,7 @@ impl Proxy {
         {
             parts.headers.insert(HOST, host);
         }
+        let body = CountingBody { inner: body, stats: self.stats.clone(), up: true };
         let mut response = match sender.send_request(Request::from_parts(parts, body)).await {
             Ok(response) => response,
             Err(error) => {
@@ -126,17 +135,24 @@ impl Proxy {
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let origin_upgrade = hyper::upgrade::on(&mut response);
             let (idle, stats) = (self.config.idle_timeout, self.stats.clone());
-            self.tracker.spawn(join_upgrades(client_upgrade, origin_upgrade, idle, stats).in_current_span());
+            let open = self.stats.hold(|s| &s.streams_active);
+            self.tracker.spawn(
+                async move {
+                    join_upgrades(client_upgrade, origin_upgrade, idle, stats).await;
+                    drop(open);
+                }
+                .in_current_span(),
+            );
         }
         strip_hop_by_hop(response.headers_mut(), switching);
-        response.map(|body| boxed(CountingBody { inner: body, stats: self.stats.clone() }))
+        response.map(|body| boxed(CountingBody { inner: body, stats: self.stats.clone(), up: false }))
     }
 
     fn dial_failed(&self, error: DialError) -> Response<Body> {
         if matches!(error, DialError::Denied { .. }) {
             self.stats.egress_refused.fetch_add(1, Ordering::Relaxed);
         } else {
-            self.stats.dial_errors.fetch_add(1, Ordering::Relaxed);
+            self.stats.dial_failed(error.kind());
         }
         warn!(kind = error.kind(), %error, "dial failed");
         text_response(error.status(), error.to_string())
@@ -169,11 +185,12 @@ async fn join_upgrades(
 }
 
 pin_project_lite::pin_project! {
-    /// A response body that counts the bytes it carries as activity.
+    /// A body that counts the bytes it carries as activity (`up`: towards the target).
     struct CountingBody {
         #[pin]
         inner: Incoming,
         stats: Arc<Stats>,
+        up: bool,
     }
 }
 
@@ -190,7 +207,8 @@ impl http_body::Body for CountingBody {
         if let std::task::Poll::Ready(Some(Ok(frame))) = &polled
             && let Some(data) = frame.data_ref()
         {
-            this.stats.activity.bytes_down.fetch_add(data.len() as u64, Ordering::Relaxed);
+            let counter = if *this.up { &this.stats.activity.bytes_up } else { &this.stats.activity.bytes_down };
+            counter.fetch_add(data.len() as u64, Ordering::Relaxed);
             this.stats.activity.touch();
         }
         polled

@@ -91,6 +91,7 @@ pub async fn start_server_with(
         tls: pki.tls_args(stem),
         allow_loopback: Some(true),
         drain_timeout: Some("2s".into()),
+        health_listen: Some("127.0.0.1:0".into()),
         ..ServerArgs::default()
     };
     adjust(&mut args);
@@ -451,7 +452,7 @@ pub async fn server_process(pki: &Pki, stem: &str) -> (Proc, SocketAddr) {
 /// Starts the server binary on `listen` with extra flags.
 pub async fn server_process_on(pki: &Pki, stem: &str, listen: &str, extra: &[&str]) -> (Proc, SocketAddr) {
     let (cert, key, ca) = (pki.path(&format!("{stem}.crt")), pki.path(&format!("{stem}.key")), pki.path("ca.crt"));
-    let mut args = vec!["--listen", listen, "--allow-loopback"];
+    let mut args = vec!["--listen", listen, "--allow-loopback", "--health-listen", "127.0.0.1:0"];
     args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
     args.extend_from_slice(extra);
     let server = spawn_bin("fluidity-server", &args);
