@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: curl (the real
 # client the tests drive), file (static-binary check), zip/unzip (Lambda zip
-# contract) and Debian's nix-bin (flake parsing and lock checks), plus nixfmt
-# and deadnix from crates.io. Idempotent: anything present is left alone.
+# contract) and Debian's nix-bin (flake parsing and lock checks); moto (local
+# AWS emulator) and cfn-lint from PyPI; nixfmt and deadnix from crates.io.
+# Idempotent: anything present is left alone.
 set -euo pipefail
 
 need_apt=()
@@ -16,6 +17,13 @@ if ((${#need_apt[@]})); then
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+
+# The local AWS emulator the telemetry, Lambda and deploy tests run against.
+if ! command -v moto_server >/dev/null 2>&1; then
+    echo "setup: installing moto[server] and cfn-lint"
+    python3 -m pip install --quiet "moto[server]==5.*" cfn-lint
+fi
+command -v cfn-lint >/dev/null 2>&1 || python3 -m pip install --quiet cfn-lint
 
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v nixfmt >/dev/null 2>&1 || { echo "setup: installing nixfmt (nixfmt_rs)"; cargo install --quiet --locked nixfmt_rs; }

@@ -376,6 +376,11 @@ pub struct Proc {
 
 /// Starts `bin` (a `[[bin]]` of this package) with `args`, stderr captured.
 pub fn spawn_bin(bin: &str, args: &[&str]) -> Proc {
+    spawn_bin_with(bin, args, &[])
+}
+
+/// Like [`spawn_bin`], with extra environment variables.
+pub fn spawn_bin_with(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
     use tokio::io::AsyncBufReadExt;
     let path = match bin {
         "fluidity-server" => env!("CARGO_BIN_EXE_fluidity-server"),
@@ -386,6 +391,7 @@ pub fn spawn_bin(bin: &str, args: &[&str]) -> Proc {
     };
     let mut child = tokio::process::Command::new(path)
         .args(args)
+        .envs(envs.iter().copied())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(std::process::Stdio::null())
@@ -500,4 +506,73 @@ pub async fn run_bin(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> (Option
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// A moto server (local AWS emulator) on a free loopback port, stopped on drop.
+pub struct Moto {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl Moto {
+    /// Starts `moto_server` on a free port and waits until it answers.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_on(port).await
+    }
+
+    /// Starts `moto_server` on `port` (e.g. again after [`Moto::stop`]).
+    pub async fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed (tests/setup.sh installs it)");
+        let moto = Self { port, child };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return moto;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("moto_server did not start on port {port}");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the emulator (by PID, our own child).
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// An SDK configuration for this emulator: fixed region, dummy static
+    /// credentials, never the machine's real AWS configuration.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new("test", "test", None, None, "tests"))
+            .endpoint_url(self.url())
+            .load()
+            .await
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
