@@ -17,6 +17,7 @@
 //! - `certs` (feature `certs`): CA, server and client certificate generation.
 //! - `server` (feature `server`): the mTLS forward proxy.
 //! - `agent` (feature `agent`): the local proxy and the tunnel connection pool.
+//! - `lambda` (feature `lambda`): the Wake/Status/Sleep/Kill control plane.
 //! - `local` (features `agent` + `server` + `certs`): both ends on this machine.
 #![forbid(unsafe_code)]
 
@@ -32,6 +33,8 @@ pub mod tls;
 pub mod agent;
 #[cfg(feature = "certs")]
 pub mod certs;
+#[cfg(feature = "lambda")]
+pub mod lambda;
 #[cfg(all(feature = "agent", feature = "server", feature = "certs"))]
 pub mod local;
 #[cfg(feature = "server")]

@@ -374,6 +374,19 @@ pub struct Proc {
     pub lines: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
+/// Path of a `[[bin]]` of this package built for these tests.
+pub fn bin_path(bin: &str) -> &'static str {
+    let path = match bin {
+        "fluidity-server" => option_env!("CARGO_BIN_EXE_fluidity-server"),
+        "fluidity-agent" => option_env!("CARGO_BIN_EXE_fluidity-agent"),
+        "fluidity-certs" => option_env!("CARGO_BIN_EXE_fluidity-certs"),
+        "fluidity-local" => option_env!("CARGO_BIN_EXE_fluidity-local"),
+        "fluidity-lambda" => option_env!("CARGO_BIN_EXE_fluidity-lambda"),
+        _ => None,
+    };
+    path.unwrap_or_else(|| panic!("binary {bin} is not built for this test (check required-features)"))
+}
+
 /// Starts `bin` (a `[[bin]]` of this package) with `args`, stderr captured.
 pub fn spawn_bin(bin: &str, args: &[&str]) -> Proc {
     spawn_bin_with(bin, args, &[])
@@ -382,13 +395,7 @@ pub fn spawn_bin(bin: &str, args: &[&str]) -> Proc {
 /// Like [`spawn_bin`], with extra environment variables.
 pub fn spawn_bin_with(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
     use tokio::io::AsyncBufReadExt;
-    let path = match bin {
-        "fluidity-server" => env!("CARGO_BIN_EXE_fluidity-server"),
-        "fluidity-agent" => env!("CARGO_BIN_EXE_fluidity-agent"),
-        "fluidity-certs" => env!("CARGO_BIN_EXE_fluidity-certs"),
-        "fluidity-local" => env!("CARGO_BIN_EXE_fluidity-local"),
-        other => panic!("unknown binary {other}"),
-    };
+    let path = bin_path(bin);
     let mut child = tokio::process::Command::new(path)
         .args(args)
         .envs(envs.iter().copied())
@@ -488,13 +495,7 @@ pub fn count_lines(proc: &Proc, needle: &str) -> usize {
 
 /// Runs a binary to completion: (exit code, stdout, stderr).
 pub async fn run_bin(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let path = match bin {
-        "fluidity-server" => env!("CARGO_BIN_EXE_fluidity-server"),
-        "fluidity-agent" => env!("CARGO_BIN_EXE_fluidity-agent"),
-        "fluidity-certs" => env!("CARGO_BIN_EXE_fluidity-certs"),
-        "fluidity-local" => env!("CARGO_BIN_EXE_fluidity-local"),
-        other => panic!("unknown binary {other}"),
-    };
+    let path = bin_path(bin);
     let mut command = tokio::process::Command::new(path);
     command.args(args).env("NO_COLOR", "1").stdin(std::process::Stdio::null()).kill_on_drop(true);
     for (k, v) in envs {
@@ -523,12 +524,13 @@ impl Moto {
 
     /// Starts `moto_server` on `port` (e.g. again after [`Moto::stop`]).
     pub async fn start_on(port: u16) -> Self {
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto_launcher.py");
+        let child = std::process::Command::new("python3")
+            .args([launcher, "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("moto_server must be installed (tests/setup.sh installs it)");
+            .expect("python3 with moto must be installed (tests/setup.sh installs it)");
         let moto = Self { port, child };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {

@@ -1,0 +1,276 @@
+//! The control plane's operations on the ECS service: status, wake, kill and
+//! sleep. Only *this* service's task is ever reported (tasks are matched by
+//! their `service:NAME` group, never "the first task in the cluster").
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
+use aws_sdk_ecs::types::Task;
+use serde::Serialize;
+use tracing::info;
+
+use super::ec2::{Ec2, Ec2Error};
+use super::env::Settings;
+use super::sleep::{Decision, Observation, decide};
+
+/// An AWS call that failed, by service.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("service {service} not found in cluster {cluster}")]
+    ServiceNotFound { cluster: String, service: String },
+    #[error("ECS: {0}")]
+    Ecs(String),
+    #[error("CloudWatch: {0}")]
+    CloudWatch(String),
+    #[error("EC2: {0}")]
+    Ec2(#[from] Ec2Error),
+}
+
+impl ControlError {
+    /// The `errorType` reported to callers.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::ServiceNotFound { .. } => "ServiceNotFound",
+            Self::Ecs(_) => "EcsError",
+            Self::CloudWatch(_) => "CloudWatchError",
+            Self::Ec2(_) => "Ec2Error",
+        }
+    }
+}
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Stopped,
+    Starting,
+    Running,
+    Stopping,
+}
+
+/// What Status returns (also part of Wake's and Kill's answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Status {
+    pub state: State,
+    pub desired: i32,
+    pub running: i32,
+    pub pending: i32,
+    pub task_arn: Option<String>,
+    pub public_ip: Option<String>,
+    pub started_at: Option<String>,
+}
+
+/// The AWS clients and settings the functions share.
+pub struct Control {
+    pub ecs: aws_sdk_ecs::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub ec2: Ec2,
+    pub settings: Settings,
+}
+
+fn ecs_error(error: impl std::error::Error + Send + Sync + 'static) -> ControlError {
+    ControlError::Ecs(aws_sdk_ecs::error::DisplayErrorContext(error).to_string())
+}
+
+impl Control {
+    /// The service's desired count.
+    async fn desired(&self) -> Result<i32, ControlError> {
+        let output = self
+            .ecs
+            .describe_services()
+            .cluster(&self.settings.cluster)
+            .services(&self.settings.service)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        output
+            .services()
+            .iter()
+            .find(|s| s.service_name() == Some(self.settings.service.as_str()) && s.status() != Some("INACTIVE"))
+            .map(|s| s.desired_count())
+            .ok_or_else(|| ControlError::ServiceNotFound {
+                cluster: self.settings.cluster.clone(),
+                service: self.settings.service.clone(),
+            })
+    }
+
+    /// Tasks of this service that are not stopped.
+    async fn service_tasks(&self) -> Result<Vec<Task>, ControlError> {
+        let listed = self
+            .ecs
+            .list_tasks()
+            .cluster(&self.settings.cluster)
+            .service_name(&self.settings.service)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        if listed.task_arns().is_empty() {
+            return Ok(vec![]);
+        }
+        let described = self
+            .ecs
+            .describe_tasks()
+            .cluster(&self.settings.cluster)
+            .set_tasks(Some(listed.task_arns().to_vec()))
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        let group = format!("service:{}", self.settings.service);
+        Ok(described
+            .tasks()
+            .iter()
+            .filter(|t| t.group() == Some(group.as_str()) && t.last_status() != Some("STOPPED"))
+            .cloned()
+            .collect())
+    }
+
+    /// State, counts and the running task's public IP.
+    pub async fn status(&self) -> Result<Status, ControlError> {
+        let desired = self.desired().await?;
+        self.status_with(desired).await
+    }
+
+    async fn status_with(&self, desired: i32) -> Result<Status, ControlError> {
+        let tasks = self.service_tasks().await?;
+        let running: Vec<&Task> = tasks.iter().filter(|t| t.last_status() == Some("RUNNING")).collect();
+        let pending = (tasks.len() - running.len()) as i32;
+        // The most recently started running task is the one agents should use.
+        let task = running.iter().copied().max_by_key(|t| t.started_at().map(|d| d.secs()).unwrap_or(0));
+        let public_ip = match task.and_then(network_interface) {
+            Some(eni) => self.ec2.public_ip(&eni).await?,
+            None => None,
+        };
+        let state = match (desired, task, &public_ip) {
+            (0, _, _) if tasks.is_empty() => State::Stopped,
+            (0, _, _) => State::Stopping,
+            (_, Some(_), Some(_)) => State::Running,
+            _ => State::Starting,
+        };
+        Ok(Status {
+            state,
+            desired,
+            running: running.len() as i32,
+            pending,
+            task_arn: task.and_then(|t| t.task_arn()).map(str::to_string),
+            public_ip,
+            started_at: task
+                .and_then(|t| t.started_at())
+                .and_then(|d| d.fmt(aws_sdk_ecs::primitives::DateTimeFormat::DateTime).ok()),
+        })
+    }
+
+    async fn set_desired(&self, count: i32) -> Result<(), ControlError> {
+        self.ecs
+            .update_service()
+            .cluster(&self.settings.cluster)
+            .service(&self.settings.service)
+            .desired_count(count)
+            .send()
+            .await
+            .map_err(ecs_error)?;
+        Ok(())
+    }
+
+    /// Desired 0 → 1; anything else is left alone. Returns whether it changed.
+    pub async fn wake(&self) -> Result<(bool, Status), ControlError> {
+        let desired = self.desired().await?;
+        if desired == 0 {
+            self.set_desired(1).await?;
+            info!(service = %self.settings.service, "woken: desired count 0 -> 1");
+            return Ok((true, self.status_with(1).await?));
+        }
+        Ok((false, self.status_with(desired).await?))
+    }
+
+    /// Desired → 0 (idempotent). Returns whether it changed.
+    pub async fn kill(&self) -> Result<(bool, Status), ControlError> {
+        let desired = self.desired().await?;
+        if desired != 0 {
+            self.set_desired(0).await?;
+            info!(service = %self.settings.service, from = desired, "killed: desired count -> 0");
+            return Ok((true, self.status_with(0).await?));
+        }
+        Ok((false, self.status_with(0).await?))
+    }
+
+    /// Reads the idle window's metrics and scales to 0 if the decision says so.
+    pub async fn sleep(&self) -> Result<Decision, ControlError> {
+        let desired = self.desired().await?;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let tasks = if desired == 0 { vec![] } else { self.service_tasks().await? };
+        let task_started_at =
+            tasks.iter().filter_map(|t| t.started_at().or(t.created_at()).map(|d| d.secs().max(0) as u64)).max();
+        let (max_connections, last_activity) =
+            if desired == 0 { (None, None) } else { self.window_metrics(now).await? };
+        let decision = decide(&Observation {
+            desired,
+            now,
+            task_started_at,
+            max_connections,
+            last_activity,
+            idle_threshold: self.settings.idle_threshold,
+        });
+        info!(?decision, "sleep check");
+        if let Decision::Sleep(_) = &decision {
+            self.set_desired(0).await?;
+        }
+        Ok(decision)
+    }
+
+    /// Maxima of ActiveConnections and LastActivityEpochSeconds over the window.
+    async fn window_metrics(&self, now: u64) -> Result<(Option<f64>, Option<f64>), ControlError> {
+        let window = self.settings.idle_threshold.as_secs();
+        let dims = vec![
+            Dimension::builder().name("ServiceName").value(&self.settings.service).build(),
+            Dimension::builder().name("ClusterName").value(&self.settings.cluster).build(),
+        ];
+        let query = |id: &str, name: &str| {
+            MetricDataQuery::builder()
+                .id(id)
+                .metric_stat(
+                    MetricStat::builder()
+                        .metric(
+                            Metric::builder()
+                                .namespace(&self.settings.namespace)
+                                .metric_name(name)
+                                .set_dimensions(Some(dims.clone()))
+                                .build(),
+                        )
+                        .period(60)
+                        .stat("Maximum")
+                        .build(),
+                )
+                .build()
+        };
+        let output = self
+            .cloudwatch
+            .get_metric_data()
+            .metric_data_queries(query("connections", "ActiveConnections"))
+            .metric_data_queries(query("activity", "LastActivityEpochSeconds"))
+            .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs((now - window) as i64))
+            .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(now as i64 + 60))
+            .send()
+            .await
+            .map_err(|e| ControlError::CloudWatch(aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string()))?;
+        let max_of = |id: &str| {
+            output
+                .metric_data_results()
+                .iter()
+                .filter(|r| r.id() == Some(id))
+                .flat_map(|r| r.values().iter().copied())
+                .reduce(f64::max)
+        };
+        Ok((max_of("connections"), max_of("activity")))
+    }
+}
+
+/// The ENI id from a task's ElasticNetworkInterface attachment.
+fn network_interface(task: &Task) -> Option<String> {
+    task.attachments()
+        .iter()
+        .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
+        .flat_map(|a| a.details())
+        .find(|d| d.name() == Some("networkInterfaceId"))
+        .and_then(|d| d.value())
+        .map(str::to_string)
+}

@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Creates what the Lambda tests act on, in the local AWS emulator (moto).
+
+  aws_fixture.py ENDPOINT setup CLUSTER SERVICE
+      VPC, subnet, security group, cluster, task definition (256 CPU / 512 MB,
+      awsvpc, Fargate) and a service with desired count 0; pins ECS task
+      status progression so tasks stay RUNNING. Prints {"subnet","sg"}.
+  aws_fixture.py ENDPOINT run-task CLUSTER SERVICE SUBNET SG [--public-ip]
+      Starts a task in the service's group (moto's UpdateService starts none),
+      optionally with an Elastic IP on its network interface.
+      Prints {"task_arn","eni","public_ip"}.
+"""
+import json
+import sys
+import urllib.request
+
+import boto3
+
+
+def clients(endpoint):
+    kwargs = dict(endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+    return boto3.client("ec2", **kwargs), boto3.client("ecs", **kwargs)
+
+
+def network(subnet, sg):
+    return {"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg], "assignPublicIp": "ENABLED"}}
+
+
+def setup(endpoint, cluster, service):
+    ec2, ecs = clients(endpoint)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName=f"{service}-sg", Description="fluidity test", VpcId=vpc)["GroupId"]
+    ecs.create_cluster(clusterName=cluster)
+    ecs.register_task_definition(
+        family=service, networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+        containerDefinitions=[{"name": "server", "image": "fluidity-server:test", "memory": 512}],
+    )
+    ecs.create_service(
+        cluster=cluster, serviceName=service, taskDefinition=service, desiredCount=0, launchType="FARGATE",
+        networkConfiguration=network(subnet, sg),
+    )
+    transition = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 100000}}
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/state-manager/set-transition", data=json.dumps(transition).encode(), method="POST"
+    )
+    urllib.request.urlopen(request).read()
+    return {"subnet": subnet, "sg": sg}
+
+
+def run_task(endpoint, cluster, service, subnet, sg, public_ip):
+    ec2, ecs = clients(endpoint)
+    task = ecs.run_task(
+        cluster=cluster, taskDefinition=service, launchType="FARGATE", group=f"service:{service}",
+        networkConfiguration=network(subnet, sg),
+    )["tasks"][0]
+    details = {d["name"]: d["value"] for a in task["attachments"] for d in a["details"]}
+    eni = details["networkInterfaceId"]
+    address = None
+    if public_ip:
+        allocation = ec2.allocate_address(Domain="vpc")
+        ec2.associate_address(AllocationId=allocation["AllocationId"], NetworkInterfaceId=eni)
+        address = allocation["PublicIp"]
+    return {"task_arn": task["taskArn"], "eni": eni, "public_ip": address}
+
+
+def main():
+    endpoint, command, *args = sys.argv[1:]
+    if command == "setup":
+        result = setup(endpoint, *args)
+    elif command == "run-task":
+        result = run_task(endpoint, *args[:4], public_ip="--public-ip" in args)
+    else:
+        sys.exit(f"unknown command {command}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

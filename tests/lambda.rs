@@ -1,0 +1,331 @@
+//! The Lambda control plane against a local AWS emulator (moto, with the real
+//! SDK clients) and, as a built binary, under a Lambda Runtime API emulator.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use fluidity::lambda::control::Control;
+use fluidity::lambda::env::Settings;
+use fluidity::lambda::{self, Function};
+use serde_json::{Value, json};
+
+const CLUSTER: &str = "fluidity-test";
+
+struct Fixture {
+    subnet: String,
+    sg: String,
+    service: String,
+}
+
+async fn python(args: &[&str]) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aws_fixture.py");
+    let output = tokio::process::Command::new("python3").arg(script).args(args).output().await.unwrap();
+    assert!(output.status.success(), "aws_fixture {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+async fn fixture(moto: &Moto, service: &str) -> Fixture {
+    let out = python(&[&moto.url(), "setup", CLUSTER, service]).await;
+    Fixture {
+        subnet: out["subnet"].as_str().unwrap().into(),
+        sg: out["sg"].as_str().unwrap().into(),
+        service: service.into(),
+    }
+}
+
+async fn run_task(moto: &Moto, f: &Fixture, public_ip: bool) -> Value {
+    let mut args =
+        vec![moto.url(), "run-task".into(), CLUSTER.into(), f.service.clone(), f.subnet.clone(), f.sg.clone()];
+    if public_ip {
+        args.push("--public-ip".into());
+    }
+    python(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
+}
+
+async fn control(moto: &Moto, service: &str) -> Control {
+    let config = moto.sdk_config().await;
+    Control {
+        ecs: aws_sdk_ecs::Client::new(&config),
+        cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+        ec2: lambda::ec2::Ec2::from_sdk_config(&config).unwrap(),
+        settings: Settings {
+            cluster: CLUSTER.into(),
+            service: service.into(),
+            idle_threshold: Duration::from_secs(15 * 60),
+            namespace: "Fluidity".into(),
+        },
+    }
+}
+
+fn api_event(method: &str, path: &str) -> Value {
+    json!({
+        "resource": path, "path": path, "httpMethod": method,
+        "headers": { "x-api-key": "redacted" }, "multiValueHeaders": {},
+        "queryStringParameters": null, "pathParameters": null, "stageVariables": null,
+        "requestContext": { "resourcePath": path, "httpMethod": method, "stage": "prod", "requestId": "r-1", "accountId": "123456789012" },
+        "body": null, "isBase64Encoded": false
+    })
+}
+
+fn schedule_event() -> Value {
+    json!({ "version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-11-22T23:00:00Z", "region": "us-east-1", "resources": [], "detail": {} })
+}
+
+/// Calls `function` with an API event; returns (statusCode, parsed body).
+async fn call(control: &Control, function: Function, method: &str, path: &str) -> (u64, Value) {
+    let response = lambda::handle(function, control, &api_event(method, path)).await.unwrap();
+    let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+    (response["statusCode"].as_u64().unwrap(), body)
+}
+
+async fn desired(control: &Control) -> i32 {
+    let out =
+        control.ecs.describe_services().cluster(CLUSTER).services(&control.settings.service).send().await.unwrap();
+    out.services()[0].desired_count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_status_kill_against_the_emulator() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "fluidity-server-test").await;
+    let c = control(&moto, &f.service).await;
+
+    let (code, status) = call(&c, Function::Status, "GET", "/status").await;
+    assert_eq!((code, status["state"].as_str(), status["desired"].as_i64()), (200, Some("stopped"), Some(0)));
+
+    let (code, woken) = call(&c, Function::Wake, "POST", "/wake").await;
+    assert_eq!((code, woken["changed"].as_bool()), (200, Some(true)));
+    assert_eq!(woken["status"]["state"], "starting");
+    assert_eq!(desired(&c).await, 1);
+    let (_, again) = call(&c, Function::Wake, "POST", "/wake").await;
+    assert_eq!(again["changed"], false);
+    assert_eq!(desired(&c).await, 1, "wake never goes above 1");
+
+    // Another service's task in the same cluster must never be reported.
+    let other = fixture(&moto, "someone-else").await;
+    run_task(&moto, &other, true).await;
+    let (_, status) = call(&c, Function::Status, "GET", "/status").await;
+    assert_eq!(status["state"], "starting");
+    assert_eq!(status["task_arn"], Value::Null);
+
+    let task = run_task(&moto, &f, true).await;
+    let (_, status) = call(&c, Function::Status, "GET", "/status").await;
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(status["running"], 1);
+    assert_eq!(status["task_arn"], task["task_arn"]);
+    assert_eq!(status["public_ip"], task["public_ip"]);
+
+    let (code, killed) = call(&c, Function::Kill, "POST", "/kill").await;
+    assert_eq!((code, killed["changed"].as_bool()), (200, Some(true)));
+    assert_eq!(killed["status"]["state"], "stopping");
+    assert_eq!(desired(&c).await, 0);
+    let (_, again) = call(&c, Function::Kill, "POST", "/kill").await;
+    assert_eq!(again["changed"], false);
+
+    // The nightly schedule kills too.
+    call(&c, Function::Wake, "POST", "/wake").await;
+    let scheduled = lambda::handle(Function::Kill, &c, &schedule_event()).await.unwrap();
+    assert_eq!(scheduled["changed"], true);
+    assert_eq!(desired(&c).await, 0);
+}
+
+async fn put_activity(moto: &Moto, service: &str, connections: f64, last_activity_ago: u64) {
+    use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+    let client = aws_sdk_cloudwatch::Client::new(&moto.sdk_config().await);
+    let dims = vec![
+        Dimension::builder().name("ServiceName").value(service).build(),
+        Dimension::builder().name("ClusterName").value(CLUSTER).build(),
+    ];
+    let at = aws_sdk_cloudwatch::primitives::DateTime::from_secs(now_secs() as i64 - 60);
+    let datum = |name: &str, value: f64, unit| {
+        MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(dims.clone()))
+            .value(value)
+            .unit(unit)
+            .timestamp(at)
+            .build()
+    };
+    client
+        .put_metric_data()
+        .namespace("Fluidity")
+        .metric_data(datum("ActiveConnections", connections, StandardUnit::Count))
+        .metric_data(datum("LastActivityEpochSeconds", (now_secs() - last_activity_ago) as f64, StandardUnit::None))
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sleep_decides_from_metrics_in_the_emulator() {
+    let moto = Moto::start().await;
+    for (service, metrics, expect_desired, expect_action) in [
+        ("svc-idle", Some((0.0, 30 * 60)), 0, "scaled to 0"),
+        ("svc-busy", Some((0.0, 60)), 1, "left running"),
+        ("svc-connected", Some((1.0, 30 * 60)), 1, "left running"),
+        ("svc-young", None, 1, "left running"),
+    ] {
+        let f = fixture(&moto, service).await;
+        let c = control(&moto, service).await;
+        call(&c, Function::Wake, "POST", "/wake").await;
+        run_task(&moto, &f, true).await;
+        if let Some((connections, ago)) = metrics {
+            put_activity(&moto, service, connections, ago).await;
+        }
+        let outcome = lambda::handle(Function::Sleep, &c, &schedule_event()).await.unwrap();
+        assert_eq!(outcome["action"], expect_action, "{service}: {outcome}");
+        assert_eq!(desired(&c).await, expect_desired, "{service}: {outcome}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_events_are_400_and_aws_failures_502() {
+    let moto = Moto::start().await;
+    fixture(&moto, "svc-errors").await;
+    let c = control(&moto, "svc-errors").await;
+    for event in [json!({ "hello": "world" }), json!("just text"), json!({ "httpMethod": 7 }), json!(null)] {
+        let response = lambda::handle(Function::Wake, &c, &event).await.unwrap();
+        assert_eq!(response["statusCode"], 400, "{event}");
+        let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
+        assert_eq!(body["error"], "BadRequest");
+        assert!(!body["message"].as_str().unwrap().is_empty());
+    }
+    let (code, body) = call(&c, Function::Wake, "GET", "/wake").await;
+    assert_eq!(code, 400);
+    assert!(body["message"].as_str().unwrap().contains("POST"), "{body}");
+    assert!(lambda::handle(Function::Wake, &c, &schedule_event()).await.is_err());
+
+    let missing = control(&moto, "no-such-service").await;
+    let (code, body) = call(&missing, Function::Status, "GET", "/status").await;
+    assert_eq!((code, body["error"].as_str()), (502, Some("ServiceNotFound")));
+
+    moto.stop();
+    let (code, body) = call(&c, Function::Wake, "POST", "/wake").await;
+    assert_eq!((code, body["error"].as_str()), (502, Some("EcsError")), "{body}");
+}
+
+/// A Lambda Runtime API emulator: hands out queued events, records answers.
+struct RuntimeApi {
+    addr: std::net::SocketAddr,
+    events: tokio::sync::mpsc::UnboundedSender<Value>,
+    answers: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+async fn runtime_api() -> RuntimeApi {
+    use http_body_util::{BodyExt, Full};
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let (answers_tx, answers_rx) = tokio::sync::mpsc::unbounded_channel();
+    let events_rx = Arc::new(tokio::sync::Mutex::new(events_rx));
+    let counter = Arc::new(Mutex::new(0u64));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (events_rx, answers_tx, counter) = (events_rx.clone(), answers_tx.clone(), counter.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (events_rx, answers_tx, counter) = (events_rx.clone(), answers_tx.clone(), counter.clone());
+                    async move {
+                        let path = req.uri().path().to_string();
+                        if path.ends_with("/invocation/next") {
+                            let event = events_rx.lock().await.recv().await.unwrap_or(Value::Null);
+                            let id = {
+                                let mut n = counter.lock().unwrap();
+                                *n += 1;
+                                format!("req-{n}")
+                            };
+                            let deadline = (std::time::SystemTime::now() + Duration::from_secs(60))
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .unwrap()
+                                .as_millis();
+                            let response = hyper::Response::builder()
+                                .header("lambda-runtime-aws-request-id", &id)
+                                .header("lambda-runtime-deadline-ms", deadline.to_string())
+                                .header(
+                                    "lambda-runtime-invoked-function-arn",
+                                    "arn:aws:lambda:us-east-1:123456789012:function:fluidity-test",
+                                )
+                                .header("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000")
+                                .body(Full::new(bytes::Bytes::from(event.to_string())))
+                                .unwrap();
+                            return Ok::<_, std::convert::Infallible>(response);
+                        }
+                        let kind = if path.ends_with("/response") { "response" } else { "error" };
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let _ = answers_tx.send((kind.to_string(), value));
+                        Ok(hyper::Response::builder().status(202).body(Full::new(bytes::Bytes::new())).unwrap())
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    RuntimeApi { addr, events: events_tx, answers: answers_rx }
+}
+
+fn lambda_process(handler: &str, runtime: &RuntimeApi, moto_url: &str, service: &str) -> Proc {
+    let runtime_addr = runtime.addr.to_string();
+    let env: HashMap<&str, &str> = [
+        ("AWS_LAMBDA_RUNTIME_API", runtime_addr.as_str()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "fluidity-test"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+        ("_HANDLER", handler),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+        ("AWS_ENDPOINT_URL", moto_url),
+        (fluidity::lambda::env::CLUSTER_NAME, CLUSTER),
+        (fluidity::lambda::env::SERVICE_NAME, service),
+        (fluidity::lambda::env::IDLE_THRESHOLD_MINUTES, "15"),
+    ]
+    .into_iter()
+    .collect();
+    let env: Vec<(&str, &str)> = env.into_iter().collect();
+    spawn_bin_with("fluidity-lambda", &[], &env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_binary_answers_under_the_runtime_api() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-runtime").await;
+
+    let mut runtime = runtime_api().await;
+    let wake = lambda_process("wake", &runtime, &moto.url(), &f.service);
+    runtime.events.send(api_event("POST", "/wake")).unwrap();
+    let (kind, answer) = tokio::time::timeout(Duration::from_secs(30), runtime.answers.recv()).await.unwrap().unwrap();
+    assert_eq!(kind, "response", "{answer}");
+    assert_eq!(answer["statusCode"], 200, "{answer}");
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["changed"], true);
+    runtime.events.send(json!({ "not": "an event" })).unwrap();
+    let (_, answer) = tokio::time::timeout(Duration::from_secs(30), runtime.answers.recv()).await.unwrap().unwrap();
+    assert_eq!(answer["statusCode"], 400);
+    drop(wake);
+
+    let mut runtime = runtime_api().await;
+    let sleep = lambda_process("sleep", &runtime, &moto.url(), &f.service);
+    runtime.events.send(schedule_event()).unwrap();
+    let (kind, answer) = tokio::time::timeout(Duration::from_secs(30), runtime.answers.recv()).await.unwrap().unwrap();
+    assert_eq!(kind, "response", "{answer}");
+    // No task and no metrics: a service just woken is left running.
+    assert_eq!(answer["action"], "left running", "{answer}");
+
+    // An AWS failure in a scheduled run is an invocation error, and logged.
+    moto.stop();
+    runtime.events.send(schedule_event()).unwrap();
+    let (kind, answer) = tokio::time::timeout(Duration::from_secs(60), runtime.answers.recv()).await.unwrap().unwrap();
+    assert_eq!(kind, "error", "{answer}");
+    assert_eq!(answer["errorType"], "EcsError", "{answer}");
+    sleep.wait_for("AWS call failed").await;
+}

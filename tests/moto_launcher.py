@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Starts moto's server (the local AWS emulator used by the tests) with two fixes.
+
+1. moto returns the container-level `cpu` and `memory` of ECS tasks as JSON
+   numbers where the ECS API model says strings, so strict clients (the Rust
+   SDK) fail to read DescribeTasks and RunTask. This wraps moto's WSGI app and
+   turns those two fields into strings in ECS responses.
+2. moto 5.2's RunTask with awsvpc networking reads `private_dns_name` from a
+   network interface class that lacks it; a property is added when missing.
+
+Usage: moto_launcher.py -H 127.0.0.1 -p PORT
+"""
+import argparse
+import json
+
+from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+from moto.server import DomainDispatcherApplication, create_backend_app
+from werkzeug.serving import run_simple
+
+if not hasattr(NetworkInterface, "private_dns_name"):
+    NetworkInterface.private_dns_name = property(
+        lambda self: "ip-" + str(self.private_ip_address).replace(".", "-") + ".ec2.internal"
+    )
+
+ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
+
+
+def stringify_container_sizes(value, inside_container=False):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if inside_container and key in ("cpu", "memory") and isinstance(item, (int, float)):
+                value[key] = str(item)
+            else:
+                stringify_container_sizes(item, inside_container or key == "containers")
+    elif isinstance(value, list):
+        for item in value:
+            stringify_container_sizes(item, inside_container)
+    return value
+
+
+class EcsSizesAsStrings:
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if not target.startswith(ECS_TARGET):
+            return self.app(environ, start_response)
+        captured = {}
+
+        def capture(status, headers, exc_info=None):
+            captured["status"], captured["headers"] = status, headers
+            return lambda data: None
+
+        body = b"".join(self.app(environ, capture))
+        try:
+            body = json.dumps(stringify_container_sizes(json.loads(body))).encode()
+        except ValueError:
+            pass
+        headers = [(k, v) for k, v in captured["headers"] if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        start_response(captured["status"], headers)
+        return [body]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, required=True)
+    args = parser.parse_args()
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(args.host, args.port, EcsSizesAsStrings(app), threaded=True)
+
+
+if __name__ == "__main__":
+    main()
