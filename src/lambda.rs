@@ -203,8 +203,6 @@ mod tests {
 
     #[test]
     fn event_shapes() {
-        let api = json!({ "httpMethod": "POST", "path": "/wake", "headers": {}, "requestContext": {} });
-        assert_eq!(classify(&api), Ok(Invocation::Api { method: "POST".into(), path: "/wake".into() }));
         let schedule = json!({ "source": "aws.events", "detail-type": "Scheduled Event", "detail": {} });
         assert_eq!(classify(&schedule), Ok(Invocation::Schedule));
         assert!(classify(&json!({ "hello": 1 })).is_err());
