@@ -127,7 +127,7 @@ fn parse_key(pem: &str, key: &str, origin: &str) -> Result<PrivateKeyDer<'static
         Ok(None) => Err(ConfigError::new(
             key,
             format!("{origin} holds no PEM private key"),
-            "point it at a file starting with -----BEGIN PRIVATE KEY-----",
+            "point it at the PKCS#8 or SEC1 PEM key written by fluidity-certs",
         )),
         Err(e) => {
             Err(ConfigError::new(key, format!("{origin} is not valid PEM: {e}"), "regenerate it with fluidity-certs"))
