@@ -44,6 +44,7 @@ let
   );
 
   image = import ./image.nix { inherit pkgs; };
+  lambdaZip = import ./lambda.nix { inherit pkgs lib; };
 
   linuxPackages = lib.optionalAttrs isLinux (
     {
@@ -52,6 +53,9 @@ let
       certs = musl.${hostArch}.certs;
       local = musl.${hostArch}.local;
       server-image = image hostArch musl.${hostArch}.server;
+      # Lambda runs the control plane on arm64 (provided.al2023).
+      lambda = musl.aarch64.lambda;
+      lambda-zip = lambdaZip musl.aarch64.lambda;
     }
     // lib.concatMapAttrs (arch: built: {
       "agent-${arch}-linux-musl" = built.agent;

@@ -79,6 +79,11 @@ in
     features = "certs";
     description = "Fluidity certificate tool: CA, server and client certificates";
   };
+  lambda = component {
+    bin = "fluidity-lambda";
+    features = "lambda";
+    description = "Fluidity control plane: the wake, status, sleep and kill Lambda functions";
+  };
   local = component {
     bin = "fluidity-local";
     features = "agent,server,certs";

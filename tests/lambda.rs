@@ -272,6 +272,10 @@ async fn runtime_api() -> RuntimeApi {
 }
 
 fn lambda_process(handler: &str, runtime: &RuntimeApi, moto_url: &str, service: &str) -> Proc {
+    lambda_program(std::path::Path::new(bin_path("fluidity-lambda")), handler, runtime, moto_url, service)
+}
+
+fn lambda_program(program: &std::path::Path, handler: &str, runtime: &RuntimeApi, moto_url: &str, service: &str) -> Proc {
     let runtime_addr = runtime.addr.to_string();
     let env: HashMap<&str, &str> = [
         ("AWS_LAMBDA_RUNTIME_API", runtime_addr.as_str()),
@@ -292,7 +296,7 @@ fn lambda_process(handler: &str, runtime: &RuntimeApi, moto_url: &str, service: 
     .into_iter()
     .collect();
     let env: Vec<(&str, &str)> = env.into_iter().collect();
-    spawn_bin_with("fluidity-lambda", &[], &env)
+    spawn_program(program, &[], &env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,4 +332,43 @@ async fn built_binary_answers_under_the_runtime_api() {
     assert_eq!(kind, "error", "{answer}");
     assert_eq!(answer["errorType"], "EcsError", "{answer}");
     sleep.wait_for("AWS call failed").await;
+}
+
+/// The deployment package contract, checked on the host build: the zip made by
+/// the flake's own script holds exactly `bootstrap` (0755) at its root, is
+/// byte-for-byte reproducible, and, unpacked, starts under the Runtime API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zip_has_bootstrap_at_root_and_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/nix/lambda-zip.sh");
+    let zip = |name: &str| {
+        let out = dir.path().join(name);
+        let status = std::process::Command::new("bash").arg(script).arg(bin_path("fluidity-lambda")).arg(&out).status();
+        assert!(status.unwrap().success(), "lambda-zip.sh failed");
+        out
+    };
+    let first = zip("a.zip");
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = zip("b.zip");
+    assert_eq!(std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap(), "zip is not reproducible");
+
+    let listing = std::process::Command::new("unzip").arg("-Z").arg(&first).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    let entries: Vec<&str> = listing.lines().filter(|l| l.starts_with('-') || l.starts_with('d')).collect();
+    assert_eq!(entries.len(), 1, "{listing}");
+    assert!(entries[0].starts_with("-rwxr-xr-x") && entries[0].ends_with(" bootstrap"), "{listing}");
+
+    let unpacked = dir.path().join("task");
+    let status = std::process::Command::new("unzip").arg("-q").arg(&first).arg("-d").arg(&unpacked).status();
+    assert!(status.unwrap().success());
+
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-zip").await;
+    let mut runtime = runtime_api().await;
+    let _status = lambda_program(&unpacked.join("bootstrap"), "bootstrap.status", &runtime, &moto.url(), &f.service);
+    runtime.events.send(api_event("GET", "/status")).unwrap();
+    let (kind, answer) = tokio::time::timeout(Duration::from_secs(30), runtime.answers.recv()).await.unwrap().unwrap();
+    assert_eq!((kind.as_str(), answer["statusCode"].as_u64()), ("response", Some(200)), "{answer}");
+    let body: Value = serde_json::from_str(answer["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["state"], "stopped", "{body}");
 }

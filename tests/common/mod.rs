@@ -394,8 +394,12 @@ pub fn spawn_bin(bin: &str, args: &[&str]) -> Proc {
 
 /// Like [`spawn_bin`], with extra environment variables.
 pub fn spawn_bin_with(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> Proc {
+    spawn_program(Path::new(bin_path(bin)), args, envs)
+}
+
+/// Starts the executable at `path` with stderr captured, killed on drop.
+pub fn spawn_program(path: &Path, args: &[&str], envs: &[(&str, &str)]) -> Proc {
     use tokio::io::AsyncBufReadExt;
-    let path = bin_path(bin);
     let mut child = tokio::process::Command::new(path)
         .args(args)
         .envs(envs.iter().copied())
