@@ -7,6 +7,11 @@
 #   FLUIDITY_CERTS_DIR=$PWD/certs nix build .#server-image --impure
 #
 # Without it the image still evaluates, and building it fails with that line.
+# The files land in /etc/fluidity/certs, the working directory, where the
+# server looks by default; no TLS path is set in the environment, so the
+# FLUIDITY_TLS_*_PEM variables that ECS injects from Secrets Manager (the
+# production alternative, see cloudformation/fargate.yaml) take precedence.
+# The server is linked at /bin/fluidity-server for the container health check.
 { pkgs }:
 arch: server:
 let
@@ -34,10 +39,10 @@ let
           };
         }
         ''
-          mkdir -p $out/etc/fluidity
+          mkdir -p $out/etc/fluidity/certs
           for f in ${lib.concatStringsSep " " wanted}; do
             test -s "$src/$f" || { echo "missing $f in ${certsDir} (run fluidity-certs first)" >&2; exit 1; }
-            cp "$src/$f" $out/etc/fluidity/
+            cp "$src/$f" $out/etc/fluidity/certs/
           done
         '';
 in
@@ -48,17 +53,16 @@ pkgs.dockerTools.buildLayeredImage {
   contents = [
     pkgs.dockerTools.caCertificates
     certs
+    server
   ];
   config = {
-    Entrypoint = [ (lib.getExe server) ];
+    Entrypoint = [ "/bin/fluidity-server" ];
+    WorkingDir = "/etc/fluidity";
     User = "65532:65532";
     ExposedPorts."8443/tcp" = { };
     Env = [
       "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"
       "FLUIDITY_LISTEN=0.0.0.0:8443"
-      "FLUIDITY_TLS_CERT=/etc/fluidity/server.crt"
-      "FLUIDITY_TLS_KEY=/etc/fluidity/server.key"
-      "FLUIDITY_TLS_CA=/etc/fluidity/ca.crt"
       "FLUIDITY_LOG_FORMAT=json"
     ];
   };

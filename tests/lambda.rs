@@ -275,7 +275,13 @@ fn lambda_process(handler: &str, runtime: &RuntimeApi, moto_url: &str, service: 
     lambda_program(std::path::Path::new(bin_path("fluidity-lambda")), handler, runtime, moto_url, service)
 }
 
-fn lambda_program(program: &std::path::Path, handler: &str, runtime: &RuntimeApi, moto_url: &str, service: &str) -> Proc {
+fn lambda_program(
+    program: &std::path::Path,
+    handler: &str,
+    runtime: &RuntimeApi,
+    moto_url: &str,
+    service: &str,
+) -> Proc {
     let runtime_addr = runtime.addr.to_string();
     let env: HashMap<&str, &str> = [
         ("AWS_LAMBDA_RUNTIME_API", runtime_addr.as_str()),

@@ -1,0 +1,466 @@
+//! The CloudFormation templates: cfn-lint clean, a policy check over IAM,
+//! outputs and ingress (itself tested on broken copies), the Lambda
+//! environment names against the code's single list, parameter files and the
+//! stack policy against the templates, and both stacks created, updated and
+//! deleted in the local AWS emulator.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use common::Moto;
+use serde_json::{Value, json};
+
+const TEMPLATES: [&str; 2] = ["fargate.yaml", "lambda.yaml"];
+
+fn dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation"))
+}
+
+/// YAML to JSON, with short-form tags turned into their long form
+/// (`!Ref X` → `{"Ref": "X"}`, `!Sub s` → `{"Fn::Sub": s}`).
+fn plain(yaml: serde_yaml::Value) -> Value {
+    use serde_yaml::Value as Y;
+    match yaml {
+        Y::Null => Value::Null,
+        Y::Bool(b) => json!(b),
+        Y::Number(n) => serde_json::to_value(n).unwrap(),
+        Y::String(s) => json!(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(plain).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k.as_str().map(str::to_string).unwrap_or_else(|| format!("{k:?}")), plain(v)))
+                .collect(),
+        ),
+        Y::Tagged(tagged) => {
+            let name = tagged.tag.to_string();
+            let name = name.trim_start_matches('!');
+            let key = if name == "Ref" { "Ref".to_string() } else { format!("Fn::{name}") };
+            let mut inner = plain(tagged.value);
+            if key == "Fn::GetAtt" {
+                if let Some(text) = inner.as_str() {
+                    inner = json!(text.splitn(2, '.').collect::<Vec<_>>());
+                }
+            }
+            json!({ key: inner })
+        }
+    }
+}
+
+fn load(name: &str) -> Value {
+    let text = std::fs::read_to_string(dir().join(name)).unwrap();
+    plain(serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}")))
+}
+
+fn resources(template: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    template["Resources"].as_object().unwrap().iter()
+}
+
+fn as_list(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Null => vec![],
+        other => vec![other],
+    }
+}
+
+/// Actions AWS offers no resource type for, so `Resource: "*"` is required;
+/// each such statement must still carry a condition.
+const STAR_ONLY: [&str; 4] = [
+    "ecr:GetAuthorizationToken",
+    "cloudwatch:PutMetricData",
+    "cloudwatch:GetMetricData",
+    "ec2:DescribeNetworkInterfaces",
+];
+
+/// Everything the policy check finds wrong in a template.
+fn policy_violations(template: &Value) -> Vec<String> {
+    let mut found = vec![];
+    for (id, resource) in resources(template) {
+        let props = &resource["Properties"];
+        let documents: Vec<&Value> = match resource["Type"].as_str() {
+            Some("AWS::IAM::Role") => as_list(&props["Policies"]).into_iter().map(|p| &p["PolicyDocument"]).collect(),
+            Some("AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy") => vec![&props["PolicyDocument"]],
+            _ => vec![],
+        };
+        for statement in documents.into_iter().flat_map(|d| as_list(&d["Statement"])) {
+            found.extend(statement_violations(id, statement));
+        }
+        if resource["Type"] == "AWS::IAM::Role" {
+            for statement in as_list(&props["AssumeRolePolicyDocument"]["Statement"]) {
+                if statement["Principal"] == "*" || statement["Principal"]["AWS"] == "*" {
+                    found.push(format!("{id}: anyone may assume the role"));
+                }
+            }
+        }
+        found.extend(ingress_violations(id, resource));
+    }
+    found.extend(output_violations(template));
+    found
+}
+
+fn statement_violations(id: &str, statement: &Value) -> Vec<String> {
+    let mut found = vec![];
+    if statement.get("NotAction").is_some() || statement.get("NotResource").is_some() {
+        found.push(format!("{id}: NotAction/NotResource grants too much"));
+    }
+    if statement["Effect"] != "Allow" {
+        return found;
+    }
+    let actions: Vec<&str> = as_list(&statement["Action"]).into_iter().filter_map(Value::as_str).collect();
+    for action in &actions {
+        if action.contains('*') {
+            found.push(format!("{id}: wildcard action {action}"));
+        }
+    }
+    let star = as_list(&statement["Resource"]).iter().any(|r| r.as_str().is_some_and(|r| r == "*"));
+    if star {
+        let required = actions.iter().all(|a| STAR_ONLY.contains(a));
+        if !required {
+            found.push(format!("{id}: Resource \"*\" for {actions:?}, which can be scoped"));
+        } else if statement.get("Condition").is_none() {
+            found.push(format!("{id}: Resource \"*\" for {actions:?} without a condition"));
+        }
+    }
+    found
+}
+
+fn ingress_violations(id: &str, resource: &Value) -> Vec<String> {
+    let rules = match resource["Type"].as_str() {
+        Some("AWS::EC2::SecurityGroup") => as_list(&resource["Properties"]["SecurityGroupIngress"]),
+        Some("AWS::EC2::SecurityGroupIngress") => vec![&resource["Properties"]],
+        _ => return vec![],
+    };
+    let allowed = json!({ "Ref": "AllowedIngressCidr" });
+    rules
+        .into_iter()
+        .filter(|rule| {
+            let port = |k: &str| rule[k].as_i64().or_else(|| rule[k].as_str().and_then(|s| s.parse().ok()));
+            !(rule["IpProtocol"] == "tcp"
+                && port("FromPort") == Some(8443)
+                && port("ToPort") == Some(8443)
+                && rule["CidrIp"] == allowed
+                && ["CidrIpv6", "SourceSecurityGroupId", "SourcePrefixListId"].iter().all(|k| rule.get(*k).is_none()))
+        })
+        .map(|rule| format!("{id}: ingress other than tcp 8443 from AllowedIngressCidr: {rule}"))
+        .collect()
+}
+
+fn output_violations(template: &Value) -> Vec<String> {
+    let secret_types = ["AWS::IAM::AccessKey", "AWS::SecretsManager::Secret", "AWS::SSM::Parameter"];
+    let secret_attributes = ["SecretAccessKey", "SecretString", "Value"];
+    let no_echo: BTreeSet<&str> = template["Parameters"]
+        .as_object()
+        .map(|p| p.iter().filter(|(_, v)| v["NoEcho"] == true || v["NoEcho"] == "true").map(|(k, _)| k.as_str()))
+        .into_iter()
+        .flatten()
+        .collect();
+    let type_of = |name: &str| template["Resources"][name]["Type"].as_str().unwrap_or_default().to_string();
+    let mut found = vec![];
+    for (name, output) in template["Outputs"].as_object().into_iter().flatten() {
+        let lower = name.to_ascii_lowercase();
+        let named_secret =
+            ["secret", "password", "token", "credential", "privatekey", "accesskey"].iter().any(|w| lower.contains(w))
+                || (lower.contains("apikey") && !lower.ends_with("id"));
+        if named_secret {
+            found.push(format!("output {name}: its name says it holds a secret"));
+        }
+        let text = output["Value"].to_string();
+        let mut refs = vec![];
+        collect_refs(&output["Value"], &mut refs);
+        for (target, attribute) in refs {
+            let kind = type_of(&target);
+            if no_echo.contains(target.as_str())
+                || secret_types.contains(&kind.as_str())
+                || attribute.is_some_and(|a| secret_attributes.contains(&a.as_str()))
+            {
+                found.push(format!("output {name}: {text} can hold a secret"));
+            }
+        }
+    }
+    found
+}
+
+/// Every `Ref` and `GetAtt` target (with its attribute) and `${X}` in a `Sub`.
+fn collect_refs(value: &Value, out: &mut Vec<(String, Option<String>)>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(target)) = map.get("Ref") {
+                out.push((target.clone(), None));
+            }
+            if let Some(Value::Array(parts)) = map.get("Fn::GetAtt") {
+                let part = |i: usize| parts.get(i).and_then(Value::as_str).map(str::to_string);
+                out.push((part(0).unwrap_or_default(), part(1)));
+            }
+            if let Some(text) = map.get("Fn::Sub").and_then(|s| s.as_str().or_else(|| s[0].as_str())) {
+                for piece in text.split("${").skip(1) {
+                    let inner = piece.split('}').next().unwrap_or_default();
+                    let (target, attribute) = inner.split_once('.').unwrap_or((inner, ""));
+                    out.push((target.to_string(), (!attribute.is_empty()).then(|| attribute.to_string())));
+                }
+            }
+            map.values().for_each(|v| collect_refs(v, out));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn cfn_lint_reports_nothing() {
+    let output = std::process::Command::new("cfn-lint")
+        .args(TEMPLATES.map(|t| dir().join(t)))
+        .output()
+        .expect("cfn-lint is installed by tests/setup.sh");
+    let report = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && report.trim().is_empty(), "cfn-lint:\n{report}");
+}
+
+#[test]
+fn templates_pass_the_policy_check() {
+    for name in TEMPLATES {
+        let violations = policy_violations(&load(name));
+        assert!(violations.is_empty(), "{name}:\n{}", violations.join("\n"));
+    }
+}
+
+#[test]
+fn policy_check_catches_each_kind_of_fault() {
+    let fargate = load("fargate.yaml");
+    let task_policy = "/Resources/TaskRole/Properties/Policies/0/PolicyDocument/Statement/0";
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+        (
+            "star resource for a scopable action",
+            Box::new(|t| t.pointer_mut(task_policy).unwrap()["Action"] = json!("ecs:UpdateService")),
+            "can be scoped",
+        ),
+        (
+            "star resource without condition",
+            Box::new(|t| {
+                t.pointer_mut(task_policy).unwrap().as_object_mut().unwrap().remove("Condition");
+            }),
+            "without a condition",
+        ),
+        (
+            "wildcard action",
+            Box::new(|t| t.pointer_mut(task_policy).unwrap()["Action"] = json!("cloudwatch:*")),
+            "wildcard action",
+        ),
+        (
+            "ssh from anywhere",
+            Box::new(|t| {
+                t.pointer_mut("/Resources/SecurityGroup/Properties/SecurityGroupIngress")
+                    .unwrap()
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({ "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIp": "0.0.0.0/0" }))
+            }),
+            "ingress other than",
+        ),
+        (
+            "8443 from the world",
+            Box::new(|t| {
+                t.pointer_mut("/Resources/SecurityGroup/Properties/SecurityGroupIngress/0").unwrap()["CidrIp"] =
+                    json!("0.0.0.0/0")
+            }),
+            "ingress other than",
+        ),
+        (
+            "access key secret in an output",
+            Box::new(|t| {
+                t["Resources"]["Key"] = json!({ "Type": "AWS::IAM::AccessKey", "Properties": { "UserName": "u" } });
+                t["Outputs"]["Deployer"] = json!({ "Value": { "Fn::GetAtt": ["Key", "SecretAccessKey"] } });
+            }),
+            "can hold a secret",
+        ),
+        (
+            "output named like a secret",
+            Box::new(|t| t["Outputs"]["ApiKeyValue"] = json!({ "Value": "x" })),
+            "holds a secret",
+        ),
+    ];
+    for (what, break_it, expect) in cases {
+        let mut broken = fargate.clone();
+        break_it(&mut broken);
+        let violations = policy_violations(&broken);
+        assert!(violations.iter().any(|v| v.contains(expect)), "{what}: not caught: {violations:?}");
+    }
+}
+
+#[test]
+fn lambda_environment_is_exactly_what_the_code_reads() {
+    let template = load("lambda.yaml");
+    let wanted: BTreeSet<&str> = fluidity::lambda::env::ALL.into_iter().collect();
+    let mut functions = 0;
+    for (id, resource) in resources(&template).filter(|(_, r)| r["Type"] == "AWS::Lambda::Function") {
+        functions += 1;
+        let props = &resource["Properties"];
+        let set: BTreeSet<&str> =
+            props["Environment"]["Variables"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(set, wanted, "{id}: environment variables differ from src/lambda/env.rs");
+        let handler = props["Handler"].as_str().unwrap();
+        assert!(fluidity::lambda::Function::from_handler(handler).is_some(), "{id}: unknown handler {handler}");
+        assert_eq!(props["Architectures"], json!(["arm64"]), "{id}");
+        assert_eq!(props["Runtime"], "provided.al2023", "{id}");
+    }
+    assert_eq!(functions, 4, "wake, status, sleep and kill");
+}
+
+fn parameter_names(template: &Value) -> BTreeSet<String> {
+    template["Parameters"].as_object().unwrap().keys().cloned().collect()
+}
+
+#[test]
+fn parameter_files_fit_the_templates() {
+    let templates: Vec<Value> = TEMPLATES.iter().map(|t| load(t)).collect();
+    let declared: BTreeSet<String> = templates.iter().flat_map(parameter_names).collect();
+    for (env, seed) in [
+        ("dev", [("LogRetentionDays", "7"), ("IdleThresholdMinutes", "5"), ("SleepCheckIntervalMinutes", "2")]),
+        ("prod", [("LogRetentionDays", "30"), ("IdleThresholdMinutes", "15"), ("SleepCheckIntervalMinutes", "5")]),
+    ] {
+        let file = dir().join(format!("params-{env}.json"));
+        let params: BTreeMap<String, String> = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let keys: BTreeSet<String> = params.keys().cloned().collect();
+        assert_eq!(keys, declared, "params-{env}.json must list every template parameter, and only those");
+        for (key, value) in seed.into_iter().chain([("Cpu", "256"), ("Memory", "512"), ("DesiredCount", "0")]) {
+            assert_eq!(params[key], value, "params-{env}.json {key} (seed 000)");
+        }
+        assert_eq!(params["ClusterName"], format!("fluidity-{env}"));
+        assert_eq!(params["ServiceName"], format!("fluidity-server-{env}"));
+        for template in &templates {
+            for (name, spec) in template["Parameters"].as_object().unwrap() {
+                let value = &params[name];
+                if value.is_empty() {
+                    continue; // supplied at deploy time (the deploy tool or --param)
+                }
+                if let Some(allowed) = spec["AllowedValues"].as_array() {
+                    let allowed: Vec<String> =
+                        allowed.iter().map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string())).collect();
+                    assert!(allowed.contains(value), "params-{env}.json {name}={value} not in {allowed:?}");
+                }
+                let number = value.parse::<f64>();
+                for (bound, ok) in [("MinValue", true), ("MaxValue", false)] {
+                    if let Some(limit) = spec[bound].as_f64() {
+                        let n = number.as_ref().unwrap_or_else(|_| panic!("{name} must be a number"));
+                        assert!(
+                            if ok { *n >= limit } else { *n <= limit },
+                            "params-{env}.json {name}={value} vs {bound}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn stack_policy_protects_what_it_should() {
+    let policy: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("stack-policy.json")).unwrap()).unwrap();
+    let mut replace_protected = BTreeSet::new();
+    let mut delete_protected = BTreeSet::new();
+    for statement in policy["Statement"].as_array().unwrap().iter().filter(|s| s["Effect"] == "Deny") {
+        let actions: Vec<&str> = as_list(&statement["Action"]).into_iter().filter_map(Value::as_str).collect();
+        for resource in as_list(&statement["Resource"]).into_iter().filter_map(Value::as_str) {
+            let id = resource.strip_prefix("LogicalResourceId/").expect("resources are logical ids").to_string();
+            if actions.contains(&"Update:Replace") {
+                replace_protected.insert(id.clone());
+            }
+            if actions.contains(&"Update:Delete") {
+                delete_protected.insert(id);
+            }
+        }
+    }
+    let templates: Vec<Value> = TEMPLATES.iter().map(|t| load(t)).collect();
+    let all: BTreeMap<String, String> = templates
+        .iter()
+        .flat_map(|t| {
+            resources(t).map(|(id, r)| (id.clone(), r["Type"].as_str().unwrap().to_string())).collect::<Vec<_>>()
+        })
+        .collect();
+    for id in delete_protected.iter().chain(&replace_protected) {
+        assert!(all.contains_key(id), "stack-policy.json names {id}, which no template defines");
+    }
+    let must = [
+        "AWS::ApiGateway::RestApi",
+        "AWS::ApiGateway::Stage",
+        "AWS::Lambda::Function",
+        "AWS::Events::Rule",
+        "AWS::IAM::Role",
+        "AWS::ECS::Service",
+        "AWS::ECS::Cluster",
+        "AWS::ECS::TaskDefinition",
+    ];
+    for (id, kind) in &all {
+        if must.contains(&kind.as_str()) {
+            assert!(delete_protected.contains(id), "{id} ({kind}) is not protected from deletion");
+        }
+    }
+    // A new image replaces the task definition: that must stay possible.
+    assert!(!replace_protected.contains("TaskDefinition"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_stacks_create_update_and_delete_in_the_emulator() {
+    let moto = Moto::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cfn_stacks.py");
+    let output = tokio::process::Command::new("python3").args([script, &moto.url(), "dev"]).output().await.unwrap();
+    assert!(output.status.success(), "cfn_stacks.py: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    // moto skips AWS::ApiGateway::ApiKey, so ApiKeyId is the one output it cannot show.
+    let lambda_outputs: Vec<&str> = vec![
+        "AlarmTopicArn",
+        "ApiUrl",
+        "DashboardUrl",
+        "KillFunctionName",
+        "SleepFunctionName",
+        "StatusFunctionName",
+        "WakeFunctionName",
+    ];
+    let fargate_outputs = [
+        "ClusterArn",
+        "ClusterName",
+        "LogGroupName",
+        "MetricsNamespace",
+        "SecurityGroupId",
+        "ServiceArn",
+        "ServiceName",
+        "TaskDefinitionArn",
+    ];
+    let keys = |phase: &str, stack: &str| -> Vec<String> {
+        let mut keys: Vec<String> = report[phase][stack]["outputs"].as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    for (phase, status) in [("created", "CREATE_COMPLETE"), ("updated", "UPDATE_COMPLETE")] {
+        assert_eq!(report[phase]["fluidity-dev-fargate"]["status"], status, "{report}");
+        assert_eq!(report[phase]["fluidity-dev-lambda"]["status"], status, "{report}");
+        assert_eq!(keys(phase, "fluidity-dev-fargate"), fargate_outputs, "{phase}");
+        assert_eq!(keys(phase, "fluidity-dev-lambda"), lambda_outputs, "{phase}");
+    }
+    let created = &report["created"];
+    assert_eq!(created["fluidity-dev-fargate"]["outputs"]["ServiceName"], "fluidity-server-dev");
+    assert!(created["fluidity-dev-lambda"]["outputs"]["ApiUrl"].as_str().unwrap().ends_with("/api"));
+
+    // The functions read the Fargate stack's exports and the parameters.
+    let env_of = |phase: &str, f: &str| report[phase]["functions"][format!("fluidity-dev-{f}")]["env"].clone();
+    for f in ["wake", "status", "sleep", "kill"] {
+        let env = env_of("created", f);
+        assert_eq!(env["CLUSTER_NAME"], "fluidity-dev", "{f}: {env}");
+        assert_eq!(env["SERVICE_NAME"], "fluidity-server-dev", "{f}: {env}");
+        assert_eq!(env["METRICS_NAMESPACE"], "Fluidity", "{f}: {env}");
+        assert_eq!(env["IDLE_THRESHOLD_MINUTES"].to_string().trim_matches('"'), "5", "{f}: {env}");
+        assert_eq!(env_of("updated", f)["IDLE_THRESHOLD_MINUTES"].to_string().trim_matches('"'), "9", "{f}");
+        assert_eq!(report["created"]["functions"][format!("fluidity-dev-{f}")]["handler"], f);
+    }
+    // A new image and stop timeout make a new task definition revision.
+    let revision = |phase: &str| report[phase]["fluidity-dev-fargate"]["outputs"]["TaskDefinitionArn"].clone();
+    assert_ne!(revision("created"), revision("updated"));
+
+    assert_eq!(
+        report["deleted"],
+        json!({ "fluidity-dev-fargate": ["DELETE_COMPLETE"], "fluidity-dev-lambda": ["DELETE_COMPLETE"] })
+    );
+}
