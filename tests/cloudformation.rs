@@ -38,10 +38,8 @@ fn plain(yaml: serde_yaml::Value) -> Value {
             let name = name.trim_start_matches('!');
             let key = if name == "Ref" { "Ref".to_string() } else { format!("Fn::{name}") };
             let mut inner = plain(tagged.value);
-            if key == "Fn::GetAtt" {
-                if let Some(text) = inner.as_str() {
-                    inner = json!(text.splitn(2, '.').collect::<Vec<_>>());
-                }
+            if let (true, Some(text)) = (key == "Fn::GetAtt", inner.as_str()) {
+                inner = json!(text.splitn(2, '.').collect::<Vec<_>>());
             }
             json!({ key: inner })
         }
@@ -229,7 +227,8 @@ fn templates_pass_the_policy_check() {
 fn policy_check_catches_each_kind_of_fault() {
     let fargate = load("fargate.yaml");
     let task_policy = "/Resources/TaskRole/Properties/Policies/0/PolicyDocument/Statement/0";
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, &str)> = vec![
+    type Breakage = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Breakage, &str)> = vec![
         (
             "star resource for a scopable action",
             Box::new(|t| t.pointer_mut(task_policy).unwrap()["Action"] = json!("ecs:UpdateService")),
