@@ -3,9 +3,12 @@
 //!
 //! [`Agent::bind`] opens the local listener and checks the server once;
 //! [`Agent::run`] accepts until the shutdown token fires, then drains.
+//! With a `lifecycle` section, [`run`] first wakes the server through the
+//! control API ([`lifecycle`]), follows it if it moves, and stops it on exit.
 
 pub mod config;
 mod handler;
+pub mod lifecycle;
 pub mod pool;
 pub mod target;
 
@@ -35,9 +38,12 @@ pub struct Agent {
 impl Agent {
     /// Binds the local proxy address and builds the tunnel pool.
     pub async fn bind(config: AgentConfig) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {} (is another proxy running there?)", config.listen))?;
+        let listener = listen(&config).await?;
+        Self::with_listener(listener, config)
+    }
+
+    /// Builds the tunnel pool around an already bound listener.
+    pub fn with_listener(listener: TcpListener, config: AgentConfig) -> anyhow::Result<Self> {
         let pool = Pool::start(&config).context("building the agent TLS configuration")?;
         Ok(Self { listener, config: Arc::new(config), pool: Arc::new(pool) })
     }
@@ -58,9 +64,9 @@ impl Agent {
     pub async fn check_server(&self) -> anyhow::Result<()> {
         self.pool.first_attempt().await?;
         if self.pool.connections_up() > 0 {
-            info!(server = %self.config.server, "tunnel to server established");
+            info!(server = %self.pool.server(), "tunnel to server established");
         } else {
-            warn!(server = %self.config.server, "server not reachable yet; reconnecting in the background");
+            warn!(server = %self.pool.server(), "server not reachable yet; reconnecting in the background");
         }
         Ok(())
     }
@@ -140,10 +146,48 @@ async fn serve_client(tcp: TcpStream, handler: Arc<Handler>, max_header_bytes: u
     }
 }
 
+async fn listen(config: &AgentConfig) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another proxy running there?)", config.listen))
+}
+
 /// Binds, checks the server and runs with `config` until `shutdown` fires.
-pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let agent = Agent::bind(config).await?;
+/// With lifecycle settings the server is woken first (the local port is
+/// taken before the wait, so a busy port fails at once), followed while the
+/// agent runs, and stopped after the drain when `kill_on_exit` is on.
+pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let Some(settings) = config.lifecycle.clone() else {
+        let agent = Agent::bind(config).await?;
+        info!(addr = %agent.local_addr(), "local proxy listening");
+        agent.check_server().await?;
+        return agent.run(shutdown).await;
+    };
+    let listener = listen(&config).await?;
+    let api = lifecycle::ControlApi::new(&settings)?;
+    let address = match lifecycle::bring_up(&api, &shutdown).await {
+        Ok(address) => address,
+        // Whatever was woken is stopped again, unless the API refused us.
+        Err(error) => {
+            let refused = matches!(error, lifecycle::LifecycleError::Forbidden { .. });
+            if settings.kill_on_exit && !refused {
+                lifecycle::kill_on_exit(&api).await;
+            }
+            return match error {
+                lifecycle::LifecycleError::Cancelled => Ok(()),
+                error => Err(error.into()),
+            };
+        }
+    };
+    config.server = address.to_string();
+    let agent = Agent::with_listener(listener, config)?;
     info!(addr = %agent.local_addr(), "local proxy listening");
     agent.check_server().await?;
-    agent.run(shutdown).await
+    let follower = tokio::spawn(lifecycle::follow(api.clone(), agent.pool(), shutdown.child_token()));
+    let outcome = agent.run(shutdown).await;
+    follower.abort();
+    if settings.kill_on_exit {
+        lifecycle::kill_on_exit(&api).await;
+    }
+    outcome
 }

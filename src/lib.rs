@@ -23,6 +23,8 @@
 
 pub mod cli;
 pub mod config;
+#[cfg(any(feature = "agent", feature = "lambda"))]
+pub mod http_client;
 pub mod http_util;
 pub mod relay;
 pub mod shutdown;

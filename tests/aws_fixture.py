@@ -5,10 +5,13 @@
       VPC, subnet, security group, cluster, task definition (256 CPU / 512 MB,
       awsvpc, Fargate) and a service with desired count 0; pins ECS task
       status progression so tasks stay RUNNING. Prints {"subnet","sg"}.
-  aws_fixture.py ENDPOINT run-task CLUSTER SERVICE SUBNET SG [--public-ip]
+  aws_fixture.py ENDPOINT run-task CLUSTER SERVICE SUBNET SG [--public-ip[=ADDR]]
       Starts a task in the service's group (moto's UpdateService starts none),
-      optionally with an Elastic IP on its network interface.
+      optionally with an Elastic IP on its network interface (at ADDR if given,
+      e.g. 127.0.0.1 to point agents at a local server).
       Prints {"task_arn","eni","public_ip"}.
+  aws_fixture.py ENDPOINT stop-task CLUSTER TASK_ARN
+      Stops the task (its service's server went away). Prints {"stopped"}.
 """
 import json
 import sys
@@ -22,8 +25,9 @@ def clients(endpoint):
     return boto3.client("ec2", **kwargs), boto3.client("ecs", **kwargs)
 
 
-def network(subnet, sg):
-    return {"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg], "assignPublicIp": "ENABLED"}}
+def network(subnet, sg, assign_public_ip=True):
+    assign = "ENABLED" if assign_public_ip else "DISABLED"
+    return {"awsvpcConfiguration": {"subnets": [subnet], "securityGroups": [sg], "assignPublicIp": assign}}
 
 
 def setup(endpoint, cluster, service):
@@ -48,20 +52,22 @@ def setup(endpoint, cluster, service):
     return {"subnet": subnet, "sg": sg}
 
 
-def run_task(endpoint, cluster, service, subnet, sg, public_ip):
+def run_task(endpoint, cluster, service, subnet, sg, public_ip, address=None):
     ec2, ecs = clients(endpoint)
     task = ecs.run_task(
         cluster=cluster, taskDefinition=service, launchType="FARGATE", group=f"service:{service}",
-        networkConfiguration=network(subnet, sg),
+        # With a chosen address, no automatic one: the task must never be seen
+        # running at any other address while the Elastic IP is associated.
+        networkConfiguration=network(subnet, sg, assign_public_ip=address is None),
     )["tasks"][0]
     details = {d["name"]: d["value"] for a in task["attachments"] for d in a["details"]}
     eni = details["networkInterfaceId"]
-    address = None
+    public = None
     if public_ip:
-        allocation = ec2.allocate_address(Domain="vpc")
+        allocation = ec2.allocate_address(Domain="vpc", **({"Address": address} if address else {}))
         ec2.associate_address(AllocationId=allocation["AllocationId"], NetworkInterfaceId=eni)
-        address = allocation["PublicIp"]
-    return {"task_arn": task["taskArn"], "eni": eni, "public_ip": address}
+        public = allocation["PublicIp"]
+    return {"task_arn": task["taskArn"], "eni": eni, "public_ip": public}
 
 
 def main():
@@ -69,7 +75,13 @@ def main():
     if command == "setup":
         result = setup(endpoint, *args)
     elif command == "run-task":
-        result = run_task(endpoint, *args[:4], public_ip="--public-ip" in args)
+        flags = [a for a in args[4:] if a.startswith("--public-ip")]
+        address = flags[0].partition("=")[2] if flags else None
+        result = run_task(endpoint, *args[:4], public_ip=bool(flags), address=address or None)
+    elif command == "stop-task":
+        _, ecs = clients(endpoint)
+        ecs.stop_task(cluster=args[0], task=args[1], reason="replaced")
+        result = {"stopped": args[1]}
     else:
         sys.exit(f"unknown command {command}")
     print(json.dumps(result))

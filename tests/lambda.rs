@@ -7,86 +7,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::control::*;
 use common::*;
 use fluidity::lambda::control::Control;
-use fluidity::lambda::env::Settings;
 use fluidity::lambda::{self, Function};
 use serde_json::{Value, json};
-
-const CLUSTER: &str = "fluidity-test";
-
-struct Fixture {
-    subnet: String,
-    sg: String,
-    service: String,
-}
-
-async fn python(args: &[&str]) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aws_fixture.py");
-    let output = tokio::process::Command::new("python3").arg(script).args(args).output().await.unwrap();
-    assert!(output.status.success(), "aws_fixture {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap()
-}
-
-async fn fixture(moto: &Moto, service: &str) -> Fixture {
-    let out = python(&[&moto.url(), "setup", CLUSTER, service]).await;
-    Fixture {
-        subnet: out["subnet"].as_str().unwrap().into(),
-        sg: out["sg"].as_str().unwrap().into(),
-        service: service.into(),
-    }
-}
-
-async fn run_task(moto: &Moto, f: &Fixture, public_ip: bool) -> Value {
-    let mut args =
-        vec![moto.url(), "run-task".into(), CLUSTER.into(), f.service.clone(), f.subnet.clone(), f.sg.clone()];
-    if public_ip {
-        args.push("--public-ip".into());
-    }
-    python(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
-}
-
-async fn control(moto: &Moto, service: &str) -> Control {
-    let config = moto.sdk_config().await;
-    Control {
-        ecs: aws_sdk_ecs::Client::new(&config),
-        cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
-        ec2: lambda::ec2::Ec2::from_sdk_config(&config).unwrap(),
-        settings: Settings {
-            cluster: CLUSTER.into(),
-            service: service.into(),
-            idle_threshold: Duration::from_secs(15 * 60),
-            namespace: "Fluidity".into(),
-        },
-    }
-}
-
-fn api_event(method: &str, path: &str) -> Value {
-    json!({
-        "resource": path, "path": path, "httpMethod": method,
-        "headers": { "x-api-key": "redacted" }, "multiValueHeaders": {},
-        "queryStringParameters": null, "pathParameters": null, "stageVariables": null,
-        "requestContext": { "resourcePath": path, "httpMethod": method, "stage": "prod", "requestId": "r-1", "accountId": "123456789012" },
-        "body": null, "isBase64Encoded": false
-    })
-}
-
-fn schedule_event() -> Value {
-    json!({ "version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.events",
-            "account": "123456789012", "time": "2026-11-22T23:00:00Z", "region": "us-east-1", "resources": [], "detail": {} })
-}
 
 /// Calls `function` with an API event; returns (statusCode, parsed body).
 async fn call(control: &Control, function: Function, method: &str, path: &str) -> (u64, Value) {
     let response = lambda::handle(function, control, &api_event(method, path)).await.unwrap();
     let body: Value = serde_json::from_str(response["body"].as_str().unwrap()).unwrap();
     (response["statusCode"].as_u64().unwrap(), body)
-}
-
-async fn desired(control: &Control) -> i32 {
-    let out =
-        control.ecs.describe_services().cluster(CLUSTER).services(&control.settings.service).send().await.unwrap();
-    out.services()[0].desired_count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

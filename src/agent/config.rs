@@ -37,6 +37,21 @@ pub struct RawAgentConfig {
     pub proxy_auth: Option<Secret>,
     pub allow_open_proxy: Option<bool>,
     pub log_format: Option<LogFormat>,
+    #[serde(default)]
+    pub lifecycle: Option<RawLifecycle>,
+}
+
+/// The `lifecycle:` section: wake the server through the control API.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLifecycle {
+    pub api_url: Option<String>,
+    pub api_key: Option<Secret>,
+    pub wake_timeout: Option<String>,
+    pub poll_interval: Option<String>,
+    pub kill_on_exit: Option<bool>,
+    pub rewake: Option<bool>,
+    pub server_port: Option<u16>,
 }
 
 /// Command line of `fluidity-agent`; every flag also reads a `FLUIDITY_*` variable.
@@ -98,6 +113,51 @@ pub struct AgentArgs {
     /// Log line format [YAML: log_format; default text]
     #[arg(long, env = "FLUIDITY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+}
+
+/// Lifecycle flags: with an API URL the agent wakes the server, waits for it
+/// and finds its address itself (instead of a fixed --server).
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Lifecycle (wake the server on demand)")]
+pub struct LifecycleArgs {
+    /// Control API base URL (the deploy tool's ApiUrl output); replaces --server [YAML: lifecycle.api_url]
+    #[arg(long, env = "FLUIDITY_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// API key of the control API; never logged [YAML: lifecycle.api_key]
+    #[arg(long, env = "FLUIDITY_API_KEY", value_name = "KEY", hide_env_values = true)]
+    pub api_key: Option<Secret>,
+    /// Give up if the server is not running after this long [YAML: lifecycle.wake_timeout; default 180s]
+    #[arg(long, env = "FLUIDITY_WAKE_TIMEOUT", value_name = "DURATION")]
+    pub wake_timeout: Option<String>,
+    /// Ask for the server's status this often while waiting [YAML: lifecycle.poll_interval; default 5s]
+    #[arg(long, env = "FLUIDITY_POLL_INTERVAL", value_name = "DURATION")]
+    pub poll_interval: Option<String>,
+    /// Stop the server (POST /kill) when the agent exits [YAML: lifecycle.kill_on_exit; default true]
+    #[arg(long, env = "FLUIDITY_KILL_ON_EXIT", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub kill_on_exit: Option<bool>,
+    /// Wake the server again if it goes away mid-session [YAML: lifecycle.rewake; default true]
+    #[arg(long, env = "FLUIDITY_REWAKE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub rewake: Option<bool>,
+    /// Port the woken server listens on [YAML: lifecycle.server_port; default 8443]
+    #[arg(long, env = "FLUIDITY_SERVER_PORT", value_name = "PORT")]
+    pub server_port: Option<u16>,
+}
+
+/// Validated lifecycle settings.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// Base URL without a trailing slash.
+    pub api_url: String,
+    pub api_key: Secret,
+    /// Where the key came from, for error messages (never the key itself).
+    pub key_source: String,
+    pub wake_timeout: Duration,
+    pub poll_interval: Duration,
+    pub kill_on_exit: bool,
+    pub rewake: bool,
+    pub server_port: u16,
 }
 
 /// How the tunnel connections behave.
@@ -131,6 +191,8 @@ pub struct AgentConfig {
     /// `user:password` required in `Proxy-Authorization`, if set.
     pub proxy_auth: Option<Secret>,
     pub log_format: LogFormat,
+    /// Wake-on-demand settings; `None` means a fixed `server` (manual mode).
+    pub lifecycle: Option<LifecycleConfig>,
 }
 
 impl AgentConfig {
@@ -153,7 +215,19 @@ impl AgentConfig {
                 "write ADDRESS:PORT, e.g. 127.0.0.1:8080",
             )
         })?;
-        let server = parse_server(args.server.clone().or(file.server))?;
+        let lifecycle = lifecycle(&args.lifecycle, file.lifecycle.unwrap_or_default(), args.config.as_deref())?;
+        let server_text = args.server.clone().or(file.server);
+        let server = match (&lifecycle, server_text) {
+            (None, text) => parse_server(text)?,
+            (Some(_), None) => String::new(), // found through the control API
+            (Some(_), Some(text)) => {
+                return Err(ConfigError::new(
+                    "server",
+                    format!("`{text}` is set together with lifecycle.api_url"),
+                    "use one: a fixed server, or the control API that wakes it",
+                ));
+            }
+        };
         let name_text =
             args.server_name.clone().or(file.server_name).unwrap_or_else(|| crate::DEFAULT_SERVER_NAME.into());
         let server_name = rustls::pki_types::ServerName::try_from(name_text.clone()).map_err(|_| {
@@ -224,11 +298,84 @@ impl AgentConfig {
             drain_timeout: duration("drain_timeout", &args.drain_timeout, &file.drain_timeout, 10)?,
             idle_timeout: duration("idle_timeout", &args.idle_timeout, &file.idle_timeout, 3600)?,
             proxy_auth,
+            lifecycle,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             tls: TlsMaterial::load(&sources, "tls")?,
             tls_sources: sources,
         })
     }
+}
+
+/// Validates the lifecycle settings; `None` when no API URL is given.
+fn lifecycle(
+    args: &LifecycleArgs,
+    file: RawLifecycle,
+    config_path: Option<&std::path::Path>,
+) -> Result<Option<LifecycleConfig>, ConfigError> {
+    let Some(url) = args.api_url.clone().or(file.api_url) else {
+        return Ok(None);
+    };
+    let api_url = parse_api_url(&url)?;
+    let file_name = config_path.map(|p| p.display().to_string()).unwrap_or_else(|| "the config file".into());
+    let (api_key, key_source) = match (&args.api_key, file.api_key) {
+        (Some(key), _) => {
+            let from_env = std::env::var("FLUIDITY_API_KEY").is_ok_and(|v| v == key.expose());
+            (key.clone(), if from_env { "FLUIDITY_API_KEY" } else { "--api-key" }.to_string())
+        }
+        (None, Some(key)) => (key, format!("lifecycle.api_key in {file_name}")),
+        (None, None) => {
+            return Err(ConfigError::new(
+                "lifecycle.api_key",
+                "missing",
+                "set FLUIDITY_API_KEY (or lifecycle.api_key) to the key of the deployed API",
+            ));
+        }
+    };
+    if api_key.expose().trim().is_empty() {
+        return Err(ConfigError::new("lifecycle.api_key", format!("empty (from {key_source})"), "set the API key"));
+    }
+    let duration = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
+        duration_or(key, arg.as_deref().or(file.as_deref()), Duration::from_secs(default))
+    };
+    let poll_interval = duration("lifecycle.poll_interval", &args.poll_interval, &file.poll_interval, 5)?;
+    if poll_interval.is_zero() {
+        return Err(ConfigError::new("lifecycle.poll_interval", "must not be 0", "use e.g. 5s"));
+    }
+    Ok(Some(LifecycleConfig {
+        api_url,
+        api_key,
+        key_source,
+        wake_timeout: duration("lifecycle.wake_timeout", &args.wake_timeout, &file.wake_timeout, 180)?,
+        poll_interval,
+        kill_on_exit: args.kill_on_exit.or(file.kill_on_exit).unwrap_or(true),
+        rewake: args.rewake.or(file.rewake).unwrap_or(true),
+        server_port: args.server_port.or(file.server_port).unwrap_or(DEFAULT_SERVER_PORT),
+    }))
+}
+
+/// An `https://` URL, or `http://` to this machine only (the key must not
+/// cross a network in clear text).
+fn parse_api_url(text: &str) -> Result<String, ConfigError> {
+    let fix = "use the ApiUrl output of the Lambda stack, e.g. https://abc123.execute-api.eu-west-1.amazonaws.com/api";
+    let uri: http::Uri = text
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new("lifecycle.api_url", format!("`{text}` is not a URL"), fix))?;
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => {}
+        Some("http") if loopback => {}
+        Some("http") => {
+            return Err(ConfigError::new(
+                "lifecycle.api_url",
+                format!("`{text}` is plain http; the API key would travel unencrypted"),
+                "use the https:// URL",
+            ));
+        }
+        _ => return Err(ConfigError::new("lifecycle.api_url", format!("`{text}` is not an http(s) URL"), fix)),
+    }
+    Ok(text.trim().trim_end_matches('/').to_string())
 }
 
 fn parse_server(value: Option<String>) -> Result<String, ConfigError> {
@@ -276,5 +423,28 @@ mod tests {
             assert_eq!(parse_server(Some(text.into())).ok().as_deref(), want, "{text}");
         }
         assert_eq!(parse_server(None).unwrap_err().key, "server");
+    }
+
+    #[test]
+    fn lifecycle_settings() {
+        let args = |url: &str| LifecycleArgs { api_url: Some(url.into()), ..Default::default() };
+        let file = |key: Option<&str>| RawLifecycle { api_key: key.map(Secret::new), ..Default::default() };
+        let path = Some(std::path::Path::new("agent.yaml"));
+
+        let ok = lifecycle(&args("https://api.example/prod/"), file(Some("k")), path).unwrap().unwrap();
+        assert_eq!(ok.api_url, "https://api.example/prod");
+        assert_eq!(ok.key_source, "lifecycle.api_key in agent.yaml");
+        assert_eq!((ok.wake_timeout, ok.poll_interval), (Duration::from_secs(180), Duration::from_secs(5)));
+        assert!(ok.kill_on_exit && ok.rewake);
+        assert_eq!(ok.server_port, 8443);
+        assert!(format!("{ok:?}").contains("<redacted>") && !format!("{ok:?}").contains("\"k\""));
+
+        assert!(lifecycle(&args("http://127.0.0.1:9000"), file(Some("k")), path).is_ok());
+        let plain = lifecycle(&args("http://api.example/prod"), file(Some("k")), path).unwrap_err();
+        assert!(plain.to_string().contains("unencrypted"), "{plain}");
+        let missing = lifecycle(&args("https://api.example"), file(None), path).unwrap_err();
+        assert_eq!(missing.key, "lifecycle.api_key");
+        assert!(lifecycle(&args("ftp://api.example"), file(Some("k")), path).is_err());
+        assert!(lifecycle(&LifecycleArgs::default(), file(Some("k")), path).unwrap().is_none());
     }
 }

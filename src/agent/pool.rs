@@ -61,6 +61,8 @@ struct Shared {
     opened: AtomicU64,
     connector: RwLock<Connector>,
     settings: TunnelSettings,
+    /// Wakes supervisors out of their backoff (the server moved).
+    kick: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -93,10 +95,11 @@ impl Pool {
             opened: AtomicU64::new(0),
             connector: RwLock::new(connector),
             settings: config.tunnel.clone(),
+            kick: tokio::sync::Notify::new(),
         });
         let stop = CancellationToken::new();
         for index in 0..config.pool_size {
-            let span = info_span!(parent: None, "tunnel", slot = index, server = %config.server);
+            let span = info_span!(parent: None, "tunnel", slot = index);
             tokio::spawn(supervise(shared.clone(), index, stop.clone()).instrument(span));
         }
         Ok(Self { shared, next: AtomicUsize::new(0), stop })
@@ -117,6 +120,19 @@ impl Pool {
         let connector = Connector::new(config)?;
         *self.shared.connector.write().unwrap_or_else(|e| e.into_inner()) = connector;
         Ok(())
+    }
+
+    /// The server address new connections dial.
+    pub fn server(&self) -> String {
+        self.shared.connector.read().unwrap_or_else(|e| e.into_inner()).server.clone()
+    }
+
+    /// Points new connections at `server` (it moved, e.g. a new Fargate task)
+    /// and cuts short any reconnect backoff. Live connections are untouched.
+    pub fn set_server(&self, server: &str) {
+        self.shared.connector.write().unwrap_or_else(|e| e.into_inner()).server = server.to_string();
+        *self.shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.shared.kick.notify_waiters();
     }
 
     /// A live connection, waiting up to `request_wait` for one.
@@ -251,6 +267,7 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
+            _ = shared.kick.notified() => failures = 0,
         }
     }
 }

@@ -3,14 +3,13 @@
 //! would cost minutes of compile time on every clean build for this alone
 //! (docs/architecture.md); the call is tested against the same emulator.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_credential_types::provider::ProvideCredentials;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use http_body_util::Full;
+
+use crate::http_client::OneShot;
 
 /// Why the public IP could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +30,7 @@ pub struct Ec2 {
     endpoint: http::Uri,
     region: String,
     credentials: aws_credential_types::provider::SharedCredentialsProvider,
-    tls: tokio_rustls::TlsConnector,
+    client: OneShot,
 }
 
 impl Ec2 {
@@ -44,13 +43,8 @@ impl Ec2 {
             endpoint.parse().map_err(|e| Ec2Error::Transport { endpoint: endpoint.clone(), reason: format!("{e}") })?;
         let credentials =
             config.credentials_provider().ok_or_else(|| Ec2Error::Credentials("no provider configured".into()))?;
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| Ec2Error::Transport { endpoint: endpoint.to_string(), reason: e.to_string() })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Self { endpoint, region, credentials, tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
+        let client = OneShot::new().map_err(|reason| Ec2Error::Transport { endpoint: endpoint.to_string(), reason })?;
+        Ok(Self { endpoint, region, credentials, client })
     }
 
     /// The public IPv4 address associated with network interface `eni`, if any.
@@ -72,19 +66,7 @@ impl Ec2 {
             .body(Full::new(Bytes::from(body.clone())))
             .map_err(|e| transport(e.to_string()))?;
         self.sign(&mut request, &url, &body).await?;
-
-        let port = host.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = TcpStream::connect((host.host(), port)).await.map_err(|e| transport(e.to_string()))?;
-        let response = if https {
-            let name = rustls::pki_types::ServerName::try_from(host.host().to_string())
-                .map_err(|e| transport(e.to_string()))?;
-            let tls = self.tls.connect(name, tcp).await.map_err(|e| transport(e.to_string()))?;
-            send(TokioIo::new(tls), request).await
-        } else {
-            send(TokioIo::new(tcp), request).await
-        }
-        .map_err(transport)?;
-        let (status, text) = response;
+        let (status, text) = self.client.send(request).await.map_err(transport)?;
         if status != 200 {
             let message = between(&text, "<Message>", "</Message>").unwrap_or(text.trim()).to_string();
             return Err(Ec2Error::Api { status, message });
@@ -122,18 +104,6 @@ impl Ec2 {
         instructions.apply_to_request_http1x(request);
         Ok(())
     }
-}
-
-async fn send<T>(io: T, request: http::Request<Full<Bytes>>) -> Result<(u16, String), String>
-where
-    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn urlencode(text: &str) -> String {

@@ -3,6 +3,9 @@
 //! WebSocket, TCP echo) and a `curl` runner.
 #![allow(dead_code)]
 
+#[cfg(feature = "lambda")]
+pub mod control;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -450,6 +453,19 @@ impl Proc {
     pub fn signal(&self, signal: &str) {
         let pid = self.pid();
         std::process::Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+    }
+
+    /// Everything written to stderr so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 30 s) for the process to exit by itself; its exit code.
+    pub async fn wait_exit(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.unwrap().unwrap();
+        // Let the stderr reader catch up with the last lines.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status.code()
     }
 
     /// Sends SIGTERM (by PID, to our own child) and waits for the exit code.

@@ -1,0 +1,212 @@
+//! The agent's lifecycle end to end: a small local HTTP front routes `/wake`,
+//! `/status` and `/kill` to the real Lambda handlers against moto (as API
+//! Gateway would, API key included); the service's task is reported at a
+//! loopback address where a real server listens. The agent binary wakes,
+//! waits, connects, carries curl's requests, follows a replaced server to its
+//! new address, and kills the server on SIGINT.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::control::*;
+use common::*;
+use fluidity::lambda::{self, Function, control::Control};
+use http_body_util::{BodyExt, Full};
+
+const API_KEY: &str = "test-key-0123456789";
+
+/// The API Gateway stand-in: checks `x-api-key`, turns the request into a proxy
+/// event, calls the handler, and turns its answer back into HTTP.
+async fn api_front(control: Arc<Control>) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let control = control.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let control = control.clone();
+                    async move { Ok::<_, std::convert::Infallible>(route(&control, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn route(control: &Control, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<bytes::Bytes>> {
+    let reply = |status: u16, body: String| {
+        hyper::Response::builder().status(status).body(Full::new(bytes::Bytes::from(body))).unwrap()
+    };
+    if req.headers().get("x-api-key").and_then(|v| v.to_str().ok()) != Some(API_KEY) {
+        return reply(403, r#"{"message":"Forbidden"}"#.into());
+    }
+    let function = match req.uri().path().rsplit('/').next() {
+        Some("wake") => Function::Wake,
+        Some("status") => Function::Status,
+        Some("kill") => Function::Kill,
+        _ => return reply(404, r#"{"message":"Missing Authentication Token"}"#.into()),
+    };
+    let event = api_event(req.method().as_str(), req.uri().path());
+    let _ = req.into_body().collect().await;
+    match lambda::handle(function, control, &event).await {
+        Ok(answer) => reply(
+            answer["statusCode"].as_u64().unwrap_or(502) as u16,
+            answer["body"].as_str().unwrap_or_default().to_string(),
+        ),
+        Err(error) => reply(502, format!(r#"{{"message":"{error}"}}"#)),
+    }
+}
+
+/// A port free on both 127.0.0.1 and 127.0.0.2 (the "old" and "new" task addresses).
+fn shared_port() -> u16 {
+    loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.2", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+async fn wait_desired(control: &Control, want: i32) {
+    for _ in 0..200 {
+        if desired(control).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("desired count never became {want}");
+}
+
+/// Whether a request through the agent reaches the origin within ~10 s.
+async fn carries(proxy: SocketAddr, url: &str) -> bool {
+    for _ in 0..50 {
+        let out = curl(&["-sS", "-x", &format!("http://{proxy}"), url]).await;
+        if out.text() == "GET /hello" {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+fn agent_args<'a>(pki: &'a Pki, api: &'a str, port: &'a str, extra: &[&'a str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--api-url",
+        api,
+        "--server-port",
+        port,
+        "--poll-interval",
+        "200ms",
+        "--keepalive-interval",
+        "1s",
+        "--keepalive-timeout",
+        "1s",
+        "--reconnect-max-backoff",
+        "500ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for (flag, file) in [("--cert", "client.crt"), ("--key", "client.key"), ("--ca", "ca.crt")] {
+        args.push(flag.into());
+        args.push(pki.path(file).to_str().unwrap().into());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
+fn spawn_agent(args: &[String], key: &str) -> Proc {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn_bin_with("fluidity-agent", &args, &[("FLUIDITY_API_KEY", key)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakes_connects_follows_a_replaced_server_and_kills_on_exit() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-lifecycle").await;
+    let control = Arc::new(control(&moto, &f.service).await);
+    let api = format!("http://{}", api_front(control.clone()).await);
+    let pki = Pki::new();
+    let port = shared_port();
+    let origin = http_origin().await;
+
+    let (first_server, _) = server_process_on(&pki, "server", &format!("127.0.0.1:{port}"), &[]).await;
+    let mut agent = spawn_agent(&agent_args(&pki, &api, &port.to_string(), &[]), API_KEY);
+
+    // The agent wakes the service; "Fargate" then starts the task at 127.0.0.1.
+    wait_desired(&control, 1).await;
+    agent.wait_for("provisioning").await;
+    let first_task = run_task_at(&moto, &f, "127.0.0.1").await;
+    agent.wait_for("tunnel to server established").await;
+    let proxy = agent.logged_addr("local proxy listening").await;
+    let url = format!("http://{origin}/hello");
+    let out = curl(&["-sS", "-x", &format!("http://{proxy}"), &url]).await;
+    assert_eq!(out.text(), "GET /hello", "{}", out.stderr);
+
+    // The task is replaced: the old server dies, a new one runs at 127.0.0.2.
+    drop(first_server);
+    stop_task(&moto, first_task["task_arn"].as_str().unwrap()).await;
+    let (second_server, _) = server_process_on(&pki, "server", &format!("127.0.0.2:{port}"), &[]).await;
+    let second_task = run_task_at(&moto, &f, "127.0.0.2").await;
+    agent.wait_for("to=127.0.0.2").await;
+    assert!(carries(proxy, &url).await, "the agent never carried a request through the new server");
+
+    // The server is put to sleep (as Sleep or the nightly Kill would): the
+    // agent notices, wakes it again and reconnects without a restart.
+    control.kill().await.unwrap();
+    drop(second_server);
+    stop_task(&moto, second_task["task_arn"].as_str().unwrap()).await;
+    agent.wait_for("waking it again").await;
+    wait_desired(&control, 1).await;
+    let (_third_server, _) = server_process_on(&pki, "server", &format!("127.0.0.1:{port}"), &[]).await;
+    run_task_at(&moto, &f, "127.0.0.1").await;
+    agent.wait_for("to=127.0.0.1").await;
+    assert!(carries(proxy, &url).await, "the agent never carried a request after waking the server again");
+
+    // SIGINT: drain, kill, exit 0; the service is back to desired 0.
+    agent.signal("INT");
+    let code = agent.wait_exit().await;
+    let lines = agent.lines();
+    assert_eq!(code, Some(0));
+    assert_eq!(desired(&control).await, 0, "kill_on_exit must set desired to 0");
+    assert!(lines.iter().all(|l| !l.contains(API_KEY)), "the API key was logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_and_wake_timeout_end_with_one_clear_line() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-refused").await;
+    let control = Arc::new(control(&moto, &f.service).await);
+    let api = format!("http://{}", api_front(control.clone()).await);
+    let pki = Pki::new();
+
+    let mut agent = spawn_agent(&agent_args(&pki, &api, "8443", &[]), "not-the-key");
+    let code = agent.wait_exit().await;
+    assert_ne!(code, Some(0));
+    let lines = agent.lines();
+    let refused: Vec<&String> = lines.iter().filter(|l| l.contains("refused the API key")).collect();
+    assert_eq!(refused.len(), 1, "{lines:#?}");
+    assert!(refused[0].contains("from FLUIDITY_API_KEY"), "{}", refused[0]);
+    assert!(!refused[0].contains("not-the-key"), "the key itself must never be printed");
+    assert_eq!(desired(&control).await, 0, "a refused wake changes nothing");
+
+    // The right key, but no task ever starts: the wait ends naming the last state.
+    let mut agent = spawn_agent(&agent_args(&pki, &api, "8443", &["--wake-timeout", "2s"]), API_KEY);
+    let code = agent.wait_exit().await;
+    assert_ne!(code, Some(0));
+    let lines = agent.lines();
+    let timeout = lines.iter().find(|l| l.contains("not ready after")).unwrap_or_else(|| panic!("{lines:#?}"));
+    assert!(timeout.contains("last state seen: starting, desired 1, running 0"), "{timeout}");
+    // Giving up stops what it woke (kill_on_exit), so nothing keeps running.
+    assert_eq!(desired(&control).await, 0);
+}
