@@ -1,5 +1,7 @@
 //! Byte relay between two streams (a CONNECT tunnel, an upgraded WebSocket):
-//! both directions at once, 64 KiB buffers, ends when either side finishes or
+//! both directions at once, buffers that start at 4 KiB and grow to 64 KiB
+//! once a read fills them (so a thousand idle tunnels stay small while a bulk
+//! transfer gets large reads), ends when either side finishes or
 //! when no byte moved for `idle_timeout`. Bytes and the time of the last byte
 //! are recorded in shared atomics, cheap enough for the hot path.
 
@@ -9,8 +11,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Size of each direction's buffer.
+/// Largest size of each direction's buffer.
 pub const BUFFER: usize = 64 * 1024;
+/// Size each direction's buffer starts at.
+pub const INITIAL_BUFFER: usize = 4 * 1024;
 
 /// Traffic counters shared by every relay of a process.
 #[derive(Debug, Default)]
@@ -88,7 +92,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buffer = vec![0u8; BUFFER];
+    let mut buffer = vec![0u8; INITIAL_BUFFER];
     loop {
         let n = from.read(&mut buffer).await?;
         if n == 0 {
@@ -96,6 +100,9 @@ where
             return to.shutdown().await;
         }
         to.write_all(&buffer[..n]).await?;
+        if n == buffer.len() && buffer.len() < BUFFER {
+            buffer.resize(buffer.len() * 4, 0);
+        }
         moved.fetch_add(n as u64, Ordering::Relaxed);
         total.fetch_add(n as u64, Ordering::Relaxed);
         activity.touch();

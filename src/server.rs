@@ -11,6 +11,7 @@ pub mod dial;
 pub mod egress;
 pub mod health;
 mod listener;
+mod origins;
 mod proxy;
 pub mod stats;
 

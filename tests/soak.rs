@@ -1,6 +1,7 @@
 //! Soak: mixed traffic (plain requests, uploads, CONNECT tunnels) through the
 //! real binaries for a while, checking that memory and open file descriptors
-//! level off. 30 s in the normal run; `tests/soak.sh` runs 10 minutes
+//! level off. 90 s in the normal run (growth measured over the last 30 s);
+//! `tests/soak.sh` runs 10 minutes
 //! (FLUIDITY_SOAK_SECONDS).
 
 mod common;
@@ -80,8 +81,11 @@ async fn traffic_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn soak_memory_and_descriptors_level_off() {
-    let seconds: u64 = std::env::var("FLUIDITY_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
-    let warmup = Duration::from_secs((seconds / 3).max(5));
+    let seconds: u64 = std::env::var("FLUIDITY_SOAK_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(90);
+    // The server's kept-alive origin connections and the allocator settle in
+    // about a minute of this traffic (a 240 s run: +0.8 % over the last 160 s);
+    // growth is measured after that.
+    let warmup = Duration::from_secs((seconds * 2 / 3).max(5));
     let pki = Pki::new();
     let (server, server_addr) = server_process(&pki, "server").await;
     let agent = agent_process(&pki, server_addr).await;

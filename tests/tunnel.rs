@@ -221,3 +221,40 @@ async fn concurrent_requests_share_the_pool() {
     assert_eq!(agent.pool.connections_opened(), accepted);
     assert!(fluidity::server::Stats::get(&server.stats.streams) >= 200);
 }
+
+/// An origin that counts the TCP connections it accepts and answers "ok".
+async fn counting_origin() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_connections_are_reused_across_requests() {
+    let (_pki, _server, agent) = tunnel().await;
+    let (origin, accepted) = counting_origin().await;
+    let proxy = format!("http://{}", agent.addr);
+    // Separate curl processes: separate client connections, same origin.
+    for _ in 0..5 {
+        let out = curl(&["-sS", "-x", &proxy, &format!("http://{origin}/")]).await;
+        assert_eq!(out.text(), "ok", "{}", out.stderr);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "the server should keep the origin connection");
+}

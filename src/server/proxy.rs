@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, debug, debug_span, warn};
 
 use super::dial::DialError;
+use super::origins::{Origins, Pooled};
 use super::{ServerConfig, Stats};
 use crate::http_util::{Body, boxed, empty, strip_hop_by_hop, text_response, wants_upgrade};
 use crate::relay::relay;
@@ -24,11 +25,12 @@ pub(super) struct Proxy {
     config: Arc<ServerConfig>,
     stats: Arc<Stats>,
     tracker: TaskTracker,
+    origins: Arc<Origins>,
 }
 
 impl Proxy {
     pub(super) fn new(config: Arc<ServerConfig>, stats: Arc<Stats>, tracker: TaskTracker) -> Self {
-        Self { config, stats, tracker }
+        Self { config, stats, tracker, origins: Arc::default() }
     }
 
     /// Serves one request; never fails at the HTTP level (errors become replies).
@@ -90,27 +92,17 @@ impl Proxy {
             );
         }
         let upgrade = req.version() == Version::HTTP_11 && wants_upgrade(req.headers());
-        let origin = match self.config.dialer.dial(authority.host(), authority.port_u16().unwrap_or(80)).await {
-            Ok(stream) => stream,
-            Err(error) => return self.dial_failed(error),
+        let port = authority.port_u16().unwrap_or(80);
+        let key = format!("{}:{port}", authority.host());
+        let pooled = if upgrade { None } else { self.origins.take(&key) };
+        let reused = pooled.is_some();
+        let Pooled { mut sender, mut used } = match pooled {
+            Some(pooled) => pooled,
+            None => match self.dial_http(&authority, port).await {
+                Ok(sender) => Pooled { sender, used: 0 },
+                Err(response) => return response,
+            },
         };
-        let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(origin)).await {
-            Ok(pair) => pair,
-            Err(error) => {
-                return text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("HTTP handshake with {authority} failed: {error}"),
-                );
-            }
-        };
-        tokio::spawn(
-            async move {
-                if let Err(error) = connection.with_upgrades().await {
-                    debug!(%error, "origin connection ended with an error");
-                }
-            }
-            .in_current_span(),
-        );
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -121,15 +113,30 @@ impl Proxy {
         {
             parts.headers.insert(HOST, host);
         }
-        let body = CountingBody { inner: body, stats: self.stats.clone(), up: true };
-        let mut response = match sender.send_request(Request::from_parts(parts, body)).await {
+        let body = boxed(CountingBody { inner: body, stats: self.stats.clone(), up: true });
+        let closed = |error: hyper::Error| {
+            text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("{authority} closed the connection without a response: {error}"),
+            )
+        };
+        let mut response = match sender.try_send_request(Request::from_parts(parts, body)).await {
             Ok(response) => response,
-            Err(error) => {
-                return text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("{authority} closed the connection without a response: {error}"),
-                );
+            // A kept-alive connection the origin closed meanwhile: the request
+            // was not sent, so it goes once more on a fresh connection.
+            Err(mut error) if reused && error.message().is_some() => {
+                let Some(request) = error.take_message() else { return closed(error.into_error()) };
+                debug!("pooled origin connection was closed, dialling a fresh one");
+                (sender, used) = match self.dial_http(&authority, port).await {
+                    Ok(sender) => (sender, 0),
+                    Err(response) => return response,
+                };
+                match sender.send_request(request).await {
+                    Ok(response) => response,
+                    Err(error) => return closed(error),
+                }
             }
+            Err(error) => return closed(error.into_error()),
         };
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
@@ -144,8 +151,35 @@ impl Proxy {
                 .in_current_span(),
             );
         }
+        if !upgrade && !switching {
+            self.origins.give_back(key, Pooled { sender, used });
+        }
         strip_hop_by_hop(response.headers_mut(), switching);
         response.map(|body| boxed(CountingBody { inner: body, stats: self.stats.clone(), up: false }))
+    }
+
+    /// Dials `authority` (egress policy included) and opens HTTP/1.1 on it.
+    async fn dial_http(
+        &self,
+        authority: &http::uri::Authority,
+        port: u16,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Body>, Response<Body>> {
+        let origin = self.config.dialer.dial(authority.host(), port).await.map_err(|e| self.dial_failed(e))?;
+        // Kept-alive connections keep their buffers: cap them (hyper's default
+        // grows to ~400 KiB each) so a pool of them stays small.
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .max_buf_size(64 * 1024)
+            .handshake(TokioIo::new(origin))
+            .await
+            .map_err(|error| {
+                text_response(StatusCode::BAD_GATEWAY, format!("HTTP handshake with {authority} failed: {error}"))
+            })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                debug!(%error, "origin connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     fn dial_failed(&self, error: DialError) -> Response<Body> {
