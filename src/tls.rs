@@ -160,3 +160,7 @@ pub fn describe_handshake_error(error: &std::io::Error) -> String {
         None => error.to_string(),
     }
 }
+
+/// Largest HTTP/2 DATA frame either side accepts (the protocol default is
+/// 16 KiB); bulk transfers then need fewer frames and write calls.
+pub const MAX_H2_FRAME: u32 = 256 * 1024;

@@ -392,6 +392,8 @@ impl Connector {
             .initial_stream_window_size(s.stream_window)
             .initial_connection_window_size(s.connection_window)
             .max_send_buf_size(1024 * 1024)
+            // Larger DATA frames from the server: fewer frames and writes per MiB.
+            .max_frame_size(crate::tls::MAX_H2_FRAME)
             .max_header_list_size(s.max_header_bytes)
             .keep_alive_interval(s.keepalive_interval)
             .keep_alive_timeout(s.keepalive_timeout)

@@ -135,7 +135,9 @@ impl Connection {
             .initial_stream_window_size(self.config.stream_window)
             .initial_connection_window_size(self.config.connection_window)
             .max_header_list_size(self.config.max_header_bytes)
-            .max_send_buf_size(1024 * 1024);
+            .max_send_buf_size(1024 * 1024)
+            // Larger DATA frames from the agent: fewer frames and writes per MiB.
+            .max_frame_size(crate::tls::MAX_H2_FRAME);
         builder.http1().max_buf_size((self.config.max_header_bytes as usize).max(8192));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
         tokio::pin!(conn);

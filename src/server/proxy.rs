@@ -168,7 +168,7 @@ impl Proxy {
         // Kept-alive connections keep their buffers: cap them (hyper's default
         // grows to ~400 KiB each) so a pool of them stays small.
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .max_buf_size(64 * 1024)
+            .max_buf_size(256 * 1024)
             .handshake(TokioIo::new(origin))
             .await
             .map_err(|error| {
