@@ -80,6 +80,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// A duration from the flag or environment (`arg`), else the file, else
+/// `default_secs`; zero and malformed values are errors naming `key`.
+pub fn merged_duration(
+    key: &str,
+    arg: &Option<String>,
+    file: &Option<String>,
+    default_secs: u64,
+) -> Result<Duration, ConfigError> {
+    duration_or(key, arg.as_deref().or(file.as_deref()), Duration::from_secs(default_secs))
+}
+
+/// An HTTP/2 window size merged like [`merged_duration`]: 64 KiB to 2 GiB.
+pub fn merged_window(key: &str, arg: &Option<String>, file: &Option<String>, default: u64) -> Result<u32, ConfigError> {
+    size_or(key, arg.as_deref().or(file.as_deref()), default, 65_535, (1 << 31) - 1).map(|v| v as u32)
+}
+
 /// Parses the optional duration at `key`, or returns `default`; zero is refused.
 pub fn duration_or(key: &str, value: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
     let Some(text) = value else {

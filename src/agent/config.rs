@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{ConfigError, RawTls, Secret, TlsArgs, TlsSources, duration_or, load_yaml, size_or};
+use crate::config::{
+    ConfigError, RawTls, Secret, TlsArgs, TlsSources, load_yaml, merged_duration, merged_window, size_or,
+};
 use crate::telemetry::LogFormat;
 use crate::tls::TlsMaterial;
 
@@ -247,12 +249,8 @@ impl AgentConfig {
         }
         let sources =
             TlsSources::resolve(&args.tls, &file.tls, &PathBuf::from("certs"), ["client.crt", "client.key", "ca.crt"]);
-        let duration = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
-            duration_or(key, arg.as_deref().or(file.as_deref()), Duration::from_secs(default))
-        };
-        let window = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
-            size_or(key, arg.as_deref().or(file.as_deref()), default, 65_535, (1 << 31) - 1).map(|v| v as u32)
-        };
+        let duration = merged_duration;
+        let window = merged_window;
         let tunnel = TunnelSettings {
             connect_timeout: duration("connect_timeout", &args.connect_timeout, &file.connect_timeout, 10)?,
             keepalive_interval: duration("keepalive_interval", &args.keepalive_interval, &file.keepalive_interval, 10)?,
@@ -334,13 +332,8 @@ fn lifecycle(
     if api_key.expose().trim().is_empty() {
         return Err(ConfigError::new("lifecycle.api_key", format!("empty (from {key_source})"), "set the API key"));
     }
-    let duration = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
-        duration_or(key, arg.as_deref().or(file.as_deref()), Duration::from_secs(default))
-    };
+    let duration = merged_duration;
     let poll_interval = duration("lifecycle.poll_interval", &args.poll_interval, &file.poll_interval, 5)?;
-    if poll_interval.is_zero() {
-        return Err(ConfigError::new("lifecycle.poll_interval", "must not be 0", "use e.g. 5s"));
-    }
     Ok(Some(LifecycleConfig {
         api_url,
         api_key,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::cloudwatch::MetricsSettings;
 use super::dial::Dialer;
 use super::egress::{Cidr, EgressPolicy};
-use crate::config::{ConfigError, RawTls, TlsArgs, TlsSources, duration_or, load_yaml, size_or};
+use crate::config::{ConfigError, RawTls, TlsArgs, TlsSources, load_yaml, merged_duration, merged_window, size_or};
 use crate::telemetry::LogFormat;
 use crate::tls::TlsMaterial;
 
@@ -187,12 +187,8 @@ impl ServerConfig {
                 "write a number such as 1024",
             ));
         }
-        let duration = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
-            duration_or(key, arg.as_deref().or(file.as_deref()), Duration::from_secs(default))
-        };
-        let window = |key: &str, arg: &Option<String>, file: &Option<String>, default: u64| {
-            size_or(key, arg.as_deref().or(file.as_deref()), default, 65_535, (1 << 31) - 1).map(|v| v as u32)
-        };
+        let duration = merged_duration;
+        let window = merged_window;
         let dial_timeout = duration("dial_timeout", &args.dial_timeout, &file.dial_timeout, 10)?;
         let mut policy = egress_policy(args, &file.egress, listen.port())?;
         if args.allow_loopback.or(file.allow_loopback).unwrap_or(false) {
