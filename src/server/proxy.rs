@@ -165,10 +165,11 @@ impl Proxy {
         port: u16,
     ) -> Result<hyper::client::conn::http1::SendRequest<Body>, Response<Body>> {
         let origin = self.config.dialer.dial(authority.host(), port).await.map_err(|e| self.dial_failed(e))?;
-        // Kept-alive connections keep their buffers: cap them (hyper's default
-        // grows to ~400 KiB each) so a pool of them stays small.
+        // Kept-alive connections keep their read buffers: a fixed 64 KiB
+        // (hyper's adaptive default grows to ~400 KiB and varies in size,
+        // which fragments the heap) keeps a pool of them small and steady.
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .max_buf_size(256 * 1024)
+            .read_buf_exact_size(Some(64 * 1024))
             .handshake(TokioIo::new(origin))
             .await
             .map_err(|error| {
