@@ -73,10 +73,4 @@ impl Origins {
             }
         });
     }
-
-    /// Idle connections right now (for tests and metrics).
-    #[allow(dead_code)]
-    pub(super) fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).values().map(Vec::len).sum()
-    }
 }
