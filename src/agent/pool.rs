@@ -117,8 +117,10 @@ impl Pool {
 
     /// Replaces the TLS material used for new connections (certificate reload).
     pub fn set_tls(&self, config: &AgentConfig) -> Result<(), crate::tls::TlsError> {
-        let connector = Connector::new(config)?;
-        *self.shared.connector.write().unwrap_or_else(|e| e.into_inner()) = connector;
+        let fresh = Connector::new(config)?;
+        let mut connector = self.shared.connector.write().unwrap_or_else(|e| e.into_inner());
+        // Keep the current address: the server may have moved since start-up.
+        *connector = Connector { server: connector.server.clone(), ..fresh };
         Ok(())
     }
 
