@@ -18,6 +18,7 @@
 //! - `server` (feature `server`): the mTLS forward proxy.
 //! - `agent` (feature `agent`): the local proxy and the tunnel connection pool.
 //! - `lambda` (feature `lambda`): the Wake/Status/Sleep/Kill control plane.
+//! - `deploy` (feature `deploy`): publishing and the CloudFormation stacks.
 //! - `local` (features `agent` + `server` + `certs`): both ends on this machine.
 #![forbid(unsafe_code)]
 
@@ -35,6 +36,8 @@ pub mod tls;
 pub mod agent;
 #[cfg(feature = "certs")]
 pub mod certs;
+#[cfg(feature = "deploy")]
+pub mod deploy;
 #[cfg(feature = "lambda")]
 pub mod lambda;
 #[cfg(all(feature = "agent", feature = "server", feature = "certs"))]

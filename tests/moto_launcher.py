@@ -7,12 +7,23 @@
    turns those two fields into strings in ECS responses.
 2. moto 5.2's RunTask with awsvpc networking reads `private_dns_name` from a
    network interface class that lacks it; a property is added when missing.
+3. moto's ExecuteChangeSet only records the new template: it creates no
+   resources, outputs or exports. Executing a change set here does what
+   CreateStack / UpdateStack do (the stack keeps its id).
+4. With --recorded-drift DIR, the three drift-detection calls moto lacks
+   (DetectStackDrift, DescribeStackDriftDetectionStatus,
+   DescribeStackResourceDrifts) are answered from recorded responses in DIR;
+   see tests/recorded/drift/README.
 
 Usage: moto_launcher.py -H 127.0.0.1 -p PORT
 """
 import argparse
+import io
 import json
+import os
+import urllib.parse
 
+from moto.cloudformation.models import CloudFormationBackend
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
@@ -21,6 +32,32 @@ if not hasattr(NetworkInterface, "private_dns_name"):
     NetworkInterface.private_dns_name = property(
         lambda self: "ip-" + str(self.private_ip_address).replace(".", "-") + ".ec2.internal"
     )
+
+
+
+def execute_change_set(self, change_set_name, stack_name=None):
+    change_set = self.describe_change_set(change_set_name)
+    stack = self.stacks[change_set.stack_id]
+    if change_set.change_set_type == "CREATE":
+        del self.stacks[stack.stack_id]
+        created = self.create_stack(name=stack.name, template=change_set.template,
+                                    parameters=change_set.parameters, tags=change_set.tags)
+        del self.stacks[created.stack_id]
+        created.stack_id = stack.stack_id
+        created.events = stack.events + created.events
+        for event in created.events:
+            event.stack_id = stack.stack_id
+        self.stacks[stack.stack_id] = created
+    else:
+        incoming = [{"ParameterKey": k, "ParameterValue": v} for k, v in change_set.parameters.items()]
+        updated = self.update_stack(name=stack.name, template=change_set.template, role_arn=None,
+                                    parameters=incoming, tags=None)
+        for export in updated.exports:
+            self.exports[export.name] = export
+    change_set.execution_status = "EXECUTE_COMPLETE"
+
+
+CloudFormationBackend.execute_change_set = execute_change_set
 
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
 

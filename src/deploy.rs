@@ -1,0 +1,423 @@
+//! The deploy tool: publishes the Lambda package and the server image, then
+//! creates or updates the two stacks (Fargate first, then Lambda, which
+//! imports the Fargate stack's exports) through change sets; reports status
+//! with drift, prints outputs, deletes.
+//!
+//! - [`params`]: parameter files, overrides and template declarations (no AWS).
+//! - [`aws`]: the clients (region, profile, endpoint) and one-line SDK errors.
+//! - [`publish`]: artifact bucket, content-hash Lambda key, image repository, push.
+//! - [`stack`]: change sets, event streaming, deletion.
+//! - [`drift`]: drift detection per resource.
+
+pub mod aws;
+pub mod drift;
+pub mod params;
+pub mod publish;
+pub mod stack;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::ConfigError;
+use aws::{AwsArgs, Clients};
+use params::{Template, Values};
+use stack::Outcome;
+
+/// Deploys Fluidity to your AWS account and reports on it.
+///
+/// Two stacks per environment: fluidity-<env>-fargate (cluster, service with
+/// desired count 0, task definition, security group, roles, logs) and
+/// fluidity-<env>-lambda (wake/status/sleep/kill functions, API with key and
+/// usage plan, schedules, alarms). Parameters come from
+/// cloudformation/params-<env>.json; --param KEY=VALUE overrides one.
+///
+/// Examples:
+///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 --image result --lambda-zip fluidity-lambda.zip
+///   fluidity-deploy --env dev deploy --dry-run
+///   fluidity-deploy --env dev status
+///   fluidity-deploy --env dev outputs --json
+///   fluidity-deploy --env dev delete --force
+///
+/// Exit codes: 0 done (including "no changes"), 1 an AWS call or a stack
+/// operation failed, 2 bad parameters or arguments (nothing was changed).
+#[derive(Debug, Parser)]
+#[command(name = "fluidity-deploy", version, about, long_about, verbatim_doc_comment)]
+pub struct Cli {
+    /// Which environment: selects params-<env>.json and the stack names.
+    #[arg(long, global = true, value_enum, default_value_t = Env::Dev, env = "FLUIDITY_ENV")]
+    pub env: Env,
+    /// Directory with fargate.yaml, lambda.yaml, stack-policy.json and the parameter files.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "cloudformation",
+        env = "FLUIDITY_CLOUDFORMATION_DIR"
+    )]
+    pub templates: PathBuf,
+    /// Time between polls while waiting for CloudFormation (e.g. 5s, 500ms).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5s", value_parser = crate::config::parse_duration)]
+    pub poll_interval: Duration,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Env {
+    Dev,
+    Prod,
+}
+
+impl Env {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dev => "dev",
+            Self::Prod => "prod",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Publish the artifacts and create or update both stacks (Fargate, then Lambda).
+    Deploy(DeployArgs),
+    /// Stack states, drift per resource, the server's desired/running count, the API URL.
+    Status {
+        /// Skip drift detection (it takes a few seconds per stack).
+        #[arg(long)]
+        no_drift: bool,
+    },
+    /// Print both stacks' outputs.
+    Outputs {
+        /// As one JSON object: {"<stack>": {"<key>": "<value>"}}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete the Lambda stack, then the Fargate stack (the bucket and image repository are kept).
+    Delete {
+        /// Really delete: without it nothing is touched.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// Override one stack parameter (repeatable), e.g. --param VpcId=vpc-0abc.
+    #[arg(long = "param", value_name = "KEY=VALUE", value_parser = params::parse_override)]
+    pub params: Vec<(String, String)>,
+    /// Parameters file (default: <templates>/params-<env>.json).
+    #[arg(long = "params", value_name = "FILE")]
+    pub params_file: Option<PathBuf>,
+    /// The Lambda package (`nix build .#lambda-zip`); uploaded under its SHA-256.
+    /// Not needed when CodeBucket and CodeKey are given as parameters.
+    #[arg(long, value_name = "ZIP", env = "FLUIDITY_LAMBDA_ZIP")]
+    pub lambda_zip: Option<PathBuf>,
+    /// The server image archive (`nix build .#server-image`); pushed with a
+    /// tag from its SHA-256. Not needed when ContainerImage is given as a parameter.
+    #[arg(long, value_name = "ARCHIVE", env = "FLUIDITY_SERVER_IMAGE")]
+    pub image: Option<PathBuf>,
+    /// The skopeo program used to push the image.
+    #[arg(long, value_name = "PATH", default_value = "skopeo", env = "FLUIDITY_SKOPEO")]
+    pub skopeo: PathBuf,
+    /// Show each stack's change set and change nothing (no bucket, upload, push or stack change).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A failure: bad input (exit 2, nothing changed) or a failed operation (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0:#}")]
+    Failed(#[from] anyhow::Error),
+}
+
+/// The names of one environment's stacks.
+pub struct Stacks {
+    pub fargate: String,
+    pub lambda: String,
+}
+
+impl Stacks {
+    pub fn of(env: Env) -> Self {
+        Self {
+            fargate: format!("fluidity-{}-fargate", env.as_str()),
+            lambda: format!("fluidity-{}-lambda", env.as_str()),
+        }
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> Result<(), Error> {
+    let stacks = Stacks::of(cli.env);
+    match &cli.command {
+        Command::Deploy(args) => deploy(&cli, args, &stacks).await,
+        Command::Status { no_drift } => status(&cli, &stacks, !no_drift).await,
+        Command::Outputs { json } => outputs(&cli, &stacks, *json).await,
+        Command::Delete { force } => delete(&cli, &stacks, *force).await,
+    }
+}
+
+/// Everything a deploy needs from disk, read and checked before any AWS call.
+struct Plan {
+    fargate: Template,
+    lambda: Template,
+    policy: String,
+    values: Values,
+    /// (path, sha256) of the Lambda package, unless CodeBucket/CodeKey are given.
+    zip: Option<(PathBuf, String)>,
+    /// (path, sha256) of the image archive, unless ContainerImage is given.
+    image: Option<(PathBuf, String)>,
+}
+
+fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigError> {
+    let fargate = Template::load(&cli.templates.join("fargate.yaml"))?;
+    let lambda = Template::load(&cli.templates.join("lambda.yaml"))?;
+    let policy_path = cli.templates.join("stack-policy.json");
+    let policy = std::fs::read_to_string(&policy_path).map_err(|e| {
+        ConfigError::new(
+            policy_path.display().to_string(),
+            format!("cannot read: {e}"),
+            "restore it from the repository",
+        )
+    })?;
+    serde_json::from_str::<serde_json::Value>(&policy).map_err(|e| {
+        ConfigError::new(policy_path.display().to_string(), format!("not valid JSON: {e}"), "fix the stack policy")
+    })?;
+    let params_path =
+        args.params_file.clone().unwrap_or_else(|| cli.templates.join(format!("params-{}.json", cli.env.as_str())));
+    let mut values = Values::load(&params_path)?;
+    values.apply(&args.params);
+    values.set("FargateStackName", &stacks.fargate);
+    values.check(&[&fargate, &lambda])?;
+    let zip = match (values.get("CodeBucket"), values.get("CodeKey")) {
+        (Some(_), Some(_)) => None,
+        _ => Some(artifact(
+            args.lambda_zip.as_deref(),
+            "--lambda-zip",
+            "the Lambda package (nix build .#lambda-zip), or --param CodeBucket=… --param CodeKey=…",
+        )?),
+    };
+    let image = match values.get("ContainerImage") {
+        Some(_) => None,
+        None => Some(artifact(
+            args.image.as_deref(),
+            "--image",
+            "the server image archive (nix build .#server-image), or --param ContainerImage=URI",
+        )?),
+    };
+    Ok(Plan { fargate, lambda, policy, values, zip, image })
+}
+
+fn artifact(path: Option<&Path>, flag: &str, what: &str) -> Result<(PathBuf, String), ConfigError> {
+    let Some(path) = path else {
+        return Err(ConfigError::new(flag, "not given", format!("pass {what}")));
+    };
+    let hash =
+        publish::file_sha256(path).map_err(|e| ConfigError::new(flag, format!("{e:#}"), format!("pass {what}")))?;
+    Ok((path.to_path_buf(), hash))
+}
+
+async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Error> {
+    let mut plan = plan(cli, args, stacks)?;
+    let clients = Clients::load(&cli.aws).await?;
+    let account = publish::account_id(&clients).await?;
+    let env = cli.env.as_str();
+    let verb = if args.dry_run { "dry run for" } else { "deploying" };
+    println!("{verb} fluidity {env} to account {account} in {}", clients.region);
+
+    if let Some((path, hash)) = &plan.zip {
+        let bucket = publish::bucket_name(env, &account, &clients.region);
+        let key = publish::code_key(hash);
+        if args.dry_run {
+            println!("lambda package: would be s3://{bucket}/{key}");
+        } else {
+            if publish::ensure_bucket(&clients, &bucket).await? {
+                println!("created bucket {bucket} (private)");
+            }
+            let uploaded = publish::upload(&clients, &bucket, &key, path).await?;
+            println!(
+                "lambda package: s3://{bucket}/{key}{}",
+                if uploaded { " (uploaded)" } else { " (already there)" }
+            );
+        }
+        plan.values.set("CodeBucket", bucket);
+        plan.values.set("CodeKey", key);
+    }
+    if let Some((path, hash)) = &plan.image {
+        let repository = plan.values.get("ImageRepositoryName").context("ImageRepositoryName is empty")?.to_owned();
+        let tag = publish::image_tag(hash);
+        let reference = if args.dry_run {
+            format!("<{repository} repository>:{tag}")
+        } else {
+            let (uri, created) = publish::ensure_repository(&clients, &repository).await?;
+            if created {
+                println!("created image repository {uri} (immutable tags, scan on push)");
+            }
+            let reference = format!("{uri}:{tag}");
+            if publish::image_exists(&clients, &repository, &tag).await? {
+                println!("server image: {reference} (already there)");
+            } else {
+                println!("server image: pushing {reference}…");
+                publish::push_image(&clients, &args.skopeo, path, &reference).await?;
+                println!("server image: {reference} (pushed)");
+            }
+            reference
+        };
+        if args.dry_run {
+            println!("server image: would be {reference}");
+        }
+        plan.values.set("ContainerImage", reference);
+    }
+
+    for (name, template) in [(&stacks.fargate, &plan.fargate), (&stacks.lambda, &plan.lambda)] {
+        println!("stack {name}:");
+        let request = stack::Request {
+            name,
+            template_body: &template.body,
+            parameters: plan.values.for_template(template)?,
+            stack_policy: &plan.policy,
+            dry_run: args.dry_run,
+            poll: cli.poll_interval,
+        };
+        let outcome = stack::deploy(&clients.cloudformation, &request).await?;
+        println!(
+            "stack {name}: {}",
+            match outcome {
+                Outcome::Created => "created",
+                Outcome::Updated => "updated",
+                Outcome::NoChanges => "no changes",
+                Outcome::DryRun => "dry run, nothing changed",
+            }
+        );
+    }
+    if !args.dry_run {
+        print_outputs(&clients, stacks, false).await?;
+    }
+    Ok(())
+}
+
+async fn status(cli: &Cli, stacks: &Stacks, with_drift: bool) -> Result<(), Error> {
+    let clients = Clients::load(&cli.aws).await?;
+    let cfn = &clients.cloudformation;
+    let mut found = Vec::new();
+    for name in [&stacks.fargate, &stacks.lambda] {
+        let Some(described) = stack::find(cfn, name).await? else {
+            println!("{name}: not deployed");
+            found.push(None);
+            continue;
+        };
+        let status = described.stack_status().map_or("UNKNOWN", |s| s.as_str());
+        let when =
+            described.last_updated_time().or(described.creation_time()).map(|t| t.to_string()).unwrap_or_default();
+        println!("{name}: {status} (last change {when})");
+        if with_drift {
+            match drift::detect(cfn, name, cli.poll_interval).await {
+                Ok(report) => {
+                    println!("  drift: {}", report.stack);
+                    for r in &report.resources {
+                        println!("    {:<12} {} ({})", r.status, r.logical_id, r.resource_type);
+                        for difference in &r.differences {
+                            println!("                 {difference}");
+                        }
+                    }
+                }
+                Err(e) => println!("  drift: unavailable ({e:#})"),
+            }
+        }
+        found.push(Some(described));
+    }
+    if let Some(Some(fargate)) = found.first() {
+        let outputs = stack::outputs(fargate);
+        let output = |key: &str| outputs.iter().find(|(k, _, _)| k == key).map(|(_, v, _)| v.clone());
+        if let (Some(cluster), Some(service)) = (output("ClusterName"), output("ServiceName")) {
+            match clients.ecs.describe_services().cluster(&cluster).services(&service).send().await {
+                Ok(described) => match described.services().first() {
+                    Some(s) => println!(
+                        "server: desired {}, running {}, pending {} (service {service} in {cluster})",
+                        s.desired_count(),
+                        s.running_count(),
+                        s.pending_count()
+                    ),
+                    None => println!("server: service {service} not found in cluster {cluster}"),
+                },
+                Err(e) => println!("server: unknown ({})", aws::describe(&e)),
+            }
+        }
+    }
+    if let Some(Some(lambda)) = found.get(1)
+        && let Some((_, url, _)) = stack::outputs(lambda).into_iter().find(|(k, _, _)| k == "ApiUrl")
+    {
+        println!("api: {url}");
+    }
+    Ok(())
+}
+
+async fn outputs(cli: &Cli, stacks: &Stacks, json: bool) -> Result<(), Error> {
+    let clients = Clients::load(&cli.aws).await?;
+    print_outputs(&clients, stacks, json).await
+}
+
+async fn print_outputs(clients: &Clients, stacks: &Stacks, json: bool) -> Result<(), Error> {
+    let mut all = Vec::new();
+    for name in [&stacks.fargate, &stacks.lambda] {
+        if let Some(described) = stack::find(&clients.cloudformation, name).await? {
+            all.push((name.clone(), stack::outputs(&described)));
+        }
+    }
+    if all.is_empty() {
+        return Err(anyhow::anyhow!("neither {} nor {} exists; deploy first", stacks.fargate, stacks.lambda).into());
+    }
+    if json {
+        let object: serde_json::Map<String, serde_json::Value> = all
+            .iter()
+            .map(|(name, outputs)| {
+                let values =
+                    outputs.iter().map(|(k, v, _)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+                (name.clone(), serde_json::Value::Object(values))
+            })
+            .collect();
+        println!("{}", serde_json::Value::Object(object));
+        return Ok(());
+    }
+    let rows: Vec<(&str, &str, &str)> = all
+        .iter()
+        .flat_map(|(name, outputs)| outputs.iter().map(move |(k, v, _)| (name.as_str(), k.as_str(), v.as_str())))
+        .collect();
+    let stack_width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(5);
+    let key_width = rows.iter().map(|r| r.1.len()).max().unwrap_or(0).max(6);
+    println!("{:<stack_width$}  {:<key_width$}  VALUE", "STACK", "OUTPUT");
+    for (name, key, value) in rows {
+        println!("{name:<stack_width$}  {key:<key_width$}  {value}");
+    }
+    Ok(())
+}
+
+async fn delete(cli: &Cli, stacks: &Stacks, force: bool) -> Result<(), Error> {
+    if !force {
+        return Err(ConfigError::new(
+            "--force",
+            format!("refusing to delete {} and {} without it", stacks.lambda, stacks.fargate),
+            "this removes the API, its key and the server; add --force to go ahead",
+        )
+        .into());
+    }
+    let clients = Clients::load(&cli.aws).await?;
+    for name in [&stacks.lambda, &stacks.fargate] {
+        println!("deleting {name}…");
+        if stack::delete(&clients.cloudformation, name, cli.poll_interval).await? {
+            println!("{name}: deleted");
+        } else {
+            println!("{name}: not deployed, nothing to delete");
+        }
+    }
+    println!("kept: the artifact bucket and the image repository (delete them by hand when no longer needed)");
+    Ok(())
+}

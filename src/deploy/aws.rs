@@ -1,0 +1,86 @@
+//! The AWS clients the deploy tool uses, built from `--region`, `--profile`
+//! and `--endpoint-url` on top of the standard credential chain, with HTTPS
+//! through rustls + ring.
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_cloudformation::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+
+/// Where to reach AWS.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AwsArgs {
+    /// AWS region (default: from AWS_REGION or the profile).
+    #[arg(long, global = true, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Named profile from ~/.aws/config (default: AWS_PROFILE or "default").
+    #[arg(long, global = true, env = "AWS_PROFILE")]
+    pub profile: Option<String>,
+    /// Send every AWS call to this endpoint instead (a local emulator);
+    /// S3 then uses path-style addressing.
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+}
+
+/// One client per service, sharing credentials and region.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub region: String,
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub ecr: aws_sdk_ecr::Client,
+    pub ecs: aws_sdk_ecs::Client,
+    pub sts: aws_sdk_sts::Client,
+}
+
+impl Clients {
+    /// Loads the shared configuration; fails if no region can be found.
+    pub async fn load(args: &AwsArgs) -> anyhow::Result<Self> {
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+        if let Some(region) = &args.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some(profile) = &args.profile {
+            loader = loader.profile_name(profile);
+        }
+        if let Some(url) = &args.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let shared = loader.load().await;
+        let Some(region) = shared.region().map(ToString::to_string) else {
+            anyhow::bail!("no AWS region: pass --region, set AWS_REGION or give the profile a region");
+        };
+        let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(args.endpoint_url.is_some()).build();
+        Ok(Self {
+            region,
+            cloudformation: aws_sdk_cloudformation::Client::new(&shared),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            ecr: aws_sdk_ecr::Client::new(&shared),
+            ecs: aws_sdk_ecs::Client::new(&shared),
+            sts: aws_sdk_sts::Client::new(&shared),
+        })
+    }
+}
+
+/// One line for an SDK error: the service's code and message when there is
+/// one, otherwise the error chain (timeouts, DNS, credentials).
+pub fn describe<E>(error: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match (error.code(), error.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            text
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! One CloudFormation stack: create or update it through a change set, wait
+//! while streaming its events, delete it; read its outputs.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use aws_sdk_cloudformation::Client;
+use aws_sdk_cloudformation::error::ProvideErrorMetadata;
+use aws_sdk_cloudformation::types::{Capability, ChangeSetStatus, ChangeSetType, Parameter, Stack};
+
+use super::aws::describe;
+
+/// How long a change set may take to be computed, and a stack operation to finish.
+const CHANGE_SET_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+/// Without new events, say that we are still waiting this often.
+const QUIET_NOTICE: Duration = Duration::from_secs(30);
+
+/// What a deploy did to one stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Updated,
+    NoChanges,
+    /// `--dry-run`: the change set was shown and discarded.
+    DryRun,
+}
+
+/// The stack as CloudFormation describes it, or `None` if it does not exist.
+pub async fn find(client: &Client, name: &str) -> anyhow::Result<Option<Stack>> {
+    match client.describe_stacks().stack_name(name).send().await {
+        Ok(found) => Ok(found.stacks().first().cloned()),
+        Err(e) if e.code() == Some("ValidationError") && e.message().is_some_and(|m| m.contains("does not exist")) => {
+            Ok(None)
+        }
+        Err(e) => bail!("cannot describe stack {name}: {}", describe(&e)),
+    }
+}
+
+fn status_of(stack: &Stack) -> &str {
+    stack.stack_status().map_or("UNKNOWN", |s| s.as_str())
+}
+
+/// The stack's outputs as (key, value, description), in template order.
+pub fn outputs(stack: &Stack) -> Vec<(String, String, String)> {
+    stack
+        .outputs()
+        .iter()
+        .map(|o| {
+            (
+                o.output_key().unwrap_or_default().to_owned(),
+                o.output_value().unwrap_or_default().to_owned(),
+                o.description().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// What to deploy to one stack.
+pub struct Request<'a> {
+    pub name: &'a str,
+    pub template_body: &'a str,
+    pub parameters: Vec<(String, String)>,
+    pub stack_policy: &'a str,
+    pub dry_run: bool,
+    pub poll: Duration,
+}
+
+/// Creates or updates the stack through a change set. An empty change set
+/// is [`Outcome::NoChanges`]; a failed operation is an error after the
+/// failing events were printed.
+pub async fn deploy(client: &Client, request: &Request<'_>) -> anyhow::Result<Outcome> {
+    let name = request.name;
+    let existing = find(client, name).await?;
+    let kind = match existing.as_ref().map(status_of) {
+        // REVIEW_IN_PROGRESS: created by a change set never executed (an
+        // interrupted deploy); it holds no resources yet.
+        None | Some("REVIEW_IN_PROGRESS") => ChangeSetType::Create,
+        Some(status) if status.ends_with("_IN_PROGRESS") => {
+            bail!("stack {name} is busy ({status}); wait for it to finish and deploy again")
+        }
+        Some(status @ ("ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "DELETE_FAILED" | "CREATE_FAILED")) => {
+            bail!("stack {name} is {status} and cannot be updated; run `delete --force` and deploy again")
+        }
+        Some(_) => ChangeSetType::Update,
+    };
+    let change_set_name =
+        format!("fluidity-deploy-{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis());
+    let parameters = request
+        .parameters
+        .iter()
+        .map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build())
+        .collect();
+    let created = client
+        .create_change_set()
+        .stack_name(name)
+        .change_set_name(&change_set_name)
+        .change_set_type(kind.clone())
+        .template_body(request.template_body)
+        .set_parameters(Some(parameters))
+        .capabilities(Capability::CapabilityIam)
+        .capabilities(Capability::CapabilityNamedIam)
+        .description("fluidity deploy")
+        .send()
+        .await;
+    let change_set = match created {
+        Ok(created) => created.id().context("CloudFormation returned no change set id")?.to_owned(),
+        Err(e) if is_no_changes(e.message()) => return Ok(Outcome::NoChanges),
+        Err(e) => bail!("cannot create a change set for {name}: {}", describe(&e)),
+    };
+    let described = wait_for_change_set(client, name, &change_set, request.poll).await?;
+    let changes = described.changes();
+    if described.status() == Some(&ChangeSetStatus::Failed) {
+        let reason = described.status_reason().unwrap_or("no reason given").to_owned();
+        discard(client, name, &change_set, kind == ChangeSetType::Create).await;
+        if is_no_changes(Some(&reason)) {
+            return Ok(Outcome::NoChanges);
+        }
+        bail!("the change set for {name} failed: {reason}");
+    }
+    println!("  change set for {name} ({}):", if kind == ChangeSetType::Create { "new stack" } else { "update" });
+    if changes.is_empty() {
+        println!("    (parameter changes only; no resource list from CloudFormation)");
+    }
+    for change in changes {
+        if let Some(r) = change.resource_change() {
+            let action = r.action().map_or("?", |a| a.as_str());
+            let mark = match action {
+                "Add" => "+",
+                "Remove" => "-",
+                _ => "~",
+            };
+            let replacement = match r.replacement().map(|x| x.as_str()) {
+                Some("True") => "  (replacement)",
+                Some("Conditional") => "  (may be replaced)",
+                _ => "",
+            };
+            println!(
+                "    {mark} {action:<7} {} ({}){replacement}",
+                r.logical_resource_id().unwrap_or_default(),
+                r.resource_type().unwrap_or_default()
+            );
+        }
+    }
+    if request.dry_run {
+        discard(client, name, &change_set, kind == ChangeSetType::Create).await;
+        return Ok(Outcome::DryRun);
+    }
+    let stack_id = described.stack_id().unwrap_or(name).to_owned();
+    let seen = event_ids(client, &stack_id).await;
+    let started = SystemTime::now();
+    client
+        .execute_change_set()
+        .stack_name(name)
+        .change_set_name(&change_set)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot execute the change set for {name}: {}", describe(&e)))?;
+    let status = watch(client, name, &stack_id, seen, started, request.poll).await?;
+    if !matches!(status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE") {
+        bail!("stack {name} ended in {status}{}", rollback_note(&status));
+    }
+    client.set_stack_policy().stack_name(name).stack_policy_body(request.stack_policy).send().await.map_err(|e| {
+        anyhow::anyhow!("stack {name} is {status} but its stack policy was not applied: {}", describe(&e))
+    })?;
+    Ok(if kind == ChangeSetType::Create { Outcome::Created } else { Outcome::Updated })
+}
+
+fn is_no_changes(reason: Option<&str>) -> bool {
+    reason.is_some_and(|r| r.contains("didn't contain changes") || r.contains("No updates are to be performed"))
+}
+
+fn rollback_note(status: &str) -> &'static str {
+    match status {
+        "ROLLBACK_COMPLETE" => " (creation failed and was rolled back; run `delete --force` before deploying again)",
+        "UPDATE_ROLLBACK_COMPLETE" => " (the update failed and was rolled back; the stack is as it was)",
+        s if s.contains("ROLLBACK_FAILED") => " (the rollback failed too; see the events above and the console)",
+        _ => "",
+    }
+}
+
+async fn wait_for_change_set(
+    client: &Client,
+    name: &str,
+    change_set: &str,
+    poll: Duration,
+) -> anyhow::Result<aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput> {
+    let deadline = Instant::now() + CHANGE_SET_TIMEOUT;
+    loop {
+        let described = client
+            .describe_change_set()
+            .stack_name(name)
+            .change_set_name(change_set)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot read the change set for {name}: {}", describe(&e)))?;
+        match described.status() {
+            Some(ChangeSetStatus::CreateComplete | ChangeSetStatus::Failed) => return Ok(described),
+            _ if Instant::now() > deadline => {
+                bail!("the change set for {name} was not ready after {CHANGE_SET_TIMEOUT:?}")
+            }
+            _ => tokio::time::sleep(poll).await,
+        }
+    }
+}
+
+/// Deletes an unexecuted change set, and the empty stack a create-type change
+/// set left behind. Best effort: a leftover is reported, not fatal.
+async fn discard(client: &Client, name: &str, change_set: &str, new_stack: bool) {
+    if let Err(e) = client.delete_change_set().stack_name(name).change_set_name(change_set).send().await {
+        eprintln!("warning: change set {change_set} was left in place: {}", describe(&e));
+    }
+    if new_stack && let Err(e) = client.delete_stack().stack_name(name).send().await {
+        eprintln!("warning: the empty stack {name} (REVIEW_IN_PROGRESS) was left in place: {}", describe(&e));
+    }
+}
+
+/// Deletes the stack and waits. Returns false if it did not exist.
+pub async fn delete(client: &Client, name: &str, poll: Duration) -> anyhow::Result<bool> {
+    let Some(existing) = find(client, name).await? else {
+        return Ok(false);
+    };
+    let stack_id = existing.stack_id().unwrap_or(name).to_owned();
+    let seen = event_ids(client, &stack_id).await;
+    let started = SystemTime::now();
+    client
+        .delete_stack()
+        .stack_name(name)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot delete stack {name}: {}", describe(&e)))?;
+    let status = watch(client, name, &stack_id, seen, started, poll).await?;
+    if status != "DELETE_COMPLETE" {
+        bail!("stack {name} ended in {status}; see the failed events above");
+    }
+    Ok(true)
+}
+
+/// The ids of the stack's most recent events, so that waiting shows only new ones.
+async fn event_ids(client: &Client, stack_id: &str) -> HashSet<String> {
+    match client.describe_stack_events().stack_name(stack_id).send().await {
+        Ok(page) => page.stack_events().iter().filter_map(|e| e.event_id().map(str::to_owned)).collect(),
+        Err(_) => HashSet::new(),
+    }
+}
+
+/// Waits until the stack leaves its `_IN_PROGRESS` state, printing each new
+/// event (time since start, status, resource, reason) and, when nothing
+/// happens for a while, the state being waited on. Events are read by stack
+/// id (a deleted stack's are not readable by name). Returns the final
+/// status; a stack that no longer exists is `DELETE_COMPLETE`.
+async fn watch(
+    client: &Client,
+    name: &str,
+    stack_id: &str,
+    mut seen: HashSet<String>,
+    started: SystemTime,
+    poll: Duration,
+) -> anyhow::Result<String> {
+    let clock = Instant::now();
+    // Older events than this are never new (a guard beyond the first page).
+    let since = started.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64() - 60.0;
+    let mut failures = Vec::new();
+    let mut last_news = Instant::now();
+    loop {
+        // Events are best effort; the stack's status decides.
+        if let Ok(page) = client.describe_stack_events().stack_name(stack_id).send().await {
+            let mut fresh: Vec<_> = page
+                .stack_events()
+                .iter()
+                .filter(|e| e.timestamp().is_some_and(|t| t.as_secs_f64() >= since))
+                .filter(|e| seen.insert(e.event_id().unwrap_or_default().to_owned()))
+                .collect();
+            fresh.reverse();
+            for event in fresh {
+                let status = event.resource_status().map_or("?", |s| s.as_str());
+                let reason = event.resource_status_reason().unwrap_or_default();
+                let line = format!(
+                    "{status:<20} {} ({}){}{reason}",
+                    event.logical_resource_id().unwrap_or_default(),
+                    event.resource_type().unwrap_or_default(),
+                    if reason.is_empty() { "" } else { ": " },
+                );
+                println!("  [{:>4}s] {line}", clock.elapsed().as_secs());
+                if status.ends_with("_FAILED") {
+                    failures.push(line);
+                }
+                last_news = Instant::now();
+            }
+        }
+        let status = match find(client, name).await? {
+            None => "DELETE_COMPLETE".to_owned(),
+            Some(stack) => status_of(&stack).to_owned(),
+        };
+        if !status.ends_with("_IN_PROGRESS") {
+            if !failures.is_empty()
+                && !matches!(status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "DELETE_COMPLETE")
+            {
+                eprintln!("failed events of {name}:");
+                for line in &failures {
+                    eprintln!("  {line}");
+                }
+            }
+            return Ok(status);
+        }
+        if clock.elapsed() > OPERATION_TIMEOUT {
+            bail!(
+                "stack {name} is still {status} after {} minutes; it goes on without us",
+                OPERATION_TIMEOUT.as_secs() / 60
+            );
+        }
+        if last_news.elapsed() >= QUIET_NOTICE {
+            println!("  [{:>4}s] still {status}…", clock.elapsed().as_secs());
+            last_news = Instant::now();
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
