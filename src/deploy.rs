@@ -277,7 +277,15 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
         plan.values.set("ContainerImage", reference);
     }
 
+    let fargate_exists = stack::find(&clients.cloudformation, &stacks.fargate).await?.is_some();
     for (name, template) in [(&stacks.fargate, &plan.fargate), (&stacks.lambda, &plan.lambda)] {
+        if args.dry_run && !fargate_exists && *name == stacks.lambda {
+            println!(
+                "stack {name}: not shown in this dry run (it imports the outputs of {}, which does not exist yet)",
+                stacks.fargate
+            );
+            continue;
+        }
         println!("stack {name}:");
         let request = stack::Request {
             name,

@@ -10,6 +10,8 @@
       optionally with an Elastic IP on its network interface (at ADDR if given,
       e.g. 127.0.0.1 to point agents at a local server).
       Prints {"task_arn","eni","public_ip"}.
+  aws_fixture.py ENDPOINT network
+      A VPC and one subnet (what a deploy needs from the user). Prints {"vpc","subnet"}.
   aws_fixture.py ENDPOINT stop-task CLUSTER TASK_ARN
       Stops the task (its service's server went away). Prints {"stopped"}.
 """
@@ -78,6 +80,11 @@ def main():
         flags = [a for a in args[4:] if a.startswith("--public-ip")]
         address = flags[0].partition("=")[2] if flags else None
         result = run_task(endpoint, *args[:4], public_ip=bool(flags), address=address or None)
+    elif command == "network":
+        ec2, _ = clients(endpoint)
+        vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+        result = {"vpc": vpc, "subnet": subnet}
     elif command == "stop-task":
         _, ecs = clients(endpoint)
         ecs.stop_task(cluster=args[0], task=args[1], reason="replaced")

@@ -1,1 +1,355 @@
-fn main() {}
+//! The deploy tool against the local AWS emulator (moto): create, update, no
+//! changes, dry run, status with drift (recorded responses, as moto has no
+//! drift detection), outputs as a table and JSON, delete refused and forced;
+//! bad parameters change nothing. The image push goes through
+//! tests/fake_skopeo.py (moto has no registry), which records its call.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Moto;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+const BUCKET: &str = "fluidity-dev-artifacts-123456789012-us-east-1";
+
+/// A moto instance with a VPC and subnet, the two artifacts on disk and the
+/// environment the tool runs in (never the machine's own AWS configuration).
+struct World {
+    moto: Moto,
+    dir: tempfile::TempDir,
+    vpc: String,
+    subnet: String,
+    cfn: aws_sdk_cloudformation::Client,
+    s3: aws_sdk_s3::Client,
+    ecr: aws_sdk_ecr::Client,
+}
+
+impl World {
+    async fn new() -> Self {
+        let moto = Moto::start_with_recorded_drift().await;
+        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aws_fixture.py");
+        let out = Command::new("python3").args([fixture, &moto.url(), "network"]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let network: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let zip = dir.path().join("fluidity-lambda.zip");
+        let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    z.writestr('bootstrap', '#!/bin/sh\\n')\n";
+        assert!(Command::new("python3").args(["-c", script, zip.to_str().unwrap()]).status().unwrap().success());
+        std::fs::write(dir.path().join("server-image.tar.gz"), b"an image archive, as nix build writes it").unwrap();
+        let config = moto.sdk_config().await;
+        let s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build();
+        Self {
+            vpc: network["vpc"].as_str().unwrap().to_owned(),
+            subnet: network["subnet"].as_str().unwrap().to_owned(),
+            cfn: aws_sdk_cloudformation::Client::new(&config),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            ecr: aws_sdk_ecr::Client::new(&config),
+            moto,
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Runs `fluidity-deploy ARGS`: (exit code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(common::bin_path("fluidity-deploy"))
+            .args(["--poll-interval", "100ms", "--templates", concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation")])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("AWS_ENDPOINT_URL", self.moto.url())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_CONFIG_FILE", self.path("no-aws-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", self.path("no-aws-credentials"))
+            .env("FLUIDITY_SKOPEO", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_skopeo.py"))
+            .env("FAKE_SKOPEO_LOG", self.path("skopeo.log"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code().unwrap_or(-1), text(&out.stdout), text(&out.stderr))
+    }
+
+    /// `deploy` with the user-supplied parameters and both artifacts.
+    fn deploy(&self, extra: &[&str]) -> (i32, String, String) {
+        let (vpc, subnet) = (format!("VpcId={}", self.vpc), format!("PublicSubnets={}", self.subnet));
+        let (image, zip) = (self.path("server-image.tar.gz"), self.path("fluidity-lambda.zip"));
+        let mut args =
+            vec!["deploy", "--param", &vpc, "--param", &subnet, "--param", "AllowedIngressCidr=203.0.113.7/32"];
+        args.extend(["--image", image.to_str().unwrap(), "--lambda-zip", zip.to_str().unwrap()]);
+        args.extend(extra);
+        self.run(&args)
+    }
+
+    fn skopeo_calls(&self) -> Vec<Value> {
+        let log = std::fs::read_to_string(self.path("skopeo.log")).unwrap_or_default();
+        log.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// Stacks that exist (not deleted), by name.
+    async fn live_stacks(&self) -> Vec<String> {
+        let listed = self.cfn.list_stacks().send().await.unwrap();
+        let mut names: Vec<String> = listed
+            .stack_summaries()
+            .iter()
+            .filter(|s| s.stack_status().is_some_and(|st| st.as_str() != "DELETE_COMPLETE"))
+            .map(|s| s.stack_name().unwrap_or_default().to_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    async fn parameter(&self, stack: &str, key: &str) -> String {
+        let described = self.cfn.describe_stacks().stack_name(stack).send().await.unwrap();
+        let stack = &described.stacks()[0];
+        let found = stack.parameters().iter().find(|p| p.parameter_key() == Some(key));
+        found.and_then(|p| p.parameter_value()).unwrap_or_else(|| panic!("no parameter {key}")).to_owned()
+    }
+
+    async fn nothing_created(&self) {
+        assert!(self.live_stacks().await.is_empty(), "stacks: {:?}", self.live_stacks().await);
+        assert!(self.s3.list_buckets().send().await.unwrap().buckets().is_empty(), "a bucket was created");
+        let repos = self.ecr.describe_repositories().send().await.unwrap();
+        assert!(repos.repositories().is_empty(), "an image repository was created");
+        assert!(self.skopeo_calls().is_empty(), "an image was pushed");
+    }
+}
+
+fn sha256_hex(path: &Path) -> String {
+    Sha256::digest(std::fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn one_line(stderr: &str) -> &str {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {stderr}");
+    lines[0]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_update_no_changes_status_outputs_delete() {
+    let world = World::new().await;
+    let (fargate, lambda) = ("fluidity-dev-fargate", "fluidity-dev-lambda");
+
+    // 1. Create: artifacts published under content hashes, both stacks created.
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "deploy failed:\n{out}\n{err}");
+    assert!(out.contains("stack fluidity-dev-fargate: created"), "{out}");
+    assert!(out.contains("stack fluidity-dev-lambda: created"), "{out}");
+    assert!(
+        out.find("fluidity-dev-fargate: created") < out.find("fluidity-dev-lambda: created"),
+        "Fargate first:\n{out}"
+    );
+    assert!(out.contains("CREATE_COMPLETE"), "events streamed:\n{out}");
+    assert!(out.contains("ApiUrl"), "outputs printed after deploy:\n{out}");
+
+    let zip_key = format!("lambda/{}.zip", sha256_hex(&world.path("fluidity-lambda.zip")));
+    let tag = &sha256_hex(&world.path("server-image.tar.gz"))[..16];
+    let image = format!("{REGISTRY}/fluidity-server-dev:{tag}");
+    assert_eq!(world.parameter(fargate, "ContainerImage").await, image);
+    assert_eq!(world.parameter(lambda, "CodeBucket").await, BUCKET);
+    assert_eq!(world.parameter(lambda, "CodeKey").await, zip_key);
+    assert_eq!(world.parameter(lambda, "FargateStackName").await, fargate);
+    world.s3.head_object().bucket(BUCKET).key(&zip_key).send().await.expect("the package is uploaded");
+    let block = world.s3.get_public_access_block().bucket(BUCKET).send().await.unwrap();
+    let block = block.public_access_block_configuration().unwrap();
+    assert_eq!(block.block_public_acls(), Some(true));
+    assert_eq!(block.restrict_public_buckets(), Some(true));
+    let policy_file =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation/stack-policy.json")).unwrap();
+    for stack in [fargate, lambda] {
+        let policy = world.cfn.get_stack_policy().stack_name(stack).send().await.unwrap();
+        assert_eq!(policy.stack_policy_body(), Some(policy_file.as_str()), "stack policy of {stack}");
+    }
+
+    // The push: one skopeo call with the archive, the content-hash tag and an
+    // auth file only we can read, gone afterwards.
+    let calls = world.skopeo_calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let args: Vec<&str> = calls[0]["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let archive = format!("docker-archive:{}", world.path("server-image.tar.gz").display());
+    assert!(args.contains(&archive.as_str()), "{args:?}");
+    assert_eq!(args.last().copied(), Some(format!("docker://{image}").as_str()));
+    assert_eq!(calls[0]["auth_file_mode"], 0o600);
+    assert!(
+        calls[0]["auth"]["auths"][REGISTRY]["auth"].as_str().is_some_and(|a| !a.is_empty()),
+        "{}",
+        calls[0]["auth"]
+    );
+    assert!(!Path::new(calls[0]["auth_file"].as_str().unwrap()).exists(), "auth file removed");
+    assert!(
+        !out.contains(calls[0]["auth"]["auths"][REGISTRY]["auth"].as_str().unwrap()),
+        "the registry token is never printed"
+    );
+
+    // 2. Update: a changed parameter updates the Lambda stack only; nothing re-published.
+    let (code, out, err) = world.deploy(&["--param", "IdleThresholdMinutes=9"]);
+    assert_eq!(code, 0, "update failed:\n{out}\n{err}");
+    assert!(out.contains("stack fluidity-dev-fargate: no changes"), "{out}");
+    assert!(out.contains("stack fluidity-dev-lambda: updated"), "{out}");
+    assert!(out.contains("UPDATE_COMPLETE"), "{out}");
+    assert!(out.contains("(already there)"), "{out}");
+    assert_eq!(world.parameter(lambda, "IdleThresholdMinutes").await, "9");
+    assert_eq!(world.skopeo_calls().len(), 1, "the image is not pushed again");
+
+    // 3. Unchanged: "no changes" for both, success.
+    let (code, out, err) = world.deploy(&["--param", "IdleThresholdMinutes=9"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("stack fluidity-dev-fargate: no changes") && out.contains("stack fluidity-dev-lambda: no changes"),
+        "{out}"
+    );
+
+    // 4. Dry run of a change: the change set is shown and discarded.
+    let (code, out, err) = world.deploy(&["--param", "IdleThresholdMinutes=7", "--dry-run"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("change set for fluidity-dev-lambda (update)"), "{out}");
+    assert!(out.contains("stack fluidity-dev-lambda: dry run, nothing changed"), "{out}");
+    assert_eq!(world.parameter(lambda, "IdleThresholdMinutes").await, "9");
+    let change_sets = world.cfn.list_change_sets().stack_name(lambda).send().await.unwrap();
+    assert!(
+        change_sets.summaries().iter().all(|s| s.execution_status().is_some_and(|e| e.as_str() == "EXECUTE_COMPLETE")),
+        "no pending change set is left: {:?}",
+        change_sets.summaries()
+    );
+
+    // 5. Status: states, drift per resource (recorded: in progress, then two pages), service counts, API URL.
+    let (code, out, err) = world.run(&["status"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("fluidity-dev-fargate: CREATE_COMPLETE"), "{out}");
+    assert!(out.contains("fluidity-dev-lambda: UPDATE_COMPLETE"), "{out}");
+    assert!(out.contains("drift: DRIFTED"), "{out}");
+    assert!(out.contains("MODIFIED     SecurityGroup (AWS::EC2::SecurityGroup)"), "{out}");
+    assert!(out.contains("/SecurityGroupIngress/0/CidrIp: 203.0.113.7/32 → 0.0.0.0/0"), "{out}");
+    assert!(out.contains("IN_SYNC      Service (AWS::ECS::Service)"), "second page read:\n{out}");
+    assert!(out.contains("DELETED      LogGroup (AWS::Logs::LogGroup)"), "{out}");
+    assert!(out.contains("NOT_CHECKED  TaskDefinition (AWS::ECS::TaskDefinition)"), "{out}");
+    assert!(out.contains("drift: IN_SYNC"), "{out}");
+    assert!(out.contains("server: desired 0, running 0"), "{out}");
+    assert!(out.contains("api: https://"), "{out}");
+
+    // 6. Outputs: the table and JSON agree with CloudFormation.
+    let (code, table, err) = world.run(&["outputs"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.lines().next().is_some_and(|h| h.starts_with("STACK") && h.contains("OUTPUT") && h.contains("VALUE"))
+    );
+    let (code, json, err) = world.run(&["outputs", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let json: Value = serde_json::from_str(&json).expect("outputs --json is JSON");
+    for stack in [fargate, lambda] {
+        let described = world.cfn.describe_stacks().stack_name(stack).send().await.unwrap();
+        let outputs = described.stacks()[0].outputs();
+        assert!(!outputs.is_empty());
+        for output in outputs {
+            let (key, value) = (output.output_key().unwrap(), output.output_value().unwrap());
+            assert_eq!(json[stack][key], value, "{stack} {key}");
+            assert!(
+                table.lines().any(|l| l.starts_with(stack) && l.contains(key) && l.ends_with(value)),
+                "{key} in:\n{table}"
+            );
+        }
+    }
+    assert_eq!(json[fargate]["ClusterName"], "fluidity-dev");
+
+    // 7. Delete: refused without --force (nothing touched), then done.
+    let (code, out, err) = world.run(&["delete"]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(one_line(&err).contains("--force"), "{err}");
+    assert_eq!(world.live_stacks().await, [fargate, lambda]);
+    let (code, out, err) = world.run(&["delete", "--force"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.find("fluidity-dev-lambda: deleted") < out.find("fluidity-dev-fargate: deleted"),
+        "Lambda first:\n{out}"
+    );
+    assert!(world.live_stacks().await.is_empty());
+    let (code, _, err) = world.run(&["outputs"]);
+    assert_eq!(code, 1);
+    assert!(one_line(&err).contains("deploy first"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_parameters_change_nothing() {
+    let world = World::new().await;
+
+    // A malformed parameters file.
+    let bad = world.path("params-broken.json");
+    std::fs::write(&bad, "{\"VpcId\": \"vpc-1\",\n").unwrap();
+    let (code, out, err) = world.deploy(&["--params", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    let line = one_line(&err);
+    assert!(line.contains("params-broken.json") && line.contains("not valid JSON"), "{line}");
+
+    // A value of the wrong kind.
+    std::fs::write(&bad, r#"{"VpcId": ["vpc-1"]}"#).unwrap();
+    let (code, _, err) = world.deploy(&["--params", bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(one_line(&err).contains("VpcId is a list"), "{err}");
+
+    // A required parameter left empty (params-dev.json has VpcId "", and no --param gives it).
+    let zip = world.path("fluidity-lambda.zip");
+    let image = world.path("server-image.tar.gz");
+    let (code, out, err) = world.run(&[
+        "deploy",
+        "--param",
+        "PublicSubnets=subnet-1",
+        "--param",
+        "AllowedIngressCidr=203.0.113.7/32",
+        "--image",
+        image.to_str().unwrap(),
+        "--lambda-zip",
+        zip.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    let line = one_line(&err);
+    assert!(line.contains("`VpcId`") && line.contains("missing required parameter"), "{line}");
+
+    // A misspelt override and a value outside AllowedValues.
+    let (code, _, err) = world.deploy(&["--param", "IdleTresholdMinutes=9"]);
+    assert_eq!(code, 2);
+    assert!(one_line(&err).contains("`IdleTresholdMinutes`: unknown parameter"), "{err}");
+    let (code, _, err) = world.deploy(&["--param", "CpuArchitecture=SPARC"]);
+    assert_eq!(code, 2);
+    assert!(one_line(&err).contains("CpuArchitecture"), "{err}");
+
+    // No image archive and no ContainerImage.
+    let (vpc, subnet) = (format!("VpcId={}", world.vpc), format!("PublicSubnets={}", world.subnet));
+    let (code, _, err) = world.run(&[
+        "deploy",
+        "--param",
+        &vpc,
+        "--param",
+        &subnet,
+        "--param",
+        "AllowedIngressCidr=203.0.113.7/32",
+        "--lambda-zip",
+        zip.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(one_line(&err).contains("--image"), "{err}");
+
+    world.nothing_created().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_of_a_new_environment_changes_nothing() {
+    let world = World::new().await;
+    let (code, out, err) = world.deploy(&["--dry-run"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("change set for fluidity-dev-fargate (new stack)"), "{out}");
+    assert!(out.contains("+ Add     Service (AWS::ECS::Service)"), "{out}");
+    assert!(out.contains("stack fluidity-dev-fargate: dry run, nothing changed"), "{out}");
+    assert!(out.contains("would be s3://"), "{out}");
+    assert!(err.is_empty(), "{err}");
+    world.nothing_created().await;
+}

@@ -15,7 +15,7 @@
    DescribeStackResourceDrifts) are answered from recorded responses in DIR;
    see tests/recorded/drift/README.
 
-Usage: moto_launcher.py -H 127.0.0.1 -p PORT
+Usage: moto_launcher.py -H 127.0.0.1 -p PORT [--recorded-drift DIR]
 """
 import argparse
 import io
@@ -58,6 +58,43 @@ def execute_change_set(self, change_set_name, stack_name=None):
 
 
 CloudFormationBackend.execute_change_set = execute_change_set
+
+DRIFT_ACTIONS = ("DetectStackDrift", "DescribeStackDriftDetectionStatus", "DescribeStackResourceDrifts")
+
+
+class RecordedDrift:
+    """Answers moto's missing drift-detection calls from recorded XML files."""
+
+    def __init__(self, app, directory):
+        self.app, self.directory, self.polls = app, directory, {}
+
+    def __call__(self, environ, start_response):
+        if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            return self.app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
+        action = form.get("Action")
+        if action not in DRIFT_ACTIONS:
+            return self.app(environ, start_response)
+        detection = form.get("StackDriftDetectionId", "")
+        stack = form.get("StackName") or detection.rsplit("-b78ac9b0", 1)[0]
+        if action == "DetectStackDrift":
+            number = 1
+            self.polls[stack] = 0
+        elif action == "DescribeStackDriftDetectionStatus":
+            self.polls[stack] = self.polls.get(stack, 0) + 1
+            number = self.polls[stack]
+        else:
+            number = 2 if form.get("NextToken") else 1
+        directory = os.path.join(self.directory, stack.rsplit("-", 1)[-1])
+        while number > 1 and not os.path.exists(os.path.join(directory, f"{action}.{number}.xml")):
+            number -= 1
+        with open(os.path.join(directory, f"{action}.{number}.xml")) as f:
+            answer = f.read().replace("{StackName}", stack).encode()
+        start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(answer)))])
+        return [answer]
+
 
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
 
@@ -104,9 +141,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
+    parser.add_argument("--recorded-drift", metavar="DIR")
     args = parser.parse_args()
-    app = DomainDispatcherApplication(create_backend_app)
-    run_simple(args.host, args.port, EcsSizesAsStrings(app), threaded=True)
+    app = EcsSizesAsStrings(DomainDispatcherApplication(create_backend_app))
+    if args.recorded_drift:
+        app = RecordedDrift(app, args.recorded_drift)
+    run_simple(args.host, args.port, app, threaded=True)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,10 @@ pub async fn detect(client: &Client, stack: &str, poll: Duration) -> anyhow::Res
         .map_err(|e| anyhow::anyhow!("cannot list the resources of {stack}: {}", describe(&e)))?;
     let mut resources = Vec::new();
     for resource in all.stack_resources() {
-        let logical_id = resource.logical_resource_id().context("a resource without a logical id")?.to_owned();
+        let logical_id = resource.logical_resource_id().unwrap_or_default().to_owned();
+        if logical_id.is_empty() {
+            continue;
+        }
         let (status, differences) =
             checked.remove(&logical_id).unwrap_or_else(|| ("NOT_CHECKED".to_owned(), Vec::new()));
         resources.push(ResourceDrift {

@@ -385,6 +385,7 @@ pub fn bin_path(bin: &str) -> &'static str {
         "fluidity-certs" => option_env!("CARGO_BIN_EXE_fluidity-certs"),
         "fluidity-local" => option_env!("CARGO_BIN_EXE_fluidity-local"),
         "fluidity-lambda" => option_env!("CARGO_BIN_EXE_fluidity-lambda"),
+        "fluidity-deploy" => option_env!("CARGO_BIN_EXE_fluidity-deploy"),
         _ => None,
     };
     path.unwrap_or_else(|| panic!("binary {bin} is not built for this test (check required-features)"))
@@ -544,9 +545,22 @@ impl Moto {
 
     /// Starts `moto_server` on `port` (e.g. again after [`Moto::stop`]).
     pub async fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Starts it on a free port answering drift detection from
+    /// tests/recorded/drift (see `moto_launcher.py --recorded-drift`).
+    pub async fn start_with_recorded_drift() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_with(port, &["--recorded-drift", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recorded/drift")])
+            .await
+    }
+
+    async fn start_with(port: u16, extra: &[&str]) -> Self {
         let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto_launcher.py");
         let child = std::process::Command::new("python3")
             .args([launcher, "-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
