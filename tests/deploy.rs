@@ -353,3 +353,34 @@ async fn dry_run_of_a_new_environment_changes_nothing() {
     assert!(err.is_empty(), "{err}");
     world.nothing_created().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_creation_reports_its_events_and_blocks_redeploys() {
+    let world = World::new().await;
+    // The Lambda stack's functions point at a package that does not exist.
+    let missing = ["--param", "CodeBucket=fluidity-no-such-bucket", "--param", "CodeKey=lambda/missing.zip"];
+    let (code, out, err) = world.deploy(&missing);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("stack fluidity-dev-fargate: created"), "{out}");
+    assert!(out.contains("CREATE_FAILED") && out.contains("ROLLBACK_COMPLETE"), "events streamed:\n{out}");
+    assert!(err.contains("failed events of fluidity-dev-lambda:"), "{err}");
+    assert!(err.lines().any(|l| l.contains("CREATE_FAILED") && l.contains("NoSuchBucket")), "the reason:\n{err}");
+    let last = err.lines().last().unwrap();
+    assert!(last.contains("ended in ROLLBACK_COMPLETE") && last.contains("delete --force"), "{last}");
+    assert!(
+        world.skopeo_calls().len() == 1 && !out.contains("lambda package:"),
+        "no upload when CodeKey is given:\n{out}"
+    );
+
+    // A rolled-back stack cannot be updated: said in one line, nothing done.
+    let (code, _, err) = world.deploy(&missing);
+    assert_eq!(code, 1);
+    assert!(one_line(&err).contains("is ROLLBACK_COMPLETE and cannot be updated; run `delete --force`"), "{err}");
+
+    // Delete clears it; a deploy with the real package then succeeds.
+    let (code, out, err) = world.run(&["delete", "--force"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("stack fluidity-dev-lambda: created"), "{out}");
+}

@@ -9,7 +9,9 @@
    network interface class that lacks it; a property is added when missing.
 3. moto's ExecuteChangeSet only records the new template: it creates no
    resources, outputs or exports. Executing a change set here does what
-   CreateStack / UpdateStack do (the stack keeps its id).
+   CreateStack / UpdateStack do (the stack keeps its id); a creation moto
+   cannot complete ends, as in AWS, in CREATE_FAILED and ROLLBACK_COMPLETE
+   events with the stack left in ROLLBACK_COMPLETE.
 4. With --recorded-drift DIR, the three drift-detection calls moto lacks
    (DetectStackDrift, DescribeStackDriftDetectionStatus,
    DescribeStackResourceDrifts) are answered from recorded responses in DIR;
@@ -40,8 +42,26 @@ def execute_change_set(self, change_set_name, stack_name=None):
     stack = self.stacks[change_set.stack_id]
     if change_set.change_set_type == "CREATE":
         del self.stacks[stack.stack_id]
-        created = self.create_stack(name=stack.name, template=change_set.template,
-                                    parameters=change_set.parameters, tags=change_set.tags)
+        try:
+            created = self.create_stack(name=stack.name, template=change_set.template,
+                                        parameters=change_set.parameters, tags=change_set.tags)
+        except Exception as error:  # a resource moto could not create: roll back, as AWS does
+            for other in [s for s in self.stacks.values() if s.name == stack.name]:
+                del self.stacks[other.stack_id]
+                try:
+                    other.delete()  # the rollback removes what was created
+                except Exception:
+                    pass
+                for export in other.exports:
+                    self.exports.pop(export.name, None)
+            self.stacks[stack.stack_id] = stack
+            stack._add_stack_event("CREATE_IN_PROGRESS", resource_status_reason="User Initiated")
+            stack._add_stack_event("CREATE_FAILED", resource_status_reason=f"{type(error).__name__}: {error}")
+            stack._add_stack_event("ROLLBACK_IN_PROGRESS", resource_status_reason="The following resource(s) failed to create.")
+            stack._add_stack_event("ROLLBACK_COMPLETE")
+            stack.status = "ROLLBACK_COMPLETE"
+            change_set.execution_status = "EXECUTE_FAILED"
+            return
         del self.stacks[created.stack_id]
         created.stack_id = stack.stack_id
         created.events = stack.events + created.events
