@@ -52,6 +52,7 @@ let
       server = musl.${hostArch}.server;
       certs = musl.${hostArch}.certs;
       local = musl.${hostArch}.local;
+      deploy = musl.${hostArch}.deploy;
       server-image = image hostArch musl.${hostArch}.server;
       # Lambda runs the control plane on arm64 (provided.al2023).
       lambda = musl.aarch64.lambda;
@@ -75,6 +76,23 @@ let
       default = packages.agent;
     };
 
+  # `nix run .#deploy`: the deploy tool with what it publishes built here —
+  # the arm64 Lambda package, the arm64 server image (params CpuArchitecture
+  # defaults to ARM64; building the image needs FLUIDITY_CERTS_DIR and
+  # --impure, see image.nix), the templates of this checkout — and skopeo to
+  # push the image. Each can be overridden by its variable or flag.
+  deployApp = pkgs.writeShellApplication {
+    name = "fluidity-deploy";
+    meta.description = "Fluidity deploy tool, with the Lambda package, server image and templates it publishes";
+    runtimeInputs = [ pkgs.skopeo ];
+    text = ''
+      export FLUIDITY_LAMBDA_ZIP="''${FLUIDITY_LAMBDA_ZIP:-${packages.lambda-zip}/fluidity-lambda.zip}"
+      export FLUIDITY_SERVER_IMAGE="''${FLUIDITY_SERVER_IMAGE:-${packages.server-image-aarch64}}"
+      export FLUIDITY_CLOUDFORMATION_DIR="''${FLUIDITY_CLOUDFORMATION_DIR:-${../cloudformation}}"
+      exec ${lib.getExe packages.deploy} "$@"
+    '';
+  };
+
   app = drv: {
     type = "app";
     program = lib.getExe drv;
@@ -92,6 +110,7 @@ in
   }
   // lib.optionalAttrs isLinux {
     server = app packages.server;
+    deploy = app deployApp;
   };
 
   checks = import ./checks.nix {

@@ -84,6 +84,11 @@ in
     features = "lambda";
     description = "Fluidity control plane: the wake, status, sleep and kill Lambda functions";
   };
+  deploy = component {
+    bin = "fluidity-deploy";
+    features = "deploy";
+    description = "Fluidity deploy tool: publishes the artifacts and manages the CloudFormation stacks";
+  };
   local = component {
     bin = "fluidity-local";
     features = "agent,server,certs";
