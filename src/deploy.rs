@@ -8,7 +8,9 @@
 //! - [`publish`]: artifact bucket, content-hash Lambda key, image repository, push.
 //! - [`stack`]: change sets, event streaming, deletion.
 //! - [`drift`]: drift detection per resource.
+//! - [`api_key`]: the value of the agent's API key (never a stack output).
 
+pub mod api_key;
 pub mod aws;
 pub mod drift;
 pub mod params;
@@ -39,6 +41,7 @@ use stack::Outcome;
 ///   fluidity-deploy --env dev deploy --dry-run
 ///   fluidity-deploy --env dev status
 ///   fluidity-deploy --env dev outputs --json
+///   FLUIDITY_API_KEY=$(fluidity-deploy --env dev api-key) fluidity-agent --config agent.yaml
 ///   fluidity-deploy --env dev delete --force
 ///
 /// Exit codes: 0 done (including "no changes"), 1 an AWS call or a stack
@@ -97,6 +100,13 @@ pub enum Command {
         /// As one JSON object: {"<stack>": {"<key>": "<value>"}}.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the value of the agent's API key (stdout only), for the agent's
+    /// `lifecycle.api_key` or FLUIDITY_API_KEY.
+    ApiKey {
+        /// The key's id (default: the Lambda stack's ApiKeyId output).
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Delete the Lambda stack, then the Fargate stack (the bucket and image repository are kept).
     Delete {
@@ -161,6 +171,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Deploy(args) => deploy(&cli, args, &stacks).await,
         Command::Status { no_drift } => status(&cli, &stacks, !no_drift).await,
         Command::Outputs { json } => outputs(&cli, &stacks, *json).await,
+        Command::ApiKey { id } => api_key(&cli, &stacks, id.as_deref()).await,
         Command::Delete { force } => delete(&cli, &stacks, *force).await,
     }
 }
@@ -405,6 +416,23 @@ async fn print_outputs(clients: &Clients, stacks: &Stacks, json: bool) -> Result
     for (name, key, value) in rows {
         println!("{name:<stack_width$}  {key:<key_width$}  {value}");
     }
+    Ok(())
+}
+
+async fn api_key(cli: &Cli, stacks: &Stacks, id: Option<&str>) -> Result<(), Error> {
+    let clients = Clients::load(&cli.aws).await?;
+    let id = match id {
+        Some(id) => id.to_owned(),
+        None => {
+            let Some(lambda) = stack::find(&clients.cloudformation, &stacks.lambda).await? else {
+                return Err(anyhow::anyhow!("{} does not exist; deploy first (or pass --id)", stacks.lambda).into());
+            };
+            let outputs = stack::outputs(&lambda);
+            let found = outputs.into_iter().find(|(k, _, _)| k == "ApiKeyId").map(|(_, v, _)| v);
+            found.with_context(|| format!("{} has no ApiKeyId output; pass --id", stacks.lambda))?
+        }
+    };
+    println!("{}", api_key::value(&clients, &id).await?);
     Ok(())
 }
 

@@ -24,11 +24,13 @@
 
 pub mod cli;
 pub mod config;
-#[cfg(any(feature = "agent", feature = "lambda"))]
+#[cfg(any(feature = "agent", feature = "lambda", feature = "deploy"))]
 pub mod http_client;
 pub mod http_util;
 pub mod relay;
 pub mod shutdown;
+#[cfg(any(feature = "lambda", feature = "deploy"))]
+pub mod sigv4;
 pub mod telemetry;
 pub mod tls;
 

@@ -12,6 +12,8 @@
       Prints {"task_arn","eni","public_ip"}.
   aws_fixture.py ENDPOINT network
       A VPC and one subnet (what a deploy needs from the user). Prints {"vpc","subnet"}.
+  aws_fixture.py ENDPOINT api-key VALUE
+      An API Gateway key with this value. Prints {"id"}.
   aws_fixture.py ENDPOINT stop-task CLUSTER TASK_ARN
       Stops the task (its service's server went away). Prints {"stopped"}.
 """
@@ -85,6 +87,10 @@ def main():
         vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
         result = {"vpc": vpc, "subnet": subnet}
+    elif command == "api-key":
+        apigateway = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",
+                                  aws_access_key_id="test", aws_secret_access_key="test")
+        result = {"id": apigateway.create_api_key(name="fluidity-test", value=args[0], enabled=True)["id"]}
     elif command == "stop-task":
         _, ecs = clients(endpoint)
         ecs.stop_task(cluster=args[0], task=args[1], reason="replaced")

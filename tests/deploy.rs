@@ -1,6 +1,7 @@
 //! The deploy tool against the local AWS emulator (moto): create, update, no
 //! changes, dry run, status with drift (recorded responses, as moto has no
-//! drift detection), outputs as a table and JSON, delete refused and forced;
+//! drift detection), outputs as a table and JSON, the API key's value, delete
+//! refused and forced, a failed creation;
 //! bad parameters change nothing. The image push goes through
 //! tests/fake_skopeo.py (moto has no registry), which records its call.
 
@@ -31,10 +32,7 @@ struct World {
 impl World {
     async fn new() -> Self {
         let moto = Moto::start_with_recorded_drift().await;
-        let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aws_fixture.py");
-        let out = Command::new("python3").args([fixture, &moto.url(), "network"]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let network: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let network = fixture(&moto, &["network"]);
         let dir = tempfile::tempdir().unwrap();
         let zip = dir.path().join("fluidity-lambda.zip");
         let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    z.writestr('bootstrap', '#!/bin/sh\\n')\n";
@@ -51,6 +49,10 @@ impl World {
             moto,
             dir,
         }
+    }
+
+    fn fixture(&self, args: &[&str]) -> Value {
+        fixture(&self.moto, args)
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -123,6 +125,14 @@ impl World {
         assert!(repos.repositories().is_empty(), "an image repository was created");
         assert!(self.skopeo_calls().is_empty(), "an image was pushed");
     }
+}
+
+/// Runs tests/aws_fixture.py against the emulator; its JSON answer.
+fn fixture(moto: &Moto, args: &[&str]) -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aws_fixture.py");
+    let out = Command::new("python3").arg(script).arg(moto.url()).args(args).output().unwrap();
+    assert!(out.status.success(), "aws_fixture.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn sha256_hex(path: &Path) -> String {
@@ -261,7 +271,20 @@ async fn deploy_update_no_changes_status_outputs_delete() {
     }
     assert_eq!(json[fargate]["ClusterName"], "fluidity-dev");
 
-    // 7. Delete: refused without --force (nothing touched), then done.
+    // 7. The API key's value: moto does not create AWS::ApiGateway::ApiKey, so
+    // the ApiKeyId output is missing (said in one line); by id it is read.
+    let (code, _, err) = world.run(&["api-key"]);
+    assert_eq!(code, 1);
+    assert!(one_line(&err).contains("no ApiKeyId output; pass --id"), "{err}");
+    let secret = "fluidity-test-key-0123456789abcdef";
+    let key = world.fixture(&["api-key", secret]);
+    let (code, out, err) = world.run(&["api-key", "--id", key["id"].as_str().unwrap()]);
+    assert_eq!((code, out.as_str()), (0, format!("{secret}\n").as_str()), "{err}");
+    let (code, _, err) = world.run(&["api-key", "--id", "nosuchkey"]);
+    assert_eq!(code, 1);
+    assert!(one_line(&err).contains("404"), "{err}");
+
+    // 8. Delete: refused without --force (nothing touched), then done.
     let (code, out, err) = world.run(&["delete"]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(one_line(&err).contains("--force"), "{err}");

@@ -25,6 +25,7 @@ pub struct AwsArgs {
 #[derive(Debug, Clone)]
 pub struct Clients {
     pub region: String,
+    pub shared: aws_config::SdkConfig,
     pub cloudformation: aws_sdk_cloudformation::Client,
     pub s3: aws_sdk_s3::Client,
     pub ecr: aws_sdk_ecr::Client,
@@ -54,6 +55,7 @@ impl Clients {
         let s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(args.endpoint_url.is_some()).build();
         Ok(Self {
             region,
+            shared: shared.clone(),
             cloudformation: aws_sdk_cloudformation::Client::new(&shared),
             s3: aws_sdk_s3::Client::from_conf(s3),
             ecr: aws_sdk_ecr::Client::new(&shared),

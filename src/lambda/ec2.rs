@@ -3,9 +3,6 @@
 //! would cost minutes of compile time on every clean build for this alone
 //! (docs/architecture.md); the call is tested against the same emulator.
 
-use std::time::SystemTime;
-
-use aws_credential_types::provider::ProvideCredentials;
 use bytes::Bytes;
 use http_body_util::Full;
 
@@ -65,7 +62,7 @@ impl Ec2 {
             .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
             .body(Full::new(Bytes::from(body.clone())))
             .map_err(|e| transport(e.to_string()))?;
-        self.sign(&mut request, &url, &body).await?;
+        self.sign(&mut request, &body).await?;
         let (status, text) = self.client.send(request).await.map_err(transport)?;
         if status != 200 {
             let message = between(&text, "<Message>", "</Message>").unwrap_or(text.trim()).to_string();
@@ -74,35 +71,10 @@ impl Ec2 {
         Ok(text)
     }
 
-    async fn sign(&self, request: &mut http::Request<Full<Bytes>>, url: &str, body: &str) -> Result<(), Ec2Error> {
-        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-        let credentials =
-            self.credentials.provide_credentials().await.map_err(|e| Ec2Error::Credentials(e.to_string()))?;
-        let identity = credentials.into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&self.region)
-            .name("ec2")
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| Ec2Error::Signing(e.to_string()))?
-            .into();
-        let headers: Vec<(String, String)> = request
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_string(), v.to_string())))
-            .collect();
-        let signable = SignableRequest::new(
-            "POST",
-            url,
-            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            SignableBody::Bytes(body.as_bytes()),
-        )
-        .map_err(|e| Ec2Error::Signing(e.to_string()))?;
-        let (instructions, _) = sign(signable, &params).map_err(|e| Ec2Error::Signing(e.to_string()))?.into_parts();
-        instructions.apply_to_request_http1x(request);
-        Ok(())
+    async fn sign(&self, request: &mut http::Request<Full<Bytes>>, body: &str) -> Result<(), Ec2Error> {
+        crate::sigv4::sign(&self.credentials, &self.region, "ec2", request, body.as_bytes())
+            .await
+            .map_err(Ec2Error::Signing)
     }
 }
 

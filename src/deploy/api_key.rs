@@ -1,0 +1,45 @@
+//! The value of the agent's API key. CloudFormation outputs only its id (an
+//! output is readable by anyone who can describe the stack); the value comes
+//! from API Gateway's GetApiKey with `includeValue`, one signed REST call
+//! made without the API Gateway SDK crate (see [`crate::sigv4`]).
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::Full;
+
+use super::aws::Clients;
+use crate::http_client::OneShot;
+
+/// Reads the value of API key `id`.
+pub async fn value(clients: &Clients, id: &str) -> anyhow::Result<String> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        bail!("{id:?} is not an API key id (letters and digits, as in the ApiKeyId output)");
+    }
+    let base = match clients.shared.endpoint_url() {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("https://apigateway.{}.amazonaws.com", clients.region),
+    };
+    let url = format!("{base}/apikeys/{id}?includeValue=true");
+    let uri: http::Uri = url.parse().with_context(|| format!("bad API Gateway URL {url}"))?;
+    let host = uri.authority().context("the API Gateway URL has no host")?.to_string();
+    let mut request = http::Request::get(uri)
+        .header("host", host)
+        .header("accept", "application/json")
+        .body(Full::new(Bytes::new()))
+        .context("cannot build the GetApiKey request")?;
+    let credentials = clients.shared.credentials_provider().context("no AWS credentials configured")?;
+    crate::sigv4::sign(&credentials, &clients.region, "apigateway", &mut request, b"")
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot sign GetApiKey: {e}"))?;
+    let client = OneShot::new().map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
+    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(30), client.send(request))
+        .await
+        .context("API Gateway did not answer within 30 s")?
+        .map_err(|e| anyhow::anyhow!("cannot reach API Gateway: {e}"))?;
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    if status != 200 {
+        let message = json["message"].as_str().or(json["Message"].as_str()).unwrap_or("no message");
+        bail!("API Gateway answered {status} for key {id}: {message}");
+    }
+    json["value"].as_str().map(str::to_owned).context("GetApiKey returned no value")
+}
