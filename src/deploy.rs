@@ -266,7 +266,9 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
         let repository = plan.values.get("ImageRepositoryName").context("ImageRepositoryName is empty")?.to_owned();
         let tag = publish::image_tag(hash);
         let reference = if args.dry_run {
-            format!("<{repository} repository>:{tag}")
+            // The URI the repository has or will have, so that an unchanged
+            // image shows no change.
+            format!("{account}.dkr.ecr.{}.amazonaws.com/{repository}:{tag}", clients.region)
         } else {
             let (uri, created) = publish::ensure_repository(&clients, &repository).await?;
             if created {

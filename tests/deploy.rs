@@ -224,6 +224,7 @@ async fn deploy_update_no_changes_status_outputs_delete() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("change set for fluidity-dev-lambda (update)"), "{out}");
     assert!(out.contains("stack fluidity-dev-lambda: dry run, nothing changed"), "{out}");
+    assert!(out.contains("stack fluidity-dev-fargate: no changes"), "the unchanged image is seen as unchanged:\n{out}");
     assert_eq!(world.parameter(lambda, "IdleThresholdMinutes").await, "9");
     let change_sets = world.cfn.list_change_sets().stack_name(lambda).send().await.unwrap();
     assert!(

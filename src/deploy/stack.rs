@@ -317,3 +317,26 @@ async fn watch(
         tokio::time::sleep(poll).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_ways_of_saying_no_changes_are_recognised() {
+        assert!(is_no_changes(Some(
+            "The submitted information didn't contain changes. Submit different information to create a change set."
+        )));
+        assert!(is_no_changes(Some("No updates are to be performed.")));
+        assert!(!is_no_changes(Some("Template format error: Unresolved resource dependencies [X]")));
+        assert!(!is_no_changes(None));
+    }
+
+    #[test]
+    fn failed_states_say_what_to_do_next() {
+        assert!(rollback_note("ROLLBACK_COMPLETE").contains("delete --force"));
+        assert!(rollback_note("UPDATE_ROLLBACK_COMPLETE").contains("as it was"));
+        assert!(rollback_note("UPDATE_ROLLBACK_FAILED").contains("rollback failed"));
+        assert_eq!(rollback_note("UPDATE_COMPLETE"), "");
+    }
+}
