@@ -355,26 +355,25 @@ async fn status(cli: &Cli, stacks: &Stacks, with_drift: bool) -> Result<(), Erro
         }
         found.push(Some(described));
     }
-    if let Some(Some(fargate)) = found.first() {
-        let outputs = stack::outputs(fargate);
-        let output = |key: &str| outputs.iter().find(|(k, _, _)| k == key).map(|(_, v, _)| v.clone());
-        if let (Some(cluster), Some(service)) = (output("ClusterName"), output("ServiceName")) {
-            match clients.ecs.describe_services().cluster(&cluster).services(&service).send().await {
-                Ok(described) => match described.services().first() {
-                    Some(s) => println!(
-                        "server: desired {}, running {}, pending {} (service {service} in {cluster})",
-                        s.desired_count(),
-                        s.running_count(),
-                        s.pending_count()
-                    ),
-                    None => println!("server: service {service} not found in cluster {cluster}"),
-                },
-                Err(e) => println!("server: unknown ({})", aws::describe(&e)),
-            }
+    if let Some(Some(fargate)) = found.first()
+        && let (Some(cluster), Some(service)) =
+            (stack::output(fargate, "ClusterName"), stack::output(fargate, "ServiceName"))
+    {
+        match clients.ecs.describe_services().cluster(&cluster).services(&service).send().await {
+            Ok(described) => match described.services().first() {
+                Some(s) => println!(
+                    "server: desired {}, running {}, pending {} (service {service} in {cluster})",
+                    s.desired_count(),
+                    s.running_count(),
+                    s.pending_count()
+                ),
+                None => println!("server: service {service} not found in cluster {cluster}"),
+            },
+            Err(e) => println!("server: unknown ({})", aws::describe(&e)),
         }
     }
     if let Some(Some(lambda)) = found.get(1)
-        && let Some((_, url, _)) = stack::outputs(lambda).into_iter().find(|(k, _, _)| k == "ApiUrl")
+        && let Some(url) = stack::output(lambda, "ApiUrl")
     {
         println!("api: {url}");
     }
@@ -429,9 +428,8 @@ async fn api_key(cli: &Cli, stacks: &Stacks, id: Option<&str>) -> Result<(), Err
             let Some(lambda) = stack::find(&clients.cloudformation, &stacks.lambda).await? else {
                 return Err(anyhow::anyhow!("{} does not exist; deploy first (or pass --id)", stacks.lambda).into());
             };
-            let outputs = stack::outputs(&lambda);
-            let found = outputs.into_iter().find(|(k, _, _)| k == "ApiKeyId").map(|(_, v, _)| v);
-            found.with_context(|| format!("{} has no ApiKeyId output; pass --id", stacks.lambda))?
+            stack::output(&lambda, "ApiKeyId")
+                .with_context(|| format!("{} has no ApiKeyId output; pass --id", stacks.lambda))?
         }
     };
     println!("{}", api_key::value(&clients, &id).await?);

@@ -57,6 +57,11 @@ pub fn outputs(stack: &Stack) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The value of one output of the stack.
+pub fn output(stack: &Stack, key: &str) -> Option<String> {
+    stack.outputs().iter().find(|o| o.output_key() == Some(key)).and_then(|o| o.output_value()).map(str::to_owned)
+}
+
 /// What to deploy to one stack.
 pub struct Request<'a> {
     pub name: &'a str,

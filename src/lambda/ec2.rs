@@ -62,19 +62,15 @@ impl Ec2 {
             .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
             .body(Full::new(Bytes::from(body.clone())))
             .map_err(|e| transport(e.to_string()))?;
-        self.sign(&mut request, &body).await?;
+        crate::sigv4::sign(&self.credentials, &self.region, "ec2", &mut request, body.as_bytes())
+            .await
+            .map_err(Ec2Error::Signing)?;
         let (status, text) = self.client.send(request).await.map_err(transport)?;
         if status != 200 {
             let message = between(&text, "<Message>", "</Message>").unwrap_or(text.trim()).to_string();
             return Err(Ec2Error::Api { status, message });
         }
         Ok(text)
-    }
-
-    async fn sign(&self, request: &mut http::Request<Full<Bytes>>, body: &str) -> Result<(), Ec2Error> {
-        crate::sigv4::sign(&self.credentials, &self.region, "ec2", request, body.as_bytes())
-            .await
-            .map_err(Ec2Error::Signing)
     }
 }
 
