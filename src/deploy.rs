@@ -8,11 +8,13 @@
 //! - [`publish`]: artifact bucket, content-hash Lambda key, image repository, push.
 //! - [`stack`]: change sets, event streaming, deletion.
 //! - [`drift`]: drift detection per resource.
+//! - [`image`]: the architecture of a server image archive, checked before a push.
 //! - [`api_key`]: the value of the agent's API key (never a stack output).
 
 pub mod api_key;
 pub mod aws;
 pub mod drift;
+pub mod image;
 pub mod params;
 pub mod publish;
 pub mod stack;
@@ -33,11 +35,15 @@ use stack::Outcome;
 /// Two stacks per environment: fluidity-<env>-fargate (cluster, service with
 /// desired count 0, task definition, security group, roles, logs) and
 /// fluidity-<env>-lambda (wake/status/sleep/kill functions, API with key and
-/// usage plan, schedules, alarms). Parameters come from
-/// cloudformation/params-<env>.json; --param KEY=VALUE overrides one.
+/// usage plan, schedules, alarms); and one per region shared by both
+/// environments, fluidity-apigateway-account (API Gateway's logging role and
+/// the region's account setting, which is a single value). Parameters come
+/// from cloudformation/params-<env>.json; --param KEY=VALUE overrides one.
+/// A deploy keeps the server's current desired count (a running server
+/// stays up while a new image rolls out).
 ///
 /// Examples:
-///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 --image result --lambda-zip fluidity-lambda.zip
+///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 --image "$(nix build --print-out-paths .#server-image-aarch64)" --lambda-zip "$(nix build --print-out-paths .#lambda-zip)/fluidity-lambda.zip"
 ///   fluidity-deploy --env dev deploy --dry-run
 ///   fluidity-deploy --env dev status
 ///   fluidity-deploy --env dev outputs --json
@@ -128,8 +134,11 @@ pub struct DeployArgs {
     /// Not needed when CodeBucket and CodeKey are given as parameters.
     #[arg(long, value_name = "ZIP", env = "FLUIDITY_LAMBDA_ZIP")]
     pub lambda_zip: Option<PathBuf>,
-    /// The server image archive (`nix build .#server-image`); pushed with a
-    /// tag from its SHA-256. Not needed when ContainerImage is given as a parameter.
+    /// The server image archive for the task's CpuArchitecture (default ARM64:
+    /// `nix build .#server-image-aarch64`; X86_64: `.#server-image-x86_64`);
+    /// pushed with a tag from its SHA-256. An archive built for another
+    /// architecture is refused before anything is pushed. Not needed when
+    /// ContainerImage is given as a parameter.
     #[arg(long, value_name = "ARCHIVE", env = "FLUIDITY_SERVER_IMAGE")]
     pub image: Option<PathBuf>,
     /// The skopeo program used to push the image.
@@ -179,6 +188,8 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
 /// Everything a deploy needs from disk, read and checked before any AWS call.
 struct Plan {
     fargate: Template,
+    /// The region's shared API Gateway logging setting (apigateway-account.yaml).
+    account: Template,
     lambda: Template,
     policy: String,
     values: Values,
@@ -191,6 +202,7 @@ struct Plan {
 fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigError> {
     let fargate = Template::load(&cli.templates.join("fargate.yaml"))?;
     let lambda = Template::load(&cli.templates.join("lambda.yaml"))?;
+    let account = Template::load(&cli.templates.join("apigateway-account.yaml"))?;
     let policy_path = cli.templates.join("stack-policy.json");
     let policy = std::fs::read_to_string(&policy_path).map_err(|e| {
         ConfigError::new(
@@ -207,7 +219,7 @@ fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigErr
     let mut values = Values::load(&params_path)?;
     values.apply(&args.params);
     values.set("FargateStackName", &stacks.fargate);
-    values.check(&[&fargate, &lambda])?;
+    values.check(&[&fargate, &lambda, &account])?;
     let zip = match (values.get("CodeBucket"), values.get("CodeKey")) {
         (Some(_), Some(_)) => None,
         _ => Some(artifact(
@@ -221,10 +233,40 @@ fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigErr
         None => Some(artifact(
             args.image.as_deref(),
             "--image",
-            "the server image archive (nix build .#server-image), or --param ContainerImage=URI",
+            "the server image archive (nix build .#server-image-aarch64 for the default ARM64 task), or --param ContainerImage=URI",
         )?),
     };
-    Ok(Plan { fargate, lambda, policy, values, zip, image })
+    if let Some((path, _)) = &image {
+        check_architecture(path, values.get("CpuArchitecture").unwrap_or("ARM64"))?;
+    }
+    Ok(Plan { fargate, account, lambda, policy, values, zip, image })
+}
+
+/// Refuses an image archive built for another CPU than the task's.
+fn check_architecture(path: &Path, cpu_architecture: &str) -> Result<(), ConfigError> {
+    let found = image::architecture(path).map_err(|e| {
+        ConfigError::new("--image", e.to_string(), "pass the archive `nix build .#server-image-aarch64` writes")
+    })?;
+    let Some(wanted) = image::docker_architecture(cpu_architecture) else {
+        return Err(ConfigError::new(
+            "CpuArchitecture",
+            format!("unknown value {cpu_architecture}"),
+            "use ARM64 or X86_64",
+        ));
+    };
+    if found != wanted {
+        let package = if wanted == "arm64" { "server-image-aarch64" } else { "server-image-x86_64" };
+        let mut fix = format!("pass the archive of nix build .#{package}");
+        if let Some(other) = ["ARM64", "X86_64"].into_iter().find(|a| image::docker_architecture(a) == Some(&found)) {
+            fix += &format!(", or run the task on it with --param CpuArchitecture={other}");
+        }
+        return Err(ConfigError::new(
+            "--image",
+            format!("{} is an {found} image but the task's CpuArchitecture is {cpu_architecture}", path.display()),
+            fix,
+        ));
+    }
+    Ok(())
 }
 
 fn artifact(path: Option<&Path>, flag: &str, what: &str) -> Result<(PathBuf, String), ConfigError> {
@@ -290,16 +332,27 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
         plan.values.set("ContainerImage", reference);
     }
 
-    let fargate_exists = stack::find(&clients.cloudformation, &stacks.fargate).await?.is_some();
-    for (name, template) in [(&stacks.fargate, &plan.fargate), (&stacks.lambda, &plan.lambda)] {
-        if args.dry_run && !fargate_exists && *name == stacks.lambda {
+    let fargate = stack::find(&clients.cloudformation, &stacks.fargate).await?;
+    if let Some(existing) = &fargate
+        && !args.params.iter().any(|(k, _)| k == "DesiredCount")
+    {
+        keep_desired_count(&clients, existing, &mut plan.values).await?;
+    }
+    let account_stack = plan.values.get("ApiGatewayAccountStackName").unwrap_or(ACCOUNT_STACK).to_owned();
+    let account_exists = stack::find(&clients.cloudformation, &account_stack).await?.is_some();
+    let order = [
+        (&stacks.fargate, &plan.fargate, "this environment's server"),
+        (&account_stack, &plan.account, "API Gateway's logging role, shared by every environment in the region"),
+        (&stacks.lambda, &plan.lambda, "this environment's control plane"),
+    ];
+    for (name, template, role) in order {
+        if args.dry_run && *name == stacks.lambda && (fargate.is_none() || !account_exists) {
             println!(
-                "stack {name}: not shown in this dry run (it imports the outputs of {}, which does not exist yet)",
-                stacks.fargate
+                "stack {name}: not shown in this dry run (it imports the outputs of stacks that do not exist yet)"
             );
             continue;
         }
-        println!("stack {name}:");
+        println!("stack {name} ({role}):");
         let request = stack::Request {
             name,
             template_body: &template.body,
@@ -321,6 +374,40 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
     }
     if !args.dry_run {
         print_outputs(&clients, stacks, false).await?;
+    }
+    Ok(())
+}
+
+/// The stack of the region's API Gateway logging setting (apigateway-account.yaml).
+pub const ACCOUNT_STACK: &str = "fluidity-apigateway-account";
+
+/// Passes the service's current desired count as `DesiredCount`, so that an
+/// update (a new image, a changed parameter) leaves a running server running.
+/// AWS::ECS::Service sends the template's DesiredCount with every update of
+/// the service ("AWS::ECS::Service", CloudFormation User Guide), and the
+/// parameter file says 0.
+async fn keep_desired_count(
+    clients: &Clients,
+    fargate: &aws_sdk_cloudformation::types::Stack,
+    values: &mut Values,
+) -> Result<(), Error> {
+    let (Some(cluster), Some(service)) = (stack::output(fargate, "ClusterName"), stack::output(fargate, "ServiceName"))
+    else {
+        return Ok(());
+    };
+    let described = clients
+        .ecs
+        .describe_services()
+        .cluster(&cluster)
+        .services(&service)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the desired count of {service}: {}", aws::describe(&e)))?;
+    if let Some(current) = described.services().first().map(|s| s.desired_count().clamp(0, 1)) {
+        if current > 0 {
+            println!("server: running (desired {current}); the deploy keeps it running");
+        }
+        values.set("DesiredCount", current.to_string());
     }
     Ok(())
 }
@@ -455,5 +542,9 @@ async fn delete(cli: &Cli, stacks: &Stacks, force: bool) -> Result<(), Error> {
         }
     }
     println!("kept: the artifact bucket and the image repository (delete them by hand when no longer needed)");
+    println!(
+        "kept: {ACCOUNT_STACK}, the region's API Gateway logging setting other environments may use \
+         (CloudFormation refuses to delete it while one still imports it)"
+    );
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::path::Path;
 use common::Moto;
 use serde_json::{Value, json};
 
-const TEMPLATES: [&str; 2] = ["fargate.yaml", "lambda.yaml"];
+const TEMPLATES: [&str; 3] = ["fargate.yaml", "lambda.yaml", "apigateway-account.yaml"];
 
 fn dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation"))
@@ -63,13 +63,20 @@ fn as_list(value: &Value) -> Vec<&Value> {
     }
 }
 
-/// Actions AWS offers no resource type for, so `Resource: "*"` is required;
-/// each such statement must still carry a condition.
-const STAR_ONLY: [&str; 4] = [
+/// Actions AWS authorises against `Resource: "*"` as we call them, so a
+/// scoped resource would deny them; each such statement must still carry a
+/// condition. The first four have no resource type at all (Service
+/// Authorization Reference). `ecs:ListTasks` lists `container-instance` as its
+/// type, but a call without a container instance (always, on Fargate) is
+/// authorised against "*" with the `ecs:cluster` key, as AWS's own example
+/// grants it ("Amazon ECS identity-based policy examples", List and describe
+/// task examples: `"Resource": ["*"]` with `ArnEquals` on `ecs:cluster`).
+const STAR_ONLY: [&str; 5] = [
     "ecr:GetAuthorizationToken",
     "cloudwatch:PutMetricData",
     "cloudwatch:GetMetricData",
     "ec2:DescribeNetworkInterfaces",
+    "ecs:ListTasks",
 ];
 
 /// Everything the policy check finds wrong in a template.
@@ -113,6 +120,12 @@ fn statement_violations(id: &str, statement: &Value) -> Vec<String> {
         }
     }
     let star = as_list(&statement["Resource"]).iter().any(|r| r.as_str().is_some_and(|r| r == "*"));
+    if actions.iter().any(|a| STAR_ONLY.contains(a)) && !star {
+        found.push(format!(
+            "{id}: {actions:?} must be granted on \"*\" (AWS authorises them there), not {}",
+            statement["Resource"]
+        ));
+    }
     if star {
         let required = actions.iter().all(|a| STAR_ONLY.contains(a));
         if !required {
@@ -226,6 +239,17 @@ fn templates_pass_the_policy_check() {
 #[test]
 fn policy_check_catches_each_kind_of_fault() {
     let fargate = load("fargate.yaml");
+    let lambda = load("lambda.yaml");
+    let list_tasks = "/Resources/StatusRole/Properties/Policies/0/PolicyDocument/Statement/1";
+    assert_eq!(lambda.pointer(list_tasks).unwrap()["Action"], "ecs:ListTasks", "the pointer finds the statement");
+    let mut broken = lambda.clone();
+    broken.pointer_mut(list_tasks).unwrap()["Resource"] = json!({ "Fn::Sub":
+        "arn:${AWS::Partition}:ecs:${AWS::Region}:${AWS::AccountId}:container-instance/*" });
+    let violations = policy_violations(&broken);
+    assert!(
+        violations.iter().any(|v| v.contains("must be granted on")),
+        "ListTasks on container-instance: {violations:?}"
+    );
     let task_policy = "/Resources/TaskRole/Properties/Policies/0/PolicyDocument/Statement/0";
     type Breakage = Box<dyn Fn(&mut Value)>;
     let cases: Vec<(&str, Breakage, &str)> = vec![
@@ -307,7 +331,7 @@ fn lambda_environment_is_exactly_what_the_code_reads() {
 }
 
 fn parameter_names(template: &Value) -> BTreeSet<String> {
-    template["Parameters"].as_object().unwrap().keys().cloned().collect()
+    template["Parameters"].as_object().into_iter().flatten().map(|(k, _)| k.clone()).collect()
 }
 
 #[test]
@@ -328,7 +352,7 @@ fn parameter_files_fit_the_templates() {
         assert_eq!(params["ClusterName"], format!("fluidity-{env}"));
         assert_eq!(params["ServiceName"], format!("fluidity-server-{env}"));
         for template in &templates {
-            for (name, spec) in template["Parameters"].as_object().unwrap() {
+            for (name, spec) in template["Parameters"].as_object().into_iter().flatten() {
                 let value = &params[name];
                 if value.is_empty() {
                     continue; // supplied at deploy time (the deploy tool or --param)
@@ -404,7 +428,8 @@ fn stack_policy_protects_what_it_should() {
 async fn both_stacks_create_update_and_delete_in_the_emulator() {
     let moto = Moto::start().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cfn_stacks.py");
-    let output = tokio::process::Command::new("python3").args([script, &moto.url(), "dev"]).output().await.unwrap();
+    let output =
+        tokio::process::Command::new("python3").args([script, &moto.url(), "lifecycle", "dev"]).output().await.unwrap();
     assert!(output.status.success(), "cfn_stacks.py: {}", String::from_utf8_lossy(&output.stderr));
     let report: Value = serde_json::from_slice(&output.stdout).unwrap();
 
@@ -462,4 +487,72 @@ async fn both_stacks_create_update_and_delete_in_the_emulator() {
         report["deleted"],
         json!({ "fluidity-dev-fargate": ["DELETE_COMPLETE"], "fluidity-dev-lambda": ["DELETE_COMPLETE"] })
     );
+    assert_eq!(report["shared"], "CREATE_COMPLETE", "the region's logging stack outlives the environment");
+}
+
+/// The stage has access logging, which API Gateway accepts only once the
+/// region's account setting names a CloudWatch role ("CloudWatch Logs role
+/// ARN must be set in account settings to enable logging", the Stage's
+/// CREATE_FAILED reason on a fresh account; "Set up CloudWatch logging for
+/// REST APIs", API Gateway Developer Guide). moto creates stacks in any
+/// order, so the dependency is checked in the templates: the stage depends
+/// on a resource that imports the shared stack's export, and that stack
+/// writes the setting from its role.
+#[test]
+fn the_stage_waits_for_the_regions_logging_setting() {
+    let lambda = load("lambda.yaml");
+    let account = load("apigateway-account.yaml");
+    let stage = &lambda["Resources"]["Stage"];
+    assert!(stage["Properties"]["AccessLogSetting"].is_object(), "the stage logs access");
+    let depends: Vec<&Value> = as_list(&stage["DependsOn"]);
+    assert_eq!(depends, [&json!("AccessLogRoleReady")], "the stage depends on the setting");
+    let ready = &lambda["Resources"]["AccessLogRoleReady"];
+    assert_eq!(
+        ready["Metadata"]["LogsRoleArn"],
+        json!({ "Fn::ImportValue": { "Fn::Sub": "${ApiGatewayAccountStackName}-LogsRoleArn" } })
+    );
+    assert!(ready.get("Condition").is_none(), "an unconditional dependency");
+    assert_eq!(lambda["Parameters"]["ApiGatewayAccountStackName"]["Default"], "fluidity-apigateway-account");
+    // The shared stack: the export is the role the setting points at.
+    assert_eq!(
+        account["Outputs"]["LogsRoleArn"]["Export"]["Name"],
+        json!({ "Fn::Sub": "${AWS::StackName}-LogsRoleArn" })
+    );
+    assert_eq!(account["Outputs"]["LogsRoleArn"]["Value"], json!({ "Fn::GetAtt": ["ApiGatewayLogsRole", "Arn"] }));
+    assert_eq!(
+        account["Resources"]["ApiGatewayAccount"]["Properties"]["CloudWatchRoleArn"],
+        json!({ "Fn::GetAtt": ["ApiGatewayLogsRole", "Arn"] })
+    );
+    // No environment sets the region's single value itself any more.
+    for name in ["fargate.yaml", "lambda.yaml"] {
+        assert!(resources(&load(name)).all(|(_, r)| r["Type"] != "AWS::ApiGateway::Account"), "{name}");
+    }
+    // Access log lines are JSON: messageString is already quoted.
+    let format = stage["Properties"]["AccessLogSetting"]["Format"].as_str().unwrap();
+    let sample = format.replace("$context.error.messageString", "\"Forbidden\"").replace("$context.", "");
+    serde_json::from_str::<Value>(&sample).unwrap_or_else(|e| panic!("access log format is not JSON ({e}): {format}"));
+}
+
+/// Dev and prod in one region both write access logs through the region's
+/// one setting, and deleting dev leaves prod's logging intact. Judged by our
+/// IAM evaluator on the role policy moto resolved (tests/cfn_stacks.py two-envs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_environments_in_one_region_both_keep_their_access_logs() {
+    let moto = Moto::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cfn_stacks.py");
+    let output =
+        tokio::process::Command::new("python3").args([script, &moto.url(), "two-envs"]).output().await.unwrap();
+    assert!(output.status.success(), "cfn_stacks.py: {}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (phase, envs) in [("both", vec!["dev", "prod"]), ("after-deleting-dev", vec!["prod"])] {
+        for env in envs {
+            let access = &report[phase][env];
+            assert_eq!(access["group"], format!("/aws/apigateway/fluidity-{env}-access"), "{report}");
+            for action in ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"] {
+                assert_eq!(access[action], "Allow", "{phase}: {env} {action}: {report}");
+            }
+        }
+        assert_eq!(report[phase]["other-group"], "ImplicitDeny", "only Fluidity's access logs: {report}");
+    }
+    assert_eq!(report["shared"], "CREATE_COMPLETE");
 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const BUCKET: &str = "fluidity-dev-artifacts-123456789012-us-east-1";
+const ACCOUNT: &str = "fluidity-apigateway-account";
 
 /// A moto instance with a VPC and subnet, the two artifacts on disk and the
 /// environment the tool runs in (never the machine's own AWS configuration).
@@ -37,7 +38,9 @@ impl World {
         let zip = dir.path().join("fluidity-lambda.zip");
         let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    z.writestr('bootstrap', '#!/bin/sh\\n')\n";
         assert!(Command::new("python3").args(["-c", script, zip.to_str().unwrap()]).status().unwrap().success());
-        std::fs::write(dir.path().join("server-image.tar.gz"), b"an image archive, as nix build writes it").unwrap();
+        for (name, arch) in [("server-image.tar.gz", "arm64"), ("server-image-amd64.tar.gz", "amd64")] {
+            docker_archive(&dir.path().join(name), arch, "1");
+        }
         let config = moto.sdk_config().await;
         let s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build();
         Self {
@@ -84,8 +87,13 @@ impl World {
 
     /// `deploy` with the user-supplied parameters and both artifacts.
     fn deploy(&self, extra: &[&str]) -> (i32, String, String) {
+        self.deploy_image(&self.path("server-image.tar.gz"), extra)
+    }
+
+    /// `deploy` as above with another image archive.
+    fn deploy_image(&self, image: &Path, extra: &[&str]) -> (i32, String, String) {
         let (vpc, subnet) = (format!("VpcId={}", self.vpc), format!("PublicSubnets={}", self.subnet));
-        let (image, zip) = (self.path("server-image.tar.gz"), self.path("fluidity-lambda.zip"));
+        let zip = self.path("fluidity-lambda.zip");
         let mut args =
             vec!["deploy", "--param", &vpc, "--param", &subnet, "--param", "AllowedIngressCidr=203.0.113.7/32"];
         args.extend(["--image", image.to_str().unwrap(), "--lambda-zip", zip.to_str().unwrap()]);
@@ -135,6 +143,26 @@ fn fixture(moto: &Moto, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// A small docker-archive as `nix build .#server-image-*` writes it (gzipped
+/// tar: manifest.json, the image config naming its architecture, one layer);
+/// `content` changes the layer, so the archive's hash.
+fn docker_archive(path: &Path, architecture: &str, content: &str) {
+    let script = r#"
+import io, json, sys, tarfile
+path, arch, content = sys.argv[1:]
+with tarfile.open(path, "w:gz") as tar:
+    def add(name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    add("0123abcd/layer.tar", content.encode() * 1000)
+    add("manifest.json", json.dumps([{"Config": "c0ffee.json", "RepoTags": ["fluidity-server:test"], "Layers": ["0123abcd/layer.tar"]}]).encode())
+    add("c0ffee.json", json.dumps({"architecture": arch, "os": "linux", "config": {"Entrypoint": ["/bin/fluidity-server"]}}).encode())
+"#;
+    let status = Command::new("python3").args(["-c", script, path.to_str().unwrap(), architecture, content]).status();
+    assert!(status.unwrap().success(), "docker-archive {}", path.display());
+}
+
 fn sha256_hex(path: &Path) -> String {
     Sha256::digest(std::fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -155,9 +183,11 @@ async fn deploy_update_no_changes_status_outputs_delete() {
     assert_eq!(code, 0, "deploy failed:\n{out}\n{err}");
     assert!(out.contains("stack fluidity-dev-fargate: created"), "{out}");
     assert!(out.contains("stack fluidity-dev-lambda: created"), "{out}");
+    assert!(out.contains("stack fluidity-apigateway-account: created"), "the region's logging setting:\n{out}");
     assert!(
-        out.find("fluidity-dev-fargate: created") < out.find("fluidity-dev-lambda: created"),
-        "Fargate first:\n{out}"
+        out.find("fluidity-dev-fargate: created") < out.find("fluidity-apigateway-account: created")
+            && out.find("fluidity-apigateway-account: created") < out.find("fluidity-dev-lambda: created"),
+        "Fargate, then the shared logging stack, then Lambda (its stage needs the setting):\n{out}"
     );
     assert!(out.contains("CREATE_COMPLETE"), "events streamed:\n{out}");
     assert!(out.contains("ApiUrl"), "outputs printed after deploy:\n{out}");
@@ -176,7 +206,7 @@ async fn deploy_update_no_changes_status_outputs_delete() {
     assert_eq!(block.restrict_public_buckets(), Some(true));
     let policy_file =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation/stack-policy.json")).unwrap();
-    for stack in [fargate, lambda] {
+    for stack in [fargate, ACCOUNT, lambda] {
         let policy = world.cfn.get_stack_policy().stack_name(stack).send().await.unwrap();
         assert_eq!(policy.stack_policy_body(), Some(policy_file.as_str()), "stack policy of {stack}");
     }
@@ -205,6 +235,7 @@ async fn deploy_update_no_changes_status_outputs_delete() {
     let (code, out, err) = world.deploy(&["--param", "IdleThresholdMinutes=9"]);
     assert_eq!(code, 0, "update failed:\n{out}\n{err}");
     assert!(out.contains("stack fluidity-dev-fargate: no changes"), "{out}");
+    assert!(out.contains("stack fluidity-apigateway-account: no changes"), "{out}");
     assert!(out.contains("stack fluidity-dev-lambda: updated"), "{out}");
     assert!(out.contains("UPDATE_COMPLETE"), "{out}");
     assert!(out.contains("(already there)"), "{out}");
@@ -289,14 +320,15 @@ async fn deploy_update_no_changes_status_outputs_delete() {
     let (code, out, err) = world.run(&["delete"]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(one_line(&err).contains("--force"), "{err}");
-    assert_eq!(world.live_stacks().await, [fargate, lambda]);
+    assert_eq!(world.live_stacks().await, [ACCOUNT, fargate, lambda]);
     let (code, out, err) = world.run(&["delete", "--force"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(
         out.find("fluidity-dev-lambda: deleted") < out.find("fluidity-dev-fargate: deleted"),
         "Lambda first:\n{out}"
     );
-    assert!(world.live_stacks().await.is_empty());
+    assert_eq!(world.live_stacks().await, [ACCOUNT], "the region's logging setting outlives an environment");
+    assert!(out.contains("kept: fluidity-apigateway-account"), "{out}");
     let (code, _, err) = world.run(&["outputs"]);
     assert_eq!(code, 1);
     assert!(one_line(&err).contains("deploy first"), "{err}");
@@ -362,7 +394,56 @@ async fn bad_parameters_change_nothing() {
     assert_eq!(code, 2);
     assert!(one_line(&err).contains("--image"), "{err}");
 
+    // An image built for the other architecture: refused before any change.
+    let amd64 = world.path("server-image-amd64.tar.gz");
+    let (code, _, err) = world.deploy_image(&amd64, &[]);
+    assert_eq!(code, 2);
+    let line = one_line(&err);
+    assert!(line.contains("is an amd64 image but the task's CpuArchitecture is ARM64"), "{line}");
+    assert!(line.contains("nix build .#server-image-aarch64") && line.contains("CpuArchitecture=X86_64"), "{line}");
+    // Something that is not an image archive at all.
+    std::fs::write(world.path("not-an-image.tar.gz"), b"an image archive, as nix build writes it").unwrap();
+    let (code, _, err) = world.deploy_image(&world.path("not-an-image.tar.gz"), &[]);
+    assert_eq!(code, 2);
+    assert!(one_line(&err).contains("is not a docker-archive"), "{err}");
+    // The same amd64 archive passes the check for an X86_64 task (a dry run changes nothing).
+    let (code, out, err) = world.deploy_image(&amd64, &["--param", "CpuArchitecture=X86_64", "--dry-run"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
     world.nothing_created().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_keeps_a_running_server_running() {
+    let world = World::new().await;
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // The agent wakes the server: desired 1, as the wake function sets it.
+    let config = world.moto.sdk_config().await;
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let desired = || async {
+        let described = ecs.describe_services().cluster("fluidity-dev").services("fluidity-server-dev").send().await;
+        described.unwrap().services()[0].desired_count()
+    };
+    assert_eq!(desired().await, 0, "created asleep");
+    ecs.update_service().cluster("fluidity-dev").service("fluidity-server-dev").desired_count(1).send().await.unwrap();
+
+    // A new image is deployed during the session.
+    docker_archive(&world.path("server-image.tar.gz"), "arm64", "2");
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("stack fluidity-dev-fargate: updated"), "the new image rolls out:\n{out}");
+    assert!(out.contains("keeps it running"), "{out}");
+    assert_eq!(world.parameter("fluidity-dev-fargate", "DesiredCount").await, "1");
+    assert_eq!(desired().await, 1, "the running server is not stopped by the deploy");
+
+    // Asleep again (kill): the next deploy keeps it asleep.
+    ecs.update_service().cluster("fluidity-dev").service("fluidity-server-dev").desired_count(0).send().await.unwrap();
+    docker_archive(&world.path("server-image.tar.gz"), "arm64", "3");
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(world.parameter("fluidity-dev-fargate", "DesiredCount").await, "0");
+    assert_eq!(desired().await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,8 +16,12 @@
    (DetectStackDrift, DescribeStackDriftDetectionStatus,
    DescribeStackResourceDrifts) are answered from recorded responses in DIR;
    see tests/recorded/drift/README.
+5. With --record FILE, every request is appended to FILE as one JSON line
+   (method, path, query, the signing access key id, X-Amz-Target, body):
+   the code's real AWS traffic, which tests/iam_check.py evaluates against
+   the templates' role policies.
 
-Usage: moto_launcher.py -H 127.0.0.1 -p PORT [--recorded-drift DIR]
+Usage: moto_launcher.py -H 127.0.0.1 -p PORT [--recorded-drift DIR] [--record FILE]
 """
 import argparse
 import io
@@ -119,6 +123,32 @@ class RecordedDrift:
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
 
 
+class Recorder:
+    """Appends each request (who signed it, what it asked) to a JSON-lines file."""
+
+    def __init__(self, app, path):
+        self.app, self.path = app, path
+
+    def __call__(self, environ, start_response):
+        if not environ.get("PATH_INFO", "").startswith("/moto-api"):
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            authorization = environ.get("HTTP_AUTHORIZATION", "")
+            access_key = authorization.split("Credential=", 1)[-1].split("/", 1)[0] if "Credential=" in authorization else ""
+            entry = {
+                "method": environ.get("REQUEST_METHOD"),
+                "path": environ.get("PATH_INFO"),
+                "query": environ.get("QUERY_STRING", ""),
+                "access_key": access_key,
+                "target": environ.get("HTTP_X_AMZ_TARGET", ""),
+                "content_type": environ.get("CONTENT_TYPE", ""),
+                "body": body.decode("utf-8", "replace"),
+            }
+            with open(self.path, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+        return self.app(environ, start_response)
+
+
 def stringify_container_sizes(value, inside_container=False):
     if isinstance(value, dict):
         for key, item in value.items():
@@ -162,10 +192,13 @@ def main():
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
     parser.add_argument("--recorded-drift", metavar="DIR")
+    parser.add_argument("--record", metavar="FILE")
     args = parser.parse_args()
     app = EcsSizesAsStrings(DomainDispatcherApplication(create_backend_app))
     if args.recorded_drift:
         app = RecordedDrift(app, args.recorded_drift)
+    if args.record:
+        app = Recorder(app, args.record)
     run_simple(args.host, args.port, app, threaded=True)
 
 
