@@ -32,6 +32,7 @@ import io
 import json
 import os
 import sys
+import urllib.request
 import zipfile
 
 import boto3
@@ -180,13 +181,26 @@ def two_envs(world):
     return out
 
 
-def create(world, env):
+def create(world, env, endpoint):
     world.create_env(env)
+    # Tasks stay RUNNING however often they are described.
+    transition = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 100000}}
+    request = urllib.request.Request(f"{endpoint}/moto-api/state-manager/set-transition",
+                                     data=json.dumps(transition).encode(), method="POST")
+    urllib.request.urlopen(request).read()
+    # moto's CloudFormation drops the task definition's NetworkMode (its
+    # tasks get no network interface, so no public IP): a revision as the
+    # template describes it, awsvpc, is what RunTask starts.
+    ecs = boto3.client("ecs", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                       aws_secret_access_key="test")
+    ecs.register_task_definition(
+        family=f"fluidity-server-{env}", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256",
+        memory="512", containerDefinitions=[{"name": "server", "image": "fluidity-server:test", "memory": 512}])
     out = {"subnet": world.subnet, "stacks": {}, "roles": {}}
     for name, _ in env_stacks(env):
         out["stacks"][name] = world.outputs(name)[1]
         for resource in world.cfn.describe_stack_resources(StackName=name)["StackResources"]:
-            if resource["ResourceType"] == "AWS::IAM::Role":
+            if resource.get("ResourceType") == "AWS::IAM::Role":
                 out["roles"][resource["LogicalResourceId"]] = resource["PhysicalResourceId"]
     return out
 
@@ -200,7 +214,7 @@ def main(endpoint, mode, env=None):
     elif mode == "two-envs":
         out = two_envs(world)
     elif mode == "create":
-        out = create(world, env)
+        out = create(world, env, endpoint)
     else:
         sys.exit(__doc__)
     print(json.dumps(out))

@@ -556,6 +556,13 @@ impl Moto {
             .await
     }
 
+    /// Starts it on a free port recording every request to `file`
+    /// (see `moto_launcher.py --record`).
+    pub async fn start_recording(file: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        Self::start_with(port, &["--record", file.to_str().unwrap()]).await
+    }
+
     async fn start_with(port: u16, extra: &[&str]) -> Self {
         let launcher = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto_launcher.py");
         let child = std::process::Command::new("python3")
@@ -588,13 +595,19 @@ impl Moto {
     /// An SDK configuration for this emulator: fixed region, dummy static
     /// credentials, never the machine's real AWS configuration.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        self.sdk_config_as("test").await
+    }
+
+    /// As [`Moto::sdk_config`], signing with the access key id `key` (which
+    /// tells whose calls a recording holds).
+    pub async fn sdk_config_as(&self, key: &str) -> aws_config::SdkConfig {
         use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
         let http =
             aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .http_client(http)
             .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new("test", "test", None, None, "tests"))
+            .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new(key, "test", None, None, "tests"))
             .endpoint_url(self.url())
             .load()
             .await
