@@ -169,7 +169,8 @@ pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> anyhow
         Ok(address) => address,
         // Whatever was woken is stopped again, unless the API refused us.
         Err(error) => {
-            let refused = matches!(error, lifecycle::LifecycleError::Forbidden { .. });
+            let refused =
+                matches!(error, lifecycle::LifecycleError::Forbidden { .. } | lifecycle::LifecycleError::QuotaExceeded);
             if settings.kill_on_exit && !refused {
                 lifecycle::kill_on_exit(&api).await;
             }
@@ -183,10 +184,12 @@ pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> anyhow
     let agent = Agent::with_listener(listener, config)?;
     info!(addr = %agent.local_addr(), "local proxy listening");
     agent.check_server().await?;
-    let follower = tokio::spawn(lifecycle::follow(api.clone(), agent.pool(), shutdown.child_token()));
+    let pool = agent.pool();
+    let follower = tokio::spawn(lifecycle::follow(api.clone(), pool.clone(), shutdown.child_token()));
     let outcome = agent.run(shutdown).await;
     follower.abort();
-    if settings.kill_on_exit {
+    // A sleeping server needs no kill (and the call would cost quota).
+    if settings.kill_on_exit && !pool.is_dormant() {
         lifecycle::kill_on_exit(&api).await;
     }
     outcome

@@ -23,6 +23,8 @@ use tracing::{error, info, warn};
 use control::{Control, ControlError};
 use sleep::Decision;
 
+use crate::protocol::Change;
+
 /// Which function this process serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Function {
@@ -128,14 +130,12 @@ async fn api(function: Function, control: &Control, method: &str, path: &str) ->
         return api_response(400, &json!({ "error": "BadRequest", "message": message }));
     }
     let outcome = match function {
-        Function::Wake => control
-            .wake()
-            .await
-            .map(|(changed, status)| json!({ "action": "wake", "changed": changed, "status": status })),
-        Function::Kill => control
-            .kill()
-            .await
-            .map(|(changed, status)| json!({ "action": "kill", "changed": changed, "status": status })),
+        Function::Wake => {
+            control.wake().await.map(|(changed, status)| json!(Change { action: "wake".into(), changed, status }))
+        }
+        Function::Kill => {
+            control.kill().await.map(|(changed, status)| json!(Change { action: "kill".into(), changed, status }))
+        }
         Function::Status | Function::Sleep => control.status().await.map(|status| json!(status)),
     };
     match outcome {
@@ -167,7 +167,7 @@ async fn scheduled(function: Function, control: &Control) -> Result<Value, Invoc
         }
         Function::Kill => {
             let (changed, status) = control.kill().await.map_err(failed)?;
-            Ok(json!({ "action": "kill", "changed": changed, "status": status }))
+            Ok(json!(Change { action: "kill".into(), changed, status }))
         }
         Function::Wake | Function::Status => Err(InvocationError {
             error_type: "BadRequest",

@@ -11,6 +11,7 @@
 //!   the one-line [`config::ConfigError`]).
 //! - [`tls`]: loading PEM material and building the TLS 1.3-only rustls configs.
 //! - [`http_util`]: body type, hop-by-hop header handling and short text replies.
+//! - [`protocol`]: the contracts between components (control API JSON, metric names).
 //! - [`relay`]: two-way byte relay with idle timeout and activity counters.
 //! - [`telemetry`]: `tracing` subscriber setup (text or JSON).
 //! - [`shutdown`]: SIGINT/SIGTERM to a [`tokio_util::sync::CancellationToken`].
@@ -27,6 +28,7 @@ pub mod config;
 #[cfg(any(feature = "agent", feature = "lambda", feature = "deploy"))]
 pub mod http_client;
 pub mod http_util;
+pub mod protocol;
 pub mod relay;
 pub mod shutdown;
 #[cfg(any(feature = "lambda", feature = "deploy"))]

@@ -328,6 +328,12 @@ fn lambda_environment_is_exactly_what_the_code_reads() {
         assert_eq!(props["Runtime"], "provided.al2023", "{id}");
     }
     assert_eq!(functions, 4, "wake, status, sleep and kill");
+    // Wake waits up to WakeWaitSeconds for the task: its timeout must allow it.
+    let parameters = &template["Parameters"];
+    let (wait_max, timeout_min) =
+        (parameters["WakeWaitSeconds"]["MaxValue"].as_i64(), parameters["FunctionTimeout"]["MinValue"].as_i64());
+    assert_eq!(wait_max, Some(fluidity::lambda::env::MAX_WAKE_WAIT_SECONDS as i64));
+    assert!(timeout_min >= wait_max.map(|w| w + 5), "FunctionTimeout {timeout_min:?} vs WakeWaitSeconds {wait_max:?}");
 }
 
 fn parameter_names(template: &Value) -> BTreeSet<String> {

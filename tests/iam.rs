@@ -51,6 +51,7 @@ async fn control_as(moto: &Moto, key: &str) -> Control {
             service: "fluidity-server-dev".into(),
             idle_threshold: Duration::from_secs(15 * 60),
             namespace: "Fluidity".into(),
+            wake_wait: Duration::ZERO,
         },
     }
 }

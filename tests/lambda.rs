@@ -98,7 +98,9 @@ async fn sleep_decides_from_metrics_in_the_emulator() {
     for (service, metrics, expect_desired, expect_action) in [
         ("svc-idle", Some((0.0, 30 * 60)), 0, "scaled to 0"),
         ("svc-busy", Some((0.0, 60)), 1, "left running"),
-        ("svc-connected", Some((1.0, 30 * 60)), 1, "left running"),
+        // Connected but idle: connections do not keep the server up, traffic does.
+        ("svc-connected", Some((1.0, 30 * 60)), 0, "scaled to 0"),
+        ("svc-connected-busy", Some((2.0, 60)), 1, "left running"),
         ("svc-young", None, 1, "left running"),
     ] {
         let f = fixture(&moto, service).await;
@@ -112,6 +114,39 @@ async fn sleep_decides_from_metrics_in_the_emulator() {
         assert_eq!(outcome["action"], expect_action, "{service}: {outcome}");
         assert_eq!(desired(&c).await, expect_desired, "{service}: {outcome}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_waits_for_the_task_so_one_call_usually_suffices() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-waits").await;
+    let mut c = control(&moto, "svc-waits").await;
+    c.settings.wake_wait = Duration::from_secs(6);
+    // "Fargate" starts the task 1.5 s after the wake.
+    let starter = tokio::spawn({
+        let (url, subnet, sg) = (moto.url(), f.subnet.clone(), f.sg.clone());
+        async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            python(&[&url, "run-task", CLUSTER, "svc-waits", &subnet, &sg, "--public-ip"]).await
+        }
+    });
+    let started = std::time::Instant::now();
+    let (code, woken) = call(&c, Function::Wake, "POST", "/wake").await;
+    let task = starter.await.unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(woken["changed"], true);
+    assert_eq!(woken["status"]["state"], "running", "{woken}");
+    assert_eq!(woken["status"]["public_ip"], task["public_ip"]);
+    assert!(started.elapsed() < Duration::from_secs(6), "answered as soon as the task ran: {:?}", started.elapsed());
+
+    // Nothing starts: the wait is bounded by WAKE_WAIT_SECONDS.
+    let _never = fixture(&moto, "svc-never").await;
+    let mut c = control(&moto, "svc-never").await;
+    c.settings.wake_wait = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    let (_, woken) = call(&c, Function::Wake, "POST", "/wake").await;
+    assert_eq!(woken["status"]["state"], "starting", "{woken}");
+    assert!((Duration::from_secs(1)..Duration::from_secs(5)).contains(&started.elapsed()), "{:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,17 @@
 //! The agent's lifecycle end to end: a small local HTTP front routes `/wake`,
 //! `/status` and `/kill` to the real Lambda handlers against moto (as API
-//! Gateway would, API key included); the service's task is reported at a
-//! loopback address where a real server listens. The agent binary wakes,
-//! waits, connects, carries curl's requests, follows a replaced server to its
-//! new address, and kills the server on SIGINT.
+//! Gateway would, API key included, and counting calls: the API's monthly
+//! quota is small); the service's task is reported at a loopback address
+//! where a real server listens. The agent binary wakes, waits, connects,
+//! carries curl's requests, follows a replaced server to its new address,
+//! lets the server be put to sleep while connected but idle, wakes it on the
+//! next request, and kills the server on SIGINT.
 
 mod common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::control::*;
@@ -18,18 +21,35 @@ use http_body_util::{BodyExt, Full};
 
 const API_KEY: &str = "test-key-0123456789";
 
+/// The API Gateway stand-in's counters and switches.
+#[derive(Default)]
+struct Front {
+    calls: AtomicUsize,
+    /// Answer every call as API Gateway does once the usage plan's quota is spent.
+    quota_spent: AtomicBool,
+}
+
 /// The API Gateway stand-in: checks `x-api-key`, turns the request into a proxy
 /// event, calls the handler, and turns its answer back into HTTP.
-async fn api_front(control: Arc<Control>) -> SocketAddr {
+async fn api_front(control: Arc<Control>) -> (SocketAddr, Arc<Front>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let front = Arc::new(Front::default());
+    let counters = front.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let control = control.clone();
+            let (control, front) = (control.clone(), front.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let control = control.clone();
-                    async move { Ok::<_, std::convert::Infallible>(route(&control, req).await) }
+                    let (control, front) = (control.clone(), front.clone());
+                    async move {
+                        front.calls.fetch_add(1, Ordering::SeqCst);
+                        if front.quota_spent.load(Ordering::SeqCst) {
+                            let body = Full::new(bytes::Bytes::from_static(br#"{"message":"Limit Exceeded"}"#));
+                            return Ok(hyper::Response::builder().status(429).body(body).unwrap());
+                        }
+                        Ok::<_, std::convert::Infallible>(route(&control, req).await)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
@@ -37,7 +57,7 @@ async fn api_front(control: Arc<Control>) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, counters)
 }
 
 async fn route(control: &Control, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<bytes::Bytes>> {
@@ -105,8 +125,6 @@ fn agent_args<'a>(pki: &'a Pki, api: &'a str, port: &'a str, extra: &[&'a str]) 
         api,
         "--server-port",
         port,
-        "--poll-interval",
-        "200ms",
         "--keepalive-interval",
         "1s",
         "--keepalive-timeout",
@@ -121,6 +139,9 @@ fn agent_args<'a>(pki: &'a Pki, api: &'a str, port: &'a str, extra: &[&'a str]) 
         args.push(flag.into());
         args.push(pki.path(file).to_str().unwrap().into());
     }
+    if !extra.contains(&"--poll-interval") {
+        args.extend(["--poll-interval".into(), "200ms".into()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
@@ -130,12 +151,51 @@ fn spawn_agent(args: &[String], key: &str) -> Proc {
     spawn_bin_with("fluidity-agent", &args, &[("FLUIDITY_API_KEY", key)])
 }
 
+/// A control plane whose Wake waits (as deployed, shorter) for the task.
+async fn waiting_control(moto: &Moto, service: &str) -> Arc<Control> {
+    let mut control = control(moto, service).await;
+    control.settings.wake_wait = Duration::from_secs(8);
+    Arc::new(control)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wakes_connects_follows_a_replaced_server_and_kills_on_exit() {
+async fn a_session_costs_at_most_five_api_calls() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-calls").await;
+    let control = waiting_control(&moto, &f.service).await;
+    let (front, counters) = api_front(control.clone()).await;
+    let api = format!("http://{front}");
+    let pki = Pki::new();
+    let port = shared_port();
+    let origin = http_origin().await;
+    let (_server, _) = server_process_on(&pki, "server", &format!("127.0.0.1:{port}"), &[]).await;
+    let mut agent = spawn_agent(&agent_args(&pki, &api, &port.to_string(), &[]), API_KEY);
+
+    // Wake → (Fargate starts the task a moment later) → connect → traffic → kill.
+    wait_desired(&control, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run_task_at(&moto, &f, "127.0.0.1").await;
+    agent.wait_for("tunnel to server established").await;
+    let proxy = agent.logged_addr("local proxy listening").await;
+    let url = format!("http://{origin}/hello");
+    for _ in 0..5 {
+        assert_eq!(curl(&["-sS", "-x", &format!("http://{proxy}"), &url]).await.text(), "GET /hello");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // the agent polls nothing while connected
+    agent.signal("INT");
+    assert_eq!(agent.wait_exit().await, Some(0));
+    assert_eq!(desired(&control).await, 0);
+    let calls = counters.calls.load(Ordering::SeqCst);
+    assert!((2..=5).contains(&calls), "a whole session cost {calls} control API calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_request() {
     let moto = Moto::start().await;
     let f = fixture(&moto, "svc-lifecycle").await;
-    let control = Arc::new(control(&moto, &f.service).await);
-    let api = format!("http://{}", api_front(control.clone()).await);
+    let control = waiting_control(&moto, &f.service).await;
+    let (front, counters) = api_front(control.clone()).await;
+    let api = format!("http://{front}");
     let pki = Pki::new();
     let port = shared_port();
     let origin = http_origin().await;
@@ -145,7 +205,6 @@ async fn wakes_connects_follows_a_replaced_server_and_kills_on_exit() {
 
     // The agent wakes the service; "Fargate" then starts the task at 127.0.0.1.
     wait_desired(&control, 1).await;
-    agent.wait_for("provisioning").await;
     let first_task = run_task_at(&moto, &f, "127.0.0.1").await;
     agent.wait_for("tunnel to server established").await;
     let proxy = agent.logged_addr("local proxy listening").await;
@@ -161,17 +220,29 @@ async fn wakes_connects_follows_a_replaced_server_and_kills_on_exit() {
     agent.wait_for("to=127.0.0.2").await;
     assert!(carries(proxy, &url).await, "the agent never carried a request through the new server");
 
-    // The server is put to sleep (as Sleep or the nightly Kill would): the
-    // agent notices, wakes it again and reconnects without a restart.
+    // Idle while connected: Sleep scales the server down (what it decides on
+    // is tested in src/lambda/sleep.rs and tests/lambda.rs); the task goes.
     control.kill().await.unwrap();
     drop(second_server);
     stop_task(&moto, second_task["task_arn"].as_str().unwrap()).await;
-    agent.wait_for("waking it again").await;
+    agent.wait_for("the next request wakes it").await;
+    // Nobody browses: the agent leaves it asleep.
+    let before = counters.calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(desired(&control).await, 0, "the agent woke the server without a request");
+    assert_eq!(counters.calls.load(Ordering::SeqCst), before, "a sleeping server costs no API calls");
+
+    // A request: it waits while the agent wakes the server, then goes through.
+    let request = tokio::spawn({
+        let url = url.clone();
+        async move { curl(&["-sS", "--max-time", "40", "-x", &format!("http://{proxy}"), &url]).await }
+    });
     wait_desired(&control, 1).await;
     let (_third_server, _) = server_process_on(&pki, "server", &format!("127.0.0.1:{port}"), &[]).await;
     run_task_at(&moto, &f, "127.0.0.1").await;
-    agent.wait_for("to=127.0.0.1").await;
-    assert!(carries(proxy, &url).await, "the agent never carried a request after waking the server again");
+    let out = request.await.unwrap();
+    assert_eq!(out.text(), "GET /hello", "the waking request: {}", out.stderr);
+    assert!(agent.lines().iter().any(|l| l.contains("a request arrived for the sleeping server")));
 
     // SIGINT: drain, kill, exit 0; the service is back to desired 0.
     agent.signal("INT");
@@ -183,11 +254,69 @@ async fn wakes_connects_follows_a_replaced_server_and_kills_on_exit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_is_polled_with_backoff_and_a_spent_quota_is_final() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-unreachable").await;
+    let control = waiting_control(&moto, &f.service).await;
+    let (front, counters) = api_front(control.clone()).await;
+    let api = format!("http://{front}");
+    let pki = Pki::new();
+    let port = shared_port();
+    let (server, _) = server_process_on(&pki, "server", &format!("127.0.0.1:{port}"), &[]).await;
+    // poll_interval 10 ms: the backoff is in poll intervals, so 10 minutes at
+    // the default 5 s are 1.2 s here.
+    let args = agent_args(&pki, &api, &port.to_string(), &["--poll-interval", "10ms"]);
+    let mut agent = spawn_agent(&args, API_KEY);
+    wait_desired(&control, 1).await;
+    run_task_at(&moto, &f, "127.0.0.1").await;
+    agent.wait_for("tunnel to server established").await;
+
+    // The API says running, but the tunnel cannot reach the server (the
+    // user's address changed, say): ten minutes of accelerated time.
+    drop(server);
+    agent.wait_for("tunnel connection").await;
+    let before = counters.calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let polled = counters.calls.load(Ordering::SeqCst) - before;
+    assert!((1..=20).contains(&polled), "{polled} calls in 10 minutes of an unreachable server");
+    agent.wait_for("the tunnel cannot reach it").await;
+
+    // The quota is spent: one clear line, and no further calls.
+    counters.quota_spent.store(true, Ordering::SeqCst);
+    agent.wait_for("quota is used up").await;
+    let after = counters.calls.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(counters.calls.load(Ordering::SeqCst), after, "the agent keeps calling a spent API");
+    let quota_lines = agent.lines().iter().filter(|l| l.contains("quota is used up")).count();
+    assert_eq!(quota_lines, 1, "{:#?}", agent.lines());
+    agent.signal("INT");
+    assert_eq!(agent.wait_exit().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_quota_at_start_ends_with_one_line() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-quota").await;
+    let control = Arc::new(control(&moto, &f.service).await);
+    let (front, counters) = api_front(control.clone()).await;
+    counters.quota_spent.store(true, Ordering::SeqCst);
+    let pki = Pki::new();
+    let mut agent = spawn_agent(&agent_args(&pki, &format!("http://{front}"), "8443", &[]), API_KEY);
+    let code = agent.wait_exit().await;
+    assert_ne!(code, Some(0));
+    let lines = agent.lines();
+    let quota: Vec<&String> = lines.iter().filter(|l| l.contains("quota is used up")).collect();
+    assert_eq!(quota.len(), 1, "{lines:#?}");
+    assert!(quota[0].contains("ApiQuotaPerMonth"), "{}", quota[0]);
+    assert_eq!(counters.calls.load(Ordering::SeqCst), 1, "no retries and no kill against a spent quota");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_key_and_wake_timeout_end_with_one_clear_line() {
     let moto = Moto::start().await;
     let f = fixture(&moto, "svc-refused").await;
     let control = Arc::new(control(&moto, &f.service).await);
-    let api = format!("http://{}", api_front(control.clone()).await);
+    let api = format!("http://{}", api_front(control.clone()).await.0);
     let pki = Pki::new();
 
     let mut agent = spawn_agent(&agent_args(&pki, &api, "8443", &[]), "not-the-key");

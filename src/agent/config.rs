@@ -133,13 +133,13 @@ pub struct LifecycleArgs {
     /// Give up if the server is not running after this long [YAML: lifecycle.wake_timeout; default 180s]
     #[arg(long, env = "FLUIDITY_WAKE_TIMEOUT", value_name = "DURATION")]
     pub wake_timeout: Option<String>,
-    /// Ask for the server's status this often while waiting [YAML: lifecycle.poll_interval; default 5s]
+    /// Shortest pause between control API calls; unchanged answers double it up to 60× [YAML: lifecycle.poll_interval; default 5s]
     #[arg(long, env = "FLUIDITY_POLL_INTERVAL", value_name = "DURATION")]
     pub poll_interval: Option<String>,
     /// Stop the server (POST /kill) when the agent exits [YAML: lifecycle.kill_on_exit; default true]
     #[arg(long, env = "FLUIDITY_KILL_ON_EXIT", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub kill_on_exit: Option<bool>,
-    /// Wake the server again if it goes away mid-session [YAML: lifecycle.rewake; default true]
+    /// After the server was put to sleep (idle, nightly stop), wake it on the next client request [YAML: lifecycle.rewake; default true]
     #[arg(long, env = "FLUIDITY_REWAKE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub rewake: Option<bool>,
     /// Port the woken server listens on [YAML: lifecycle.server_port; default 8443]

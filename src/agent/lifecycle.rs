@@ -1,11 +1,16 @@
 //! The server's lifecycle through the control API (API Gateway → the Lambda
 //! functions): wake it and wait, with progress, until it runs and has a public
-//! IP; watch the tunnel and find the server again when it disappears (slept,
-//! killed or replaced); stop it on exit.
+//! IP; watch the tunnel and find the server again when it moves; when the
+//! control plane has put it to sleep (idle, or the nightly stop) keep the
+//! agent running and wake the server on the next client request; stop it on
+//! exit.
 //!
-//! A refused API key is final (one line naming where the key came from, no
-//! retries); throttling and transient failures are retried at the poll
-//! interval until the wake deadline.
+//! The API has a monthly quota, so calls are few: `/wake` itself waits
+//! (server-side, under API Gateway's 29 s limit) until the task runs, a poll
+//! whose answer did not change doubles the next pause (up to
+//! [`MAX_PAUSE_FACTOR`] × `poll_interval`), and a spent quota (HTTP 429
+//! "Limit Exceeded") is final. A refused API key is final too (one line
+//! naming where the key came from).
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -14,7 +19,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use serde::Deserialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -22,17 +26,26 @@ use tracing::{info, warn};
 use super::config::LifecycleConfig;
 use super::pool::Pool;
 use crate::http_client::OneShot;
+use crate::protocol::{Change, State, Status, routes};
 
-/// How long one control API call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one control API call may take (`/wake` waits up to about 20 s
+/// server-side; API Gateway gives up at 29 s).
+const CALL_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// Unchanged answers double the pause between polls up to this many poll intervals.
+pub const MAX_PAUSE_FACTOR: u32 = 60;
 
 /// Why the server could not be brought up.
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error(
-        "the control API refused the API key from {key_source} (HTTP {status}); use the key of the deployed stack (aws apigateway get-api-key --include-value --api-key <ApiKeyId>)"
+        "the control API refused the API key from {key_source} (HTTP {status}); use the key of the deployed stack (fluidity-deploy --env <env> api-key)"
     )]
     Forbidden { key_source: String, status: u16 },
+    #[error(
+        "the control API's request quota is used up (HTTP 429 Limit Exceeded): wake and kill will not work until the usage plan's period resets; raise ApiQuotaPerMonth and deploy, and stop a running server meanwhile with: aws ecs update-service --desired-count 0"
+    )]
+    QuotaExceeded,
     #[error(
         "the server was not ready after {after:?} (last state seen: {last}); raise lifecycle.wake_timeout or look at the ECS service"
     )]
@@ -58,38 +71,32 @@ impl LifecycleError {
     }
 }
 
-/// The Status function's answer (also inside Wake's and Kill's).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct ServerStatus {
-    pub state: String,
-    pub desired: i64,
-    pub running: i64,
-    pub pending: i64,
-    pub task_arn: Option<String>,
-    pub public_ip: Option<String>,
-}
-
-impl ServerStatus {
+impl Status {
     /// The phase a person waiting would want to see.
     pub fn phase(&self) -> &'static str {
-        match self.state.as_str() {
-            "running" => "connecting",
-            "starting" if self.running > 0 => "starting",
-            "starting" => "provisioning",
-            "stopping" => "stopping",
-            _ => "waking",
+        match self.state {
+            State::Running => "connecting",
+            State::Starting if self.running > 0 => "starting",
+            State::Starting => "provisioning",
+            State::Stopping => "stopping",
+            State::Stopped => "waking",
         }
     }
 
     /// Where the server listens, once it runs and has an address.
     pub fn address(&self, port: u16) -> Option<SocketAddr> {
         let ip: IpAddr = self.public_ip.as_deref()?.parse().ok()?;
-        (self.state == "running").then_some(SocketAddr::new(ip, port))
+        (self.state == State::Running).then_some(SocketAddr::new(ip, port))
     }
 
     fn describe(&self) -> String {
         format!("{}, desired {}, running {}, pending {}", self.state, self.desired, self.running, self.pending)
     }
+}
+
+/// The next pause: doubled after an unchanged answer (capped), the base after a change.
+fn next_pause(pause: Duration, base: Duration, unchanged: bool) -> Duration {
+    if unchanged { pause.saturating_mul(2).min(base.saturating_mul(MAX_PAUSE_FACTOR)) } else { base }
 }
 
 /// A client of the control API.
@@ -105,22 +112,23 @@ impl ControlApi {
         Ok(Self { config: config.clone(), client })
     }
 
-    /// `POST /wake`: desired 1 if it was 0.
-    pub async fn wake(&self) -> Result<ServerStatus, LifecycleError> {
-        self.call("POST", "wake", true).await
+    /// `POST /wake`: desired 1 if it was 0; answers once the task runs (or
+    /// after the function's bounded wait).
+    pub async fn wake(&self) -> Result<Status, LifecycleError> {
+        self.call("POST", routes::WAKE, true).await
     }
 
     /// `GET /status`.
-    pub async fn status(&self) -> Result<ServerStatus, LifecycleError> {
-        self.call("GET", "status", false).await
+    pub async fn status(&self) -> Result<Status, LifecycleError> {
+        self.call("GET", routes::STATUS, false).await
     }
 
     /// `POST /kill`: desired 0.
-    pub async fn kill(&self) -> Result<ServerStatus, LifecycleError> {
-        self.call("POST", "kill", true).await
+    pub async fn kill(&self) -> Result<Status, LifecycleError> {
+        self.call("POST", routes::KILL, true).await
     }
 
-    async fn call(&self, method: &str, path: &str, nested: bool) -> Result<ServerStatus, LifecycleError> {
+    async fn call(&self, method: &str, path: &str, nested: bool) -> Result<Status, LifecycleError> {
         let url = format!("{}/{path}", self.config.api_url);
         let call_error = |reason: String| LifecycleError::Call { url: url.clone(), reason };
         let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| call_error(e.to_string()))?;
@@ -146,12 +154,20 @@ impl ControlApi {
                 .ok()
                 .and_then(|v| v["message"].as_str().map(str::to_string))
                 .unwrap_or_else(|| body.chars().take(200).collect());
+            // API Gateway answers a spent usage-plan quota with 429 "Limit
+            // Exceeded", and throttling with 429 "Too Many Requests"
+            // ("Gateway response types", API Gateway Developer Guide).
+            if status == 429 && message.eq_ignore_ascii_case("Limit Exceeded") {
+                return Err(LifecycleError::QuotaExceeded);
+            }
             return Err(LifecycleError::Refused { url, status, message });
         }
-        let value: serde_json::Value = serde_json::from_str(&body)
-            .map_err(|e| LifecycleError::BadAnswer { url: url.clone(), reason: e.to_string() })?;
-        let status = if nested { value["status"].clone() } else { value };
-        serde_json::from_value(status).map_err(|e| LifecycleError::BadAnswer { url, reason: e.to_string() })
+        let bad = |e: serde_json::Error| LifecycleError::BadAnswer { url: url.clone(), reason: e.to_string() };
+        if nested {
+            serde_json::from_str::<Change>(&body).map(|change| change.status).map_err(bad)
+        } else {
+            serde_json::from_str::<Status>(&body).map_err(bad)
+        }
     }
 }
 
@@ -196,34 +212,38 @@ impl Progress {
     }
 }
 
-/// Wakes the server and waits until it runs with a public IP; returns where to dial.
+/// Wakes the server and waits until it runs with a public IP; returns where
+/// to dial. Every call is `/wake` (idempotent; it waits server-side), so a
+/// start within a minute costs about three calls.
 pub async fn bring_up(api: &ControlApi, shutdown: &CancellationToken) -> Result<SocketAddr, LifecycleError> {
     let config = &api.config;
     let mut progress = Progress::new();
     progress.show("waking");
     let deadline = Instant::now() + config.wake_timeout;
-    let mut last: Option<ServerStatus> = None;
-    let mut woken = false;
+    let mut last: Option<Status> = None;
+    let mut pause = config.poll_interval;
     let outcome = loop {
-        let answer = if woken { api.status().await } else { api.wake().await };
-        match answer {
+        match api.wake().await {
             Ok(status) => {
-                woken = !(status.desired == 0 && status.state != "running");
                 if let Some(address) = status.address(config.server_port) {
                     progress.done(address);
                     break Ok(address);
                 }
                 progress.show(status.phase());
+                pause = next_pause(pause, config.poll_interval, last.as_ref() == Some(&status));
                 last = Some(status);
             }
-            Err(error) if error.is_transient() => warn!(%error, "control API call failed, retrying"),
+            Err(error) if error.is_transient() => {
+                warn!(%error, "control API call failed, retrying");
+                pause = next_pause(pause, config.poll_interval, true);
+            }
             Err(error) => break Err(error),
         }
         if Instant::now() >= deadline {
-            let last = last.as_ref().map_or_else(|| "no answer from the control API".into(), ServerStatus::describe);
+            let last = last.as_ref().map_or_else(|| "no answer from the control API".into(), Status::describe);
             break Err(LifecycleError::WakeTimeout { after: config.wake_timeout, last });
         }
-        let pause = config.poll_interval.min(deadline.saturating_duration_since(Instant::now()));
+        let pause = pause.min(deadline.saturating_duration_since(Instant::now()));
         tokio::select! {
             _ = shutdown.cancelled() => break Err(LifecycleError::Cancelled),
             _ = tokio::time::sleep(pause) => {}
@@ -250,21 +270,35 @@ async fn spin(progress: &mut Progress, pause: Duration) {
     }
 }
 
-/// While the agent runs: when no tunnel connection has been up for a poll
-/// interval, asks where the server is; follows it to a new address, or wakes
-/// it again if it went to sleep (when `rewake` is on).
+/// While the agent runs. When no tunnel connection has been up for a poll
+/// interval it asks where the server is: it follows a moved server to its
+/// new address; when the control plane stopped it (idle, nightly) the pool
+/// goes dormant and the next client request wakes it (`rewake`, default on),
+/// so a stopped server costs nothing until it is used. Unchanged answers
+/// back off; a spent quota stops the polling.
 pub async fn follow(api: ControlApi, pool: Arc<Pool>, shutdown: CancellationToken) {
     let config = api.config.clone();
     let mut down_since: Option<Instant> = None;
-    let mut warned_asleep = false;
+    let mut pause = config.poll_interval;
+    let mut last: Option<Status> = None;
     loop {
+        if pool.is_dormant() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = pool.demanded() => {}
+            }
+            if !wake_on_demand(&api, &pool, &shutdown).await {
+                return;
+            }
+            (down_since, pause, last) = (None, config.poll_interval, None);
+            continue;
+        }
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(config.poll_interval) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         if pool.connections_up() > 0 {
-            down_since = None;
-            warned_asleep = false;
+            (down_since, pause, last) = (None, config.poll_interval, None);
             continue;
         }
         let since = *down_since.get_or_insert_with(Instant::now);
@@ -273,37 +307,60 @@ pub async fn follow(api: ControlApi, pool: Arc<Pool>, shutdown: CancellationToke
         }
         let status = match api.status().await {
             Ok(status) => status,
+            Err(LifecycleError::QuotaExceeded) => {
+                warn!(error = %LifecycleError::QuotaExceeded, "no more control API calls from this agent");
+                pool.stop_waking(&LifecycleError::QuotaExceeded.to_string());
+                return;
+            }
             Err(error) => {
                 warn!(%error, "tunnel down and the control API did not answer");
+                pause = next_pause(pause, config.poll_interval, true);
                 continue;
             }
         };
+        pause = next_pause(pause, config.poll_interval, last.as_ref() == Some(&status));
         if let Some(address) = status.address(config.server_port) {
             if pool.server() != address.to_string() {
                 info!(from = %pool.server(), to = %address, "server moved, reconnecting to its new address");
                 pool.set_server(&address.to_string());
+                pause = config.poll_interval;
+            } else if last.as_ref() != Some(&status) {
+                warn!(server = %address, "the server runs but the tunnel cannot reach it (is AllowedIngressCidr still your address? is the client certificate valid?)");
             }
-            continue;
-        }
-        if status.desired > 0 {
+        } else if status.desired > 0 {
             info!(phase = status.phase(), "tunnel down, the server is being replaced; waiting for it");
-            continue;
+        } else {
+            info!(state = %status.state, "the server was put to sleep; the next request wakes it");
+            pool.set_dormant(config.wake_timeout);
         }
-        if !config.rewake {
-            if !warned_asleep {
-                warn!(state = %status.state, "the server was stopped and rewake is off; restart the agent to wake it");
-                warned_asleep = true;
-            }
-            continue;
+        last = Some(status);
+    }
+}
+
+/// A client asked for the dormant server: wakes it (when `rewake` is on) and
+/// points the pool at it, or tells the waiting requests why not. False when
+/// the agent must stop calling the API (its quota is spent).
+async fn wake_on_demand(api: &ControlApi, pool: &Pool, shutdown: &CancellationToken) -> bool {
+    if !api.config.rewake {
+        pool.wake_failed("the server was stopped (idle or the nightly stop) and lifecycle.rewake is off; restart the agent to wake it");
+        return true;
+    }
+    info!("a request arrived for the sleeping server, waking it");
+    match bring_up(api, shutdown).await {
+        Ok(address) => {
+            pool.woke(&address.to_string());
+            true
         }
-        info!(state = %status.state, "the server went away, waking it again");
-        match bring_up(&api, &shutdown).await {
-            Ok(address) => {
-                info!(from = %pool.server(), to = %address, "server moved, reconnecting to its new address");
-                pool.set_server(&address.to_string());
-            }
-            Err(LifecycleError::Cancelled) => return,
-            Err(error) => warn!(%error, "could not bring the server back; will try again"),
+        Err(LifecycleError::Cancelled) => false,
+        Err(LifecycleError::QuotaExceeded) => {
+            warn!(error = %LifecycleError::QuotaExceeded, "no more control API calls from this agent");
+            pool.stop_waking(&LifecycleError::QuotaExceeded.to_string());
+            false
+        }
+        Err(error) => {
+            warn!(%error, "could not wake the server; the next request tries again");
+            pool.wake_failed(&format!("the server is asleep and waking it failed: {error}"));
+            true
         }
     }
 }
@@ -321,25 +378,44 @@ pub async fn kill_on_exit(api: &ControlApi) {
 mod tests {
     use super::*;
 
-    fn status(state: &str, running: i64, ip: Option<&str>) -> ServerStatus {
-        ServerStatus {
-            state: state.into(),
+    fn status(state: State, running: i32, ip: Option<&str>) -> Status {
+        Status {
+            state,
             desired: 1,
             running,
             pending: 0,
             task_arn: None,
             public_ip: ip.map(str::to_string),
+            started_at: None,
         }
     }
 
     #[test]
     fn phases_and_addresses() {
-        assert_eq!(status("stopped", 0, None).phase(), "waking");
-        assert_eq!(status("starting", 0, None).phase(), "provisioning");
-        assert_eq!(status("starting", 1, None).phase(), "starting");
-        assert_eq!(status("running", 1, Some("203.0.113.7")).phase(), "connecting");
-        assert_eq!(status("running", 1, Some("203.0.113.7")).address(8443), Some("203.0.113.7:8443".parse().unwrap()));
-        assert_eq!(status("starting", 1, Some("203.0.113.7")).address(8443), None);
-        assert_eq!(status("running", 1, Some("not an ip")).address(8443), None);
+        assert_eq!(status(State::Stopped, 0, None).phase(), "waking");
+        assert_eq!(status(State::Starting, 0, None).phase(), "provisioning");
+        assert_eq!(status(State::Starting, 1, None).phase(), "starting");
+        assert_eq!(status(State::Running, 1, Some("203.0.113.7")).phase(), "connecting");
+        let running = status(State::Running, 1, Some("203.0.113.7"));
+        assert_eq!(running.address(8443), Some("203.0.113.7:8443".parse().unwrap()));
+        assert_eq!(status(State::Starting, 1, Some("203.0.113.7")).address(8443), None);
+        assert_eq!(status(State::Running, 1, Some("not an ip")).address(8443), None);
+    }
+
+    #[test]
+    fn unchanged_answers_back_off_to_the_cap() {
+        let base = Duration::from_secs(5);
+        let mut pause = base;
+        let mut total = Duration::ZERO;
+        let mut calls = 0;
+        // Ten minutes of a server that answers the same every time.
+        while total < Duration::from_secs(600) {
+            total += pause;
+            calls += 1;
+            pause = next_pause(pause, base, true);
+        }
+        assert!(calls <= 10, "{calls} calls in ten minutes");
+        assert_eq!(pause, base * MAX_PAUSE_FACTOR);
+        assert_eq!(next_pause(pause, base, false), base, "a change starts over");
     }
 }

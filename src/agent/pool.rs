@@ -4,6 +4,11 @@
 //! the keepalive timeout), then reconnects with capped exponential backoff and
 //! jitter. Requests take any live connection round-robin; while none is up they
 //! wait up to `request_wait`, then get [`TunnelError::Down`].
+//!
+//! A pool is *dormant* while the control plane has the server stopped: its
+//! supervisors dial nothing (the old address may belong to someone else by
+//! now), and the first request asks the lifecycle to wake the server
+//! ([`Pool::demanded`]) and waits for it, up to the wake timeout.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -39,6 +44,8 @@ pub enum TunnelError {
     Http2 { server: String, reason: String },
     #[error("the tunnel to the Fluidity server is down and reconnecting ({last}); retry shortly")]
     Down { last: String },
+    #[error("{reason}")]
+    Asleep { reason: String },
 }
 
 impl TunnelError {
@@ -63,6 +70,14 @@ struct Shared {
     settings: TunnelSettings,
     /// Wakes supervisors out of their backoff (the server moved).
     kick: tokio::sync::Notify,
+    /// The server is stopped: dial nothing, wake it on demand.
+    dormant: watch::Sender<bool>,
+    /// A request is waiting for the dormant server (the lifecycle listens).
+    demand: tokio::sync::Notify,
+    /// Why waking failed; `(reason, final)`; waiting requests get it.
+    wake_failure: Mutex<Option<(String, bool)>>,
+    /// How long a request waits for a wake on demand.
+    wake_wait: Mutex<Duration>,
 }
 
 impl Shared {
@@ -96,6 +111,10 @@ impl Pool {
             connector: RwLock::new(connector),
             settings: config.tunnel.clone(),
             kick: tokio::sync::Notify::new(),
+            dormant: watch::Sender::new(false),
+            demand: tokio::sync::Notify::new(),
+            wake_failure: Mutex::new(None),
+            wake_wait: Mutex::new(config.tunnel.request_wait),
         });
         let stop = CancellationToken::new();
         for index in 0..config.pool_size {
@@ -150,16 +169,77 @@ impl Pool {
 
     async fn sender_other_than(&self, avoid: Option<u64>) -> Result<Lease, TunnelError> {
         let mut changes = self.shared.changes.subscribe();
-        let deadline = tokio::time::Instant::now() + self.shared.settings.request_wait;
+        let mut deadline = tokio::time::Instant::now() + self.shared.settings.request_wait;
+        let mut asked = false;
         loop {
             changes.borrow_and_update();
             if let Some(lease) = self.pick(avoid) {
                 return Ok(lease);
             }
+            if self.is_dormant() {
+                let failure = lock(&self.shared.wake_failure).clone();
+                match failure {
+                    Some((reason, true)) => return Err(TunnelError::Asleep { reason }),
+                    Some((reason, false)) if asked => return Err(TunnelError::Asleep { reason }),
+                    _ if asked => {}
+                    _ => {
+                        // This request wakes the server and waits for it.
+                        *lock(&self.shared.wake_failure) = None;
+                        self.shared.demand.notify_one();
+                        asked = true;
+                        deadline = tokio::time::Instant::now() + *lock(&self.shared.wake_wait);
+                    }
+                }
+            }
             if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
-                return Err(self.down());
+                return Err(if self.is_dormant() {
+                    TunnelError::Asleep {
+                        reason: "the server is asleep and did not wake in time; retry shortly".into(),
+                    }
+                } else {
+                    self.down()
+                });
             }
         }
+    }
+
+    /// Whether the server is stopped and waits for a request to wake it.
+    pub fn is_dormant(&self) -> bool {
+        *self.shared.dormant.borrow()
+    }
+
+    /// The server was stopped by the control plane: dial nothing until a
+    /// request wakes it; such a request waits up to `wake_wait`.
+    pub fn set_dormant(&self, wake_wait: Duration) {
+        *lock(&self.shared.wake_wait) = wake_wait + self.shared.settings.request_wait;
+        *lock(&self.shared.wake_failure) = None;
+        self.shared.dormant.send_replace(true);
+        self.shared.bump();
+    }
+
+    /// Resolves when a request is waiting for the dormant server.
+    pub async fn demanded(&self) {
+        self.shared.demand.notified().await
+    }
+
+    /// The server is up again at `server`: connect and serve the waiting requests.
+    pub fn woke(&self, server: &str) {
+        self.set_server(server);
+        self.shared.dormant.send_replace(false);
+        self.shared.bump();
+    }
+
+    /// Waking failed: the waiting requests get `reason`; the next request tries again.
+    pub fn wake_failed(&self, reason: &str) {
+        *lock(&self.shared.wake_failure) = Some((reason.to_owned(), false));
+        self.shared.bump();
+    }
+
+    /// Waking can never work in this run (the API quota is spent): every
+    /// request while dormant gets `reason` at once.
+    pub fn stop_waking(&self, reason: &str) {
+        *lock(&self.shared.wake_failure) = Some((reason.to_owned(), true));
+        self.shared.bump();
     }
 
     /// Waits until the first connection attempt settles: Ok once a connection
@@ -213,10 +293,21 @@ fn live(slot: &Slot) -> Option<Lease> {
     (!sender.is_closed()).then(|| Lease { id: *id, sender: sender.clone(), lost: lost.clone() })
 }
 
-/// Keeps slot `index` connected until `stop`.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Keeps slot `index` connected until `stop` (dialling nothing while dormant).
 async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
     let mut failures: u32 = 0;
+    let mut dormant = shared.dormant.subscribe();
     loop {
+        if *dormant.borrow_and_update() {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = dormant.wait_for(|d| !*d) => failures = 0,
+            }
+        }
         let connector = shared.connector.read().unwrap_or_else(|e| e.into_inner()).clone();
         let attempt = tokio::select! {
             _ = stop.cancelled() => return,

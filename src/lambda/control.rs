@@ -6,12 +6,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_ecs::types::Task;
-use serde::Serialize;
 use tracing::info;
 
 use super::ec2::{Ec2, Ec2Error};
 use super::env::Settings;
 use super::sleep::{Decision, Observation, decide};
+use crate::protocol::metrics::{ACTIVE_CONNECTIONS, CLUSTER_DIMENSION, LAST_ACTIVITY, SERVICE_DIMENSION};
+
+/// How often Wake looks again while it waits for the task.
+const WAKE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// An AWS call that failed, by service.
 #[derive(Debug, thiserror::Error)]
@@ -38,27 +41,7 @@ impl ControlError {
     }
 }
 
-/// Where the server is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    Stopped,
-    Starting,
-    Running,
-    Stopping,
-}
-
-/// What Status returns (also part of Wake's and Kill's answers).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Status {
-    pub state: State,
-    pub desired: i32,
-    pub running: i32,
-    pub pending: i32,
-    pub task_arn: Option<String>,
-    pub public_ip: Option<String>,
-    pub started_at: Option<String>,
-}
+pub use crate::protocol::{State, Status};
 
 /// The AWS clients and settings the functions share.
 pub struct Control {
@@ -171,15 +154,27 @@ impl Control {
         Ok(())
     }
 
-    /// Desired 0 → 1; anything else is left alone. Returns whether it changed.
+    /// Desired 0 → 1; anything else is left alone. Then waits, up to
+    /// `wake_wait`, until the task runs with a public IP, so that one call
+    /// usually brings the agent what it needs (the API's quota is small).
+    /// Returns whether the desired count changed, and the status.
     pub async fn wake(&self) -> Result<(bool, Status), ControlError> {
-        let desired = self.desired().await?;
-        if desired == 0 {
+        let started = tokio::time::Instant::now();
+        let mut desired = self.desired().await?;
+        let changed = desired == 0;
+        if changed {
             self.set_desired(1).await?;
             info!(service = %self.settings.service, "woken: desired count 0 -> 1");
-            return Ok((true, self.status_with(1).await?));
+            desired = 1;
         }
-        Ok((false, self.status_with(desired).await?))
+        loop {
+            let status = self.status_with(desired).await?;
+            let waited = started.elapsed();
+            if status.state == State::Running || waited + WAKE_POLL > self.settings.wake_wait {
+                return Ok((changed, status));
+            }
+            tokio::time::sleep(WAKE_POLL).await;
+        }
     }
 
     /// Desired → 0 (idempotent). Returns whether it changed.
@@ -221,8 +216,8 @@ impl Control {
     async fn window_metrics(&self, now: u64) -> Result<(Option<f64>, Option<f64>), ControlError> {
         let window = self.settings.idle_threshold.as_secs();
         let dims = vec![
-            Dimension::builder().name("ServiceName").value(&self.settings.service).build(),
-            Dimension::builder().name("ClusterName").value(&self.settings.cluster).build(),
+            Dimension::builder().name(SERVICE_DIMENSION).value(&self.settings.service).build(),
+            Dimension::builder().name(CLUSTER_DIMENSION).value(&self.settings.cluster).build(),
         ];
         let query = |id: &str, name: &str| {
             MetricDataQuery::builder()
@@ -245,8 +240,8 @@ impl Control {
         let output = self
             .cloudwatch
             .get_metric_data()
-            .metric_data_queries(query("connections", "ActiveConnections"))
-            .metric_data_queries(query("activity", "LastActivityEpochSeconds"))
+            .metric_data_queries(query("connections", ACTIVE_CONNECTIONS))
+            .metric_data_queries(query("activity", LAST_ACTIVITY))
             .start_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs((now - window) as i64))
             .end_time(aws_sdk_cloudwatch::primitives::DateTime::from_secs(now as i64 + 60))
             .send()

@@ -13,8 +13,16 @@ pub const IDLE_THRESHOLD_MINUTES: &str = "IDLE_THRESHOLD_MINUTES";
 /// CloudWatch namespace the server publishes to.
 pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 
+/// Seconds Wake waits for the task to run with a public IP before it answers
+/// (0 to 25: API Gateway ends an integration at 29 s).
+pub const WAKE_WAIT_SECONDS: &str = "WAKE_WAIT_SECONDS";
+
 /// Every variable the functions read.
-pub const ALL: [&str; 4] = [CLUSTER_NAME, SERVICE_NAME, IDLE_THRESHOLD_MINUTES, METRICS_NAMESPACE];
+pub const ALL: [&str; 5] = [CLUSTER_NAME, SERVICE_NAME, IDLE_THRESHOLD_MINUTES, METRICS_NAMESPACE, WAKE_WAIT_SECONDS];
+
+/// The longest Wake may wait (API Gateway's integration timeout is 29 s,
+/// "Quotas for configuring and running a REST API in API Gateway").
+pub const MAX_WAKE_WAIT_SECONDS: u64 = 25;
 
 /// Where variables come from: the process, or a map in tests.
 pub trait Env {
@@ -43,6 +51,8 @@ pub struct Settings {
     pub service: String,
     pub idle_threshold: Duration,
     pub namespace: String,
+    /// How long Wake waits for the task to run before it answers.
+    pub wake_wait: Duration,
 }
 
 /// A missing or invalid variable.
@@ -66,11 +76,19 @@ impl Settings {
                 problem: format!("`{text}` is not a number of minutes from 1 to 1440"),
             })?,
         };
+        let wake_wait = match env.get(WAKE_WAIT_SECONDS) {
+            None => 20,
+            Some(text) => text.trim().parse::<u64>().ok().filter(|s| *s <= MAX_WAKE_WAIT_SECONDS).ok_or(EnvError {
+                name: WAKE_WAIT_SECONDS,
+                problem: format!("`{text}` is not a number of seconds from 0 to {MAX_WAKE_WAIT_SECONDS}"),
+            })?,
+        };
         Ok(Self {
+            wake_wait: Duration::from_secs(wake_wait),
             cluster: required(CLUSTER_NAME)?,
             service: required(SERVICE_NAME)?,
             idle_threshold: Duration::from_secs(minutes * 60),
-            namespace: env.get(METRICS_NAMESPACE).unwrap_or_else(|| "Fluidity".into()),
+            namespace: env.get(METRICS_NAMESPACE).unwrap_or_else(|| crate::protocol::metrics::DEFAULT_NAMESPACE.into()),
         })
     }
 }
@@ -94,5 +112,12 @@ mod tests {
         let bad =
             Settings::from_env(&env(&[(CLUSTER_NAME, "c"), (SERVICE_NAME, "s"), (IDLE_THRESHOLD_MINUTES, "soon")]));
         assert_eq!(bad.unwrap_err().name, IDLE_THRESHOLD_MINUTES);
+        assert_eq!(ok.wake_wait, Duration::from_secs(20), "the default");
+        let base = [(CLUSTER_NAME, "c"), (SERVICE_NAME, "s")];
+        let with = |wait: &str| Settings::from_env(&env(&[base[0], base[1], (WAKE_WAIT_SECONDS, wait)]));
+        assert_eq!(with("0").unwrap().wake_wait, Duration::ZERO);
+        assert_eq!(with("25").unwrap().wake_wait, Duration::from_secs(25));
+        assert_eq!(with("26").unwrap_err().name, WAKE_WAIT_SECONDS, "beyond API Gateway's limit");
+        assert_eq!(with("soon").unwrap_err().name, WAKE_WAIT_SECONDS);
     }
 }

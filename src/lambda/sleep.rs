@@ -1,7 +1,9 @@
 //! The Sleep decision: a pure function of what CloudWatch and ECS report,
-//! so every case is a table row. Scale to 0 only when there were no
-//! connections and no activity for the whole idle window; a task younger
-//! than the window that has not reported yet is not idle.
+//! so every case is a table row. Idle means no byte through any stream for
+//! the whole window, whatever connections are open: an agent that stays
+//! connected while nobody browses must not keep the server (and its public
+//! IPv4 address) paid for. A task younger than the window that has not
+//! reported yet is not idle.
 
 use std::time::Duration;
 
@@ -40,9 +42,6 @@ pub fn decide(observation: &Observation) -> Decision {
     if o.desired == 0 {
         return Decision::AlreadyStopped;
     }
-    if let Some(connections) = o.max_connections.filter(|c| *c > 0.0) {
-        return Decision::Stay(format!("{connections} agent connection(s) in the last {} min", threshold / 60));
-    }
     if let Some(started) = o.task_started_at
         && o.now.saturating_sub(started) < threshold
         && o.last_activity.is_none()
@@ -57,7 +56,11 @@ pub fn decide(observation: &Observation) -> Decision {
             Decision::Stay(format!("activity {} s ago", o.now.saturating_sub(last as u64)))
         }
         Some(last) => {
-            Decision::Sleep(format!("no connections and no activity for {} s", o.now.saturating_sub(last as u64)))
+            let idle = o.now.saturating_sub(last as u64);
+            Decision::Sleep(match o.max_connections.filter(|c| *c > 0.0) {
+                Some(open) => format!("no traffic for {idle} s ({open} agent connection(s) open but idle)"),
+                None => format!("no connections and no traffic for {idle} s"),
+            })
         }
         None if o.task_started_at.is_none() => Decision::Stay("no task has started yet".into()),
         None => Decision::Sleep(format!("no metrics for {} min from a task older than that", threshold / 60)),
@@ -88,7 +91,9 @@ mod tests {
             // (observation, sleeps?, description)
             (obs(1, Some(3600), Some(0.0), Some(1800)), true, "idle for 30 min"),
             (obs(1, Some(3600), None, Some(1800)), true, "only activity metric, old"),
-            (obs(1, Some(3600), Some(1.0), Some(1800)), false, "a connection is open"),
+            (obs(1, Some(3600), Some(1.0), Some(1800)), true, "a connection is open but idle for 30 min"),
+            (obs(1, Some(3600), Some(2.0), Some(60)), false, "connected and active"),
+            (obs(1, Some(120), Some(1.0), None), false, "young task, connected, no activity metric yet"),
             (obs(1, Some(3600), Some(0.0), Some(60)), false, "recent activity"),
             (obs(1, Some(3600), Some(0.0), Some(899)), false, "activity just inside the window"),
             (obs(1, Some(3600), Some(0.0), Some(900)), true, "activity exactly at the threshold"),

@@ -16,10 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::Stats;
 
-/// Metric names, shared with the Sleep Lambda.
-pub const ACTIVE_CONNECTIONS: &str = "ActiveConnections";
-/// Unix seconds of the last byte through any stream (process start if none).
-pub const LAST_ACTIVITY: &str = "LastActivityEpochSeconds";
+use crate::protocol::metrics::{ACTIVE_CONNECTIONS, CLUSTER_DIMENSION, LAST_ACTIVITY, SERVICE_DIMENSION};
 
 /// What to emit and where.
 #[derive(Debug, Clone)]
@@ -65,9 +62,9 @@ pub async fn dimensions(settings: &MetricsSettings) -> Option<Vec<Dimension>> {
             Err(error) => warn!(%error, "could not read the ECS task metadata"),
         }
     }
-    let mut dims = vec![Dimension::builder().name("ServiceName").value(service?).build()];
+    let mut dims = vec![Dimension::builder().name(SERVICE_DIMENSION).value(service?).build()];
     if let Some(cluster) = cluster {
-        dims.push(Dimension::builder().name("ClusterName").value(cluster).build());
+        dims.push(Dimension::builder().name(CLUSTER_DIMENSION).value(cluster).build());
     }
     Some(dims)
 }

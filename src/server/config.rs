@@ -198,7 +198,11 @@ impl ServerConfig {
         let health_listen = health_listen(args.health_listen.as_deref().or(file.health_listen.as_deref()))?;
         let metrics = MetricsSettings {
             emit: args.emit_metrics.or(file.emit_metrics).unwrap_or(false),
-            namespace: args.metrics_namespace.clone().or(file.metrics_namespace).unwrap_or_else(|| "Fluidity".into()),
+            namespace: args
+                .metrics_namespace
+                .clone()
+                .or(file.metrics_namespace)
+                .unwrap_or_else(|| crate::protocol::metrics::DEFAULT_NAMESPACE.into()),
             interval: duration("metrics_interval", &args.metrics_interval, &file.metrics_interval, 60)?,
             service_name: args.service_name.clone().or(file.service_name),
             cluster_name: args.cluster_name.clone().or(file.cluster_name),

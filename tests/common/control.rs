@@ -67,6 +67,7 @@ pub async fn control(moto: &Moto, service: &str) -> Control {
             service: service.into(),
             idle_threshold: Duration::from_secs(15 * 60),
             namespace: "Fluidity".into(),
+            wake_wait: Duration::ZERO,
         },
     }
 }
