@@ -25,7 +25,7 @@
 
 pub mod cli;
 pub mod config;
-#[cfg(any(feature = "agent", feature = "lambda", feature = "deploy"))]
+#[cfg(any(feature = "agent", feature = "server", feature = "lambda", feature = "deploy"))]
 pub mod http_client;
 pub mod http_util;
 pub mod protocol;

@@ -145,7 +145,7 @@ impl ControlApi {
         let (status, body) = tokio::time::timeout(CALL_TIMEOUT, self.client.send(request))
             .await
             .map_err(|_| call_error(format!("no answer within {CALL_TIMEOUT:?}")))?
-            .map_err(call_error)?;
+            .map_err(|e| call_error(e.to_string()))?;
         if status == 401 || status == 403 {
             return Err(LifecycleError::Forbidden { key_source: self.config.key_source.clone(), status });
         }

@@ -40,7 +40,8 @@ impl Ec2 {
             endpoint.parse().map_err(|e| Ec2Error::Transport { endpoint: endpoint.clone(), reason: format!("{e}") })?;
         let credentials =
             config.credentials_provider().ok_or_else(|| Ec2Error::Credentials("no provider configured".into()))?;
-        let client = OneShot::new().map_err(|reason| Ec2Error::Transport { endpoint: endpoint.to_string(), reason })?;
+        let client = OneShot::new()
+            .map_err(|e| Ec2Error::Transport { endpoint: endpoint.to_string(), reason: e.to_string() })?;
         Ok(Self { endpoint, region, credentials, client })
     }
 
@@ -65,7 +66,7 @@ impl Ec2 {
         crate::sigv4::sign(&self.credentials, &self.region, "ec2", &mut request, body.as_bytes())
             .await
             .map_err(Ec2Error::Signing)?;
-        let (status, text) = self.client.send(request).await.map_err(transport)?;
+        let (status, text) = self.client.send(request).await.map_err(|e| transport(e.to_string()))?;
         if status != 200 {
             let message = between(&text, "<Message>", "</Message>").unwrap_or(text.trim()).to_string();
             return Err(Ec2Error::Api { status, message });

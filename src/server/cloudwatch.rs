@@ -71,22 +71,15 @@ pub async fn dimensions(settings: &MetricsSettings) -> Option<Vec<Dimension>> {
 
 /// Reads `ServiceName` and the cluster name from `{uri}/task`.
 async fn ecs_task_names(uri: &str) -> Result<(Option<String>, Option<String>), String> {
-    use http_body_util::BodyExt;
-    let url: http::Uri = format!("{}/task", uri.trim_end_matches('/')).parse().map_err(|e| format!("{e}"))?;
-    let authority = url.authority().ok_or("no host in the metadata URI")?.clone();
-    let port = authority.port_u16().unwrap_or(80);
-    let tcp = tokio::net::TcpStream::connect((authority.host(), port)).await.map_err(|e| e.to_string())?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    let path = url.path_and_query().map(|p| p.as_str()).unwrap_or("/task");
-    let request = http::Request::get(path)
-        .header("host", authority.as_str())
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
+    let client = crate::http_client::OneShot::new().map_err(|e| e.to_string())?;
+    let request = http::Request::get(format!("{}/task", uri.trim_end_matches('/')))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
         .map_err(|e| e.to_string())?;
-    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-    let task: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let (status, body) = client.send(request).await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("the task metadata endpoint answered HTTP {status}"));
+    }
+    let task: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
     let text = |key: &str| task.get(key).and_then(|v| v.as_str()).map(str::to_string);
     // "Cluster" is an ARN (…:cluster/NAME) or a bare name.
     let cluster = text("Cluster").map(|c| c.rsplit('/').next().unwrap_or(&c).to_string());
@@ -163,4 +156,32 @@ async fn put(
         .await
         .map(|_| ())
         .map_err(|e| format!("{}", aws_sdk_cloudwatch::error::DisplayErrorContext(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn reads_the_names_from_the_task_metadata() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let endpoint = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                tcp.read_exact(&mut byte).await.unwrap();
+                head.push(byte[0]);
+            }
+            let body = r#"{"Cluster":"arn:aws:ecs:us-east-1:123456789012:cluster/fluidity-dev","ServiceName":"fluidity-server-dev"}"#;
+            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            tcp.write_all(answer.as_bytes()).await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let names = super::ecs_task_names(&format!("http://{addr}/v4/abc123")).await.unwrap();
+        assert_eq!(names, (Some("fluidity-server-dev".into()), Some("fluidity-dev".into())));
+        let head = endpoint.await.unwrap();
+        assert!(head.starts_with("GET /v4/abc123/task HTTP/1.1\r\n"), "origin form: {head}");
+    }
 }

@@ -10,15 +10,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::Stats;
+use crate::http_client::OneShot;
 
 /// Serves `/healthz` and `/metrics` on `listener` until `stop` fires.
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>, stop: CancellationToken) {
@@ -71,21 +72,15 @@ pub async fn check(addr: SocketAddr, timeout: Duration) -> Result<(), String> {
         target.set_ip(if addr.is_ipv4() { [127, 0, 0, 1].into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
     }
     let attempt = async {
-        let tcp = TcpStream::connect(target).await.map_err(|e| format!("cannot reach {target}: {e}"))?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(connection);
-        let request = Request::get("/healthz")
-            .header("host", target.to_string())
-            .body(Empty::<Bytes>::new())
+        let client = OneShot::new().map_err(|e| e.to_string())?;
+        let request = Request::get(format!("http://{target}/healthz"))
+            .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
-        let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-        if status == StatusCode::OK {
+        let (status, body) = client.send(request).await.map_err(|e| format!("cannot reach {target}: {e}"))?;
+        if status == StatusCode::OK.as_u16() {
             Ok(())
         } else {
-            Err(format!("{target} answered {status}: {}", String::from_utf8_lossy(&body).trim()))
+            Err(format!("{target} answered {status}: {}", body.trim()))
         }
     };
     tokio::time::timeout(timeout, attempt).await.map_err(|_| format!("no answer from {target} within {timeout:?}"))?
