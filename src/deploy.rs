@@ -295,6 +295,7 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
             if publish::ensure_bucket(&clients, &bucket).await? {
                 println!("created bucket {bucket} (private)");
             }
+            publish::expire_old_packages(&clients, &bucket).await?;
             let uploaded = publish::upload(&clients, &bucket, &key, path).await?;
             println!(
                 "lambda package: s3://{bucket}/{key}{}",
@@ -316,6 +317,7 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
             if created {
                 println!("created image repository {uri} (immutable tags, scan on push)");
             }
+            publish::expire_old_images(&clients, &repository).await?;
             let reference = format!("{uri}:{tag}");
             if publish::image_exists(&clients, &repository, &tag).await? {
                 println!("server image: {reference} (already there)");
@@ -371,6 +373,11 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
                 Outcome::DryRun => "dry run, nothing changed",
             }
         );
+        // Production stacks cannot be deleted by accident (`delete --force` lifts it).
+        if cli.env == Env::Prod && *name != account_stack && !args.dry_run {
+            stack::protect(&clients.cloudformation, name, true).await?;
+            println!("stack {name}: termination protection on");
+        }
     }
     if !args.dry_run {
         print_outputs(&clients, stacks, false).await?;

@@ -211,6 +211,21 @@ async fn deploy_update_no_changes_status_outputs_delete() {
         assert_eq!(policy.stack_policy_body(), Some(policy_file.as_str()), "stack policy of {stack}");
     }
 
+    // Old artifacts expire: packages after 180 days, images beyond the newest 10.
+    let rules = world.s3.get_bucket_lifecycle_configuration().bucket(BUCKET).send().await.unwrap();
+    let rule = &rules.rules()[0];
+    assert_eq!(rule.expiration().and_then(|e| e.days()), Some(180), "{rule:?}");
+    assert_eq!(rule.filter().and_then(|f| f.prefix()), Some("lambda/"), "{rule:?}");
+    let policy = world.ecr.get_lifecycle_policy().repository_name("fluidity-server-dev").send().await.unwrap();
+    let policy: Value = serde_json::from_str(policy.lifecycle_policy_text().unwrap()).unwrap();
+    assert_eq!(policy["rules"][0]["selection"]["countNumber"], 10, "{policy}");
+    assert_eq!(
+        world.cfn.describe_stacks().stack_name(fargate).send().await.unwrap().stacks()[0]
+            .enable_termination_protection(),
+        Some(false),
+        "dev stacks are not protected"
+    );
+
     // The push: one skopeo call with the archive, the content-hash tag and an
     // auth file only we can read, gone afterwards.
     let calls = world.skopeo_calls();
@@ -444,6 +459,29 @@ async fn a_deploy_keeps_a_running_server_running() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(world.parameter("fluidity-dev-fargate", "DesiredCount").await, "0");
     assert_eq!(desired().await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn production_stacks_are_protected_until_delete_force() {
+    let world = World::new().await;
+    let image = world.path("server-image.tar.gz");
+    let (code, out, err) =
+        world.deploy_image(&image, &["--env", "prod", "--param", "ImageRepositoryName=fluidity-server-prod"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for stack in ["fluidity-prod-fargate", "fluidity-prod-lambda"] {
+        assert!(out.contains(&format!("stack {stack}: termination protection on")), "{out}");
+        let described = world.cfn.describe_stacks().stack_name(stack).send().await.unwrap();
+        assert_eq!(described.stacks()[0].enable_termination_protection(), Some(true), "{stack}");
+    }
+    // Deleting by hand is refused, as AWS refuses it.
+    let refused = world.cfn.delete_stack().stack_name("fluidity-prod-lambda").send().await;
+    assert!(format!("{refused:?}").contains("TerminationProtection"), "{refused:?}");
+    assert!(world.live_stacks().await.contains(&"fluidity-prod-lambda".to_string()));
+    // delete --force says it lifts the protection, then deletes.
+    let (code, out, err) = world.run(&["--env", "prod", "delete", "--force"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("fluidity-prod-lambda: lifting its termination protection (--force)"), "{out}");
+    assert_eq!(world.live_stacks().await, [ACCOUNT]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

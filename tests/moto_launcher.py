@@ -16,7 +16,12 @@
    (DetectStackDrift, DescribeStackDriftDetectionStatus,
    DescribeStackResourceDrifts) are answered from recorded responses in DIR;
    see tests/recorded/drift/README.
-5. With --record FILE, every request is appended to FILE as one JSON line
+5. moto has no UpdateTerminationProtection and deletes protected stacks.
+   Here the call sets the flag DescribeStacks reports, and DeleteStack of a
+   protected stack fails as in AWS ("Stack [NAME] cannot be deleted while
+   TerminationProtection is enabled", ValidationError; "Protect a stack from
+   being deleted", CloudFormation User Guide).
+6. With --record FILE, every request is appended to FILE as one JSON line
    (method, path, query, the signing access key id, X-Amz-Target, body):
    the code's real AWS traffic, which tests/iam_check.py evaluates against
    the templates' role policies.
@@ -123,6 +128,52 @@ class RecordedDrift:
 ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
 
 
+class TerminationProtection:
+    """UpdateTerminationProtection, and DeleteStack refused while it is on."""
+
+    def __init__(self, app):
+        self.app = app
+
+    @staticmethod
+    def backend():
+        from moto.cloudformation.models import cloudformation_backends
+        return cloudformation_backends["123456789012"]["us-east-1"]
+
+    def stack(self, name):
+        return next((s for s in self.backend().stacks.values()
+                     if name in (s.name, s.stack_id) and s.status != "DELETE_COMPLETE"), None)
+
+    def __call__(self, environ, start_response):
+        if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+            return self.app(environ, start_response)
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
+        action, name = form.get("Action"), form.get("StackName", "")
+        if action == "UpdateTerminationProtection":
+            stack = self.stack(name)
+            if stack is None:
+                return self.error(start_response, f"Stack [{name}] does not exist")
+            stack.enable_termination_protection = form.get("EnableTerminationProtection") == "true"
+            answer = ("<UpdateTerminationProtectionResponse><UpdateTerminationProtectionResult>"
+                      f"<StackId>{stack.stack_id}</StackId></UpdateTerminationProtectionResult>"
+                      "</UpdateTerminationProtectionResponse>").encode()
+            start_response("200 OK", [("Content-Type", "text/xml"), ("Content-Length", str(len(answer)))])
+            return [answer]
+        if action == "DeleteStack":
+            stack = self.stack(name)
+            if stack is not None and stack.enable_termination_protection:
+                return self.error(start_response, f"Stack [{name}] cannot be deleted while TerminationProtection is enabled")
+        return self.app(environ, start_response)
+
+    @staticmethod
+    def error(start_response, message):
+        answer = ("<ErrorResponse><Error><Type>Sender</Type><Code>ValidationError</Code>"
+                  f"<Message>{message}</Message></Error></ErrorResponse>").encode()
+        start_response("400 Bad Request", [("Content-Type", "text/xml"), ("Content-Length", str(len(answer)))])
+        return [answer]
+
+
 class Recorder:
     """Appends each request (who signed it, what it asked) to a JSON-lines file."""
 
@@ -194,7 +245,7 @@ def main():
     parser.add_argument("--recorded-drift", metavar="DIR")
     parser.add_argument("--record", metavar="FILE")
     args = parser.parse_args()
-    app = EcsSizesAsStrings(DomainDispatcherApplication(create_backend_app))
+    app = TerminationProtection(EcsSizesAsStrings(DomainDispatcherApplication(create_backend_app)))
     if args.recorded_drift:
         app = RecordedDrift(app, args.recorded_drift)
     if args.record:

@@ -91,6 +91,56 @@ pub async fn ensure_bucket(clients: &Clients, bucket: &str) -> anyhow::Result<bo
     Ok(true)
 }
 
+/// Packages older than this are removed from the bucket. The functions keep
+/// their own copy of the code, and a deploy uploads a missing package again.
+pub const PACKAGE_EXPIRY_DAYS: i32 = 180;
+
+/// Images kept in the repository (the newest; the running one is among them).
+pub const IMAGES_KEPT: i32 = 10;
+
+/// Old Lambda packages expire from the bucket (set on every deploy; idempotent).
+pub async fn expire_old_packages(clients: &Clients, bucket: &str) -> anyhow::Result<()> {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
+    };
+    let rule = LifecycleRule::builder()
+        .id("expire-old-lambda-packages")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("lambda/").build())
+        .expiration(LifecycleExpiration::builder().days(PACKAGE_EXPIRY_DAYS).build())
+        .build()
+        .context("building the bucket's lifecycle rule")?;
+    let configuration = BucketLifecycleConfiguration::builder().rules(rule).build().context("lifecycle rules")?;
+    clients
+        .s3
+        .put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(configuration)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot set the lifecycle rule of {bucket}: {}", describe(&e)))?;
+    Ok(())
+}
+
+/// Only the newest images stay in the repository (set on every deploy).
+pub async fn expire_old_images(clients: &Clients, repository: &str) -> anyhow::Result<()> {
+    let policy = serde_json::json!({ "rules": [{
+        "rulePriority": 1,
+        "description": format!("keep the newest {IMAGES_KEPT} images"),
+        "selection": { "tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": IMAGES_KEPT },
+        "action": { "type": "expire" }
+    }]});
+    clients
+        .ecr
+        .put_lifecycle_policy()
+        .repository_name(repository)
+        .lifecycle_policy_text(policy.to_string())
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot set the lifecycle policy of {repository}: {}", describe(&e)))?;
+    Ok(())
+}
+
 /// Uploads `path` to `bucket`/`key` unless an object is already there (the key
 /// names the content). Returns whether it uploaded.
 pub async fn upload(clients: &Clients, bucket: &str, key: &str, path: &Path) -> anyhow::Result<bool> {

@@ -221,11 +221,28 @@ async fn discard(client: &Client, name: &str, change_set: &str, new_stack: bool)
     }
 }
 
-/// Deletes the stack and waits. Returns false if it did not exist.
+/// Turns CloudFormation's termination protection on or off for the stack.
+pub async fn protect(client: &Client, name: &str, on: bool) -> anyhow::Result<()> {
+    client
+        .update_termination_protection()
+        .stack_name(name)
+        .enable_termination_protection(on)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot change the termination protection of {name}: {}", describe(&e)))?;
+    Ok(())
+}
+
+/// Deletes the stack and waits, lifting its termination protection first
+/// (the caller was told `--force`). Returns false if it did not exist.
 pub async fn delete(client: &Client, name: &str, poll: Duration) -> anyhow::Result<bool> {
     let Some(existing) = find(client, name).await? else {
         return Ok(false);
     };
+    if existing.enable_termination_protection() == Some(true) {
+        println!("{name}: lifting its termination protection (--force)");
+        protect(client, name, false).await?;
+    }
     let stack_id = existing.stack_id().unwrap_or(name).to_owned();
     let seen = event_ids(client, &stack_id).await;
     let started = SystemTime::now();
