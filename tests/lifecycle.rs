@@ -146,6 +146,48 @@ fn agent_args<'a>(pki: &'a Pki, api: &'a str, port: &'a str, extra: &[&'a str]) 
     args
 }
 
+/// A server at `listen` that publishes its CloudWatch metrics to the emulator
+/// every 500 ms under the fixture's cluster and `service`.
+async fn metered_server(pki: &Pki, moto: &Moto, service: &str, listen: &str) -> Proc {
+    let url = moto.url();
+    let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("ca.crt"));
+    let args = [
+        "--listen",
+        listen,
+        "--allow-loopback",
+        "--health-listen",
+        "127.0.0.1:0",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--ca",
+        ca.to_str().unwrap(),
+        "--emit-metrics",
+        "--metrics-endpoint-url",
+        &url,
+        "--metrics-interval",
+        "500ms",
+        "--metrics-namespace",
+        "Fluidity",
+        "--service-name",
+        service,
+        "--cluster-name",
+        CLUSTER,
+    ];
+    let env = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/dev/null"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+    ];
+    let server = spawn_bin_with("fluidity-server", &args, &env);
+    server.wait_for("server listening").await;
+    server
+}
+
 fn spawn_agent(args: &[String], key: &str) -> Proc {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     spawn_bin_with("fluidity-agent", &args, &[("FLUIDITY_API_KEY", key)])
@@ -215,14 +257,22 @@ async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_reques
     // The task is replaced: the old server dies, a new one runs at 127.0.0.2.
     drop(first_server);
     stop_task(&moto, first_task["task_arn"].as_str().unwrap()).await;
-    let (second_server, _) = server_process_on(&pki, "server", &format!("127.0.0.2:{port}"), &[]).await;
+    // This one publishes its activity metrics to the emulator, as on Fargate.
+    let second_server = metered_server(&pki, &moto, &f.service, &format!("127.0.0.2:{port}")).await;
     let second_task = run_task_at(&moto, &f, "127.0.0.2").await;
     agent.wait_for("to=127.0.0.2").await;
     assert!(carries(proxy, &url).await, "the agent never carried a request through the new server");
 
-    // Idle while connected: Sleep scales the server down (what it decides on
-    // is tested in src/lambda/sleep.rs and tests/lambda.rs); the task goes.
-    control.kill().await.unwrap();
+    // Idle while connected: the agent keeps its connections open, nobody
+    // browses; the real Sleep function (idle threshold 3 s here) reads the
+    // server's metrics and scales the service to 0; "Fargate" stops the task.
+    let mut sleeper = common::control::control(&moto, &f.service).await;
+    sleeper.settings.idle_threshold = Duration::from_secs(3);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let slept = lambda::handle(Function::Sleep, &sleeper, &schedule_event()).await.unwrap();
+    assert_eq!(slept["action"], "scaled to 0", "{slept}");
+    assert!(slept["reason"].as_str().unwrap().contains("open but idle"), "connected but idle: {slept}");
+    assert_eq!(desired(&control).await, 0);
     drop(second_server);
     stop_task(&moto, second_task["task_arn"].as_str().unwrap()).await;
     agent.wait_for("the next request wakes it").await;
