@@ -106,7 +106,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -114,18 +114,23 @@ mod tests {
     async fn recording_server() -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let task = tokio::spawn(async move {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                tcp.read_exact(&mut byte).await.unwrap();
-                head.push(byte[0]);
-            }
-            tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
-            String::from_utf8(head).unwrap()
-        });
+        let task = tokio::spawn(async move { answer_once(listener, "ok").await });
         (addr, task)
+    }
+
+    /// Accepts one connection, reads its request head, answers 200 with
+    /// `body`; returns the head (for the tests of the callers too).
+    pub(crate) async fn answer_once(listener: tokio::net::TcpListener, body: &str) -> String {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+        tcp.write_all(answer.as_bytes()).await.unwrap();
+        String::from_utf8(head).unwrap()
     }
 
     #[tokio::test]

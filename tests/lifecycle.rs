@@ -175,15 +175,7 @@ async fn metered_server(pki: &Pki, moto: &Moto, service: &str, listen: &str) -> 
         "--cluster-name",
         CLUSTER,
     ];
-    let env = [
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_CONFIG_FILE", "/dev/null"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-    ];
-    let server = spawn_bin_with("fluidity-server", &args, &env);
+    let server = spawn_bin_with("fluidity-server", &args, &AWS_TEST_ENV);
     server.wait_for("server listening").await;
     server
 }
@@ -193,30 +185,55 @@ fn spawn_agent(args: &[String], key: &str) -> Proc {
     spawn_bin_with("fluidity-agent", &args, &[("FLUIDITY_API_KEY", key)])
 }
 
-/// A control plane whose Wake waits (as deployed, shorter) for the task.
-async fn waiting_control(moto: &Moto, service: &str) -> Arc<Control> {
-    let mut control = control(moto, service).await;
-    control.settings.wake_wait = Duration::from_secs(8);
-    Arc::new(control)
+/// One service in moto behind a counting API front whose Wake waits (as
+/// deployed, shorter) for the task; certificates and a port for its servers.
+struct World {
+    moto: Moto,
+    f: Fixture,
+    control: Arc<Control>,
+    counters: Arc<Front>,
+    api: String,
+    pki: Pki,
+    port: u16,
+}
+
+impl World {
+    async fn new(service: &str) -> Self {
+        let moto = Moto::start().await;
+        let f = fixture(&moto, service).await;
+        let mut control = control(&moto, service).await;
+        control.settings.wake_wait = Duration::from_secs(8);
+        let control = Arc::new(control);
+        let (front, counters) = api_front(control.clone()).await;
+        Self { moto, f, control, counters, api: format!("http://{front}"), pki: Pki::new(), port: shared_port() }
+    }
+
+    fn agent(&self, extra: &[&str]) -> Proc {
+        spawn_agent(&agent_args(&self.pki, &self.api, &self.port.to_string(), extra), API_KEY)
+    }
+
+    /// A server on `ip` at the shared port.
+    async fn server_at(&self, ip: &str) -> Proc {
+        server_process_on(&self.pki, "server", &format!("{ip}:{}", self.port), &[]).await.0
+    }
+
+    fn calls(&self) -> usize {
+        self.counters.calls.load(Ordering::SeqCst)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_costs_at_most_five_api_calls() {
-    let moto = Moto::start().await;
-    let f = fixture(&moto, "svc-calls").await;
-    let control = waiting_control(&moto, &f.service).await;
-    let (front, counters) = api_front(control.clone()).await;
-    let api = format!("http://{front}");
-    let pki = Pki::new();
-    let port = shared_port();
+    let w = World::new("svc-calls").await;
+    let (moto, f, control) = (&w.moto, &w.f, &w.control);
     let origin = http_origin().await;
-    let (_server, _) = server_process_on(&pki, "server", &format!("127.0.0.1:{port}"), &[]).await;
-    let mut agent = spawn_agent(&agent_args(&pki, &api, &port.to_string(), &[]), API_KEY);
+    let _server = w.server_at("127.0.0.1").await;
+    let mut agent = w.agent(&[]);
 
     // Wake → (Fargate starts the task a moment later) → connect → traffic → kill.
     wait_desired(&control, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    run_task_at(&moto, &f, "127.0.0.1").await;
+    run_task_at(moto, f, "127.0.0.1").await;
     agent.wait_for("tunnel to server established").await;
     let proxy = agent.logged_addr("local proxy listening").await;
     let url = format!("http://{origin}/hello");
@@ -227,27 +244,22 @@ async fn a_session_costs_at_most_five_api_calls() {
     agent.signal("INT");
     assert_eq!(agent.wait_exit().await, Some(0));
     assert_eq!(desired(&control).await, 0);
-    let calls = counters.calls.load(Ordering::SeqCst);
+    let calls = w.calls();
     assert!((2..=5).contains(&calls), "a whole session cost {calls} control API calls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_request() {
-    let moto = Moto::start().await;
-    let f = fixture(&moto, "svc-lifecycle").await;
-    let control = waiting_control(&moto, &f.service).await;
-    let (front, counters) = api_front(control.clone()).await;
-    let api = format!("http://{front}");
-    let pki = Pki::new();
-    let port = shared_port();
+    let w = World::new("svc-lifecycle").await;
+    let (moto, f, control) = (&w.moto, &w.f, &w.control);
     let origin = http_origin().await;
 
-    let (first_server, _) = server_process_on(&pki, "server", &format!("127.0.0.1:{port}"), &[]).await;
-    let mut agent = spawn_agent(&agent_args(&pki, &api, &port.to_string(), &[]), API_KEY);
+    let first_server = w.server_at("127.0.0.1").await;
+    let mut agent = w.agent(&[]);
 
     // The agent wakes the service; "Fargate" then starts the task at 127.0.0.1.
-    wait_desired(&control, 1).await;
-    let first_task = run_task_at(&moto, &f, "127.0.0.1").await;
+    wait_desired(control, 1).await;
+    let first_task = run_task_at(moto, f, "127.0.0.1").await;
     agent.wait_for("tunnel to server established").await;
     let proxy = agent.logged_addr("local proxy listening").await;
     let url = format!("http://{origin}/hello");
@@ -256,40 +268,40 @@ async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_reques
 
     // The task is replaced: the old server dies, a new one runs at 127.0.0.2.
     drop(first_server);
-    stop_task(&moto, first_task["task_arn"].as_str().unwrap()).await;
+    stop_task(moto, first_task["task_arn"].as_str().unwrap()).await;
     // This one publishes its activity metrics to the emulator, as on Fargate.
-    let second_server = metered_server(&pki, &moto, &f.service, &format!("127.0.0.2:{port}")).await;
-    let second_task = run_task_at(&moto, &f, "127.0.0.2").await;
+    let second_server = metered_server(&w.pki, moto, &f.service, &format!("127.0.0.2:{}", w.port)).await;
+    let second_task = run_task_at(moto, f, "127.0.0.2").await;
     agent.wait_for("to=127.0.0.2").await;
     assert!(carries(proxy, &url).await, "the agent never carried a request through the new server");
 
     // Idle while connected: the agent keeps its connections open, nobody
     // browses; the real Sleep function (idle threshold 3 s here) reads the
     // server's metrics and scales the service to 0; "Fargate" stops the task.
-    let mut sleeper = common::control::control(&moto, &f.service).await;
+    let mut sleeper = common::control::control(moto, &f.service).await;
     sleeper.settings.idle_threshold = Duration::from_secs(3);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let slept = lambda::handle(Function::Sleep, &sleeper, &schedule_event()).await.unwrap();
     assert_eq!(slept["action"], "scaled to 0", "{slept}");
     assert!(slept["reason"].as_str().unwrap().contains("open but idle"), "connected but idle: {slept}");
-    assert_eq!(desired(&control).await, 0);
+    assert_eq!(desired(control).await, 0);
     drop(second_server);
-    stop_task(&moto, second_task["task_arn"].as_str().unwrap()).await;
+    stop_task(moto, second_task["task_arn"].as_str().unwrap()).await;
     agent.wait_for("the next request wakes it").await;
     // Nobody browses: the agent leaves it asleep.
-    let before = counters.calls.load(Ordering::SeqCst);
+    let before = w.calls();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(desired(&control).await, 0, "the agent woke the server without a request");
-    assert_eq!(counters.calls.load(Ordering::SeqCst), before, "a sleeping server costs no API calls");
+    assert_eq!(desired(control).await, 0, "the agent woke the server without a request");
+    assert_eq!(w.calls(), before, "a sleeping server costs no API calls");
 
     // A request: it waits while the agent wakes the server, then goes through.
     let request = tokio::spawn({
         let url = url.clone();
         async move { curl(&["-sS", "--max-time", "40", "-x", &format!("http://{proxy}"), &url]).await }
     });
-    wait_desired(&control, 1).await;
-    let (_third_server, _) = server_process_on(&pki, "server", &format!("127.0.0.1:{port}"), &[]).await;
-    run_task_at(&moto, &f, "127.0.0.1").await;
+    wait_desired(control, 1).await;
+    let _third_server = w.server_at("127.0.0.1").await;
+    run_task_at(moto, f, "127.0.0.1").await;
     let out = request.await.unwrap();
     assert_eq!(out.text(), "GET /hello", "the waking request: {}", out.stderr);
     assert!(agent.lines().iter().any(|l| l.contains("a request arrived for the sleeping server")));
@@ -299,44 +311,37 @@ async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_reques
     let code = agent.wait_exit().await;
     let lines = agent.lines();
     assert_eq!(code, Some(0));
-    assert_eq!(desired(&control).await, 0, "kill_on_exit must set desired to 0");
+    assert_eq!(desired(control).await, 0, "kill_on_exit must set desired to 0");
     assert!(lines.iter().all(|l| !l.contains(API_KEY)), "the API key was logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_polled_with_backoff_and_a_spent_quota_is_final() {
-    let moto = Moto::start().await;
-    let f = fixture(&moto, "svc-unreachable").await;
-    let control = waiting_control(&moto, &f.service).await;
-    let (front, counters) = api_front(control.clone()).await;
-    let api = format!("http://{front}");
-    let pki = Pki::new();
-    let port = shared_port();
-    let (server, _) = server_process_on(&pki, "server", &format!("127.0.0.1:{port}"), &[]).await;
+    let w = World::new("svc-unreachable").await;
+    let server = w.server_at("127.0.0.1").await;
     // poll_interval 10 ms: the backoff is in poll intervals, so 10 minutes at
     // the default 5 s are 1.2 s here.
-    let args = agent_args(&pki, &api, &port.to_string(), &["--poll-interval", "10ms"]);
-    let mut agent = spawn_agent(&args, API_KEY);
-    wait_desired(&control, 1).await;
-    run_task_at(&moto, &f, "127.0.0.1").await;
+    let mut agent = w.agent(&["--poll-interval", "10ms"]);
+    wait_desired(&w.control, 1).await;
+    run_task_at(&w.moto, &w.f, "127.0.0.1").await;
     agent.wait_for("tunnel to server established").await;
 
     // The API says running, but the tunnel cannot reach the server (the
     // user's address changed, say): ten minutes of accelerated time.
     drop(server);
     agent.wait_for("tunnel connection").await;
-    let before = counters.calls.load(Ordering::SeqCst);
+    let before = w.calls();
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let polled = counters.calls.load(Ordering::SeqCst) - before;
+    let polled = w.calls() - before;
     assert!((1..=20).contains(&polled), "{polled} calls in 10 minutes of an unreachable server");
     agent.wait_for("the tunnel cannot reach it").await;
 
     // The quota is spent: one clear line, and no further calls.
-    counters.quota_spent.store(true, Ordering::SeqCst);
+    w.counters.quota_spent.store(true, Ordering::SeqCst);
     agent.wait_for("quota is used up").await;
-    let after = counters.calls.load(Ordering::SeqCst);
+    let after = w.calls();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(counters.calls.load(Ordering::SeqCst), after, "the agent keeps calling a spent API");
+    assert_eq!(w.calls(), after, "the agent keeps calling a spent API");
     let quota_lines = agent.lines().iter().filter(|l| l.contains("quota is used up")).count();
     assert_eq!(quota_lines, 1, "{:#?}", agent.lines());
     agent.signal("INT");

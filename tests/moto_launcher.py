@@ -88,6 +88,15 @@ def execute_change_set(self, change_set_name, stack_name=None):
 
 CloudFormationBackend.execute_change_set = execute_change_set
 
+def query_form(environ):
+    """The form of a Query-protocol request (left readable for moto), or None."""
+    if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        return None
+    body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+    environ["wsgi.input"] = io.BytesIO(body)
+    return {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
+
+
 DRIFT_ACTIONS = ("DetectStackDrift", "DescribeStackDriftDetectionStatus", "DescribeStackResourceDrifts")
 
 
@@ -98,11 +107,9 @@ class RecordedDrift:
         self.app, self.directory, self.polls = app, directory, {}
 
     def __call__(self, environ, start_response):
-        if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        form = query_form(environ)
+        if form is None:
             return self.app(environ, start_response)
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        environ["wsgi.input"] = io.BytesIO(body)
-        form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
         action = form.get("Action")
         if action not in DRIFT_ACTIONS:
             return self.app(environ, start_response)
@@ -144,11 +151,9 @@ class TerminationProtection:
                      if name in (s.name, s.stack_id) and s.status != "DELETE_COMPLETE"), None)
 
     def __call__(self, environ, start_response):
-        if not environ.get("CONTENT_TYPE", "").startswith("application/x-www-form-urlencoded"):
+        form = query_form(environ)
+        if form is None:
             return self.app(environ, start_response)
-        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-        environ["wsgi.input"] = io.BytesIO(body)
-        form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode()).items()}
         action, name = form.get("Action"), form.get("StackName", "")
         if action == "UpdateTerminationProtection":
             stack = self.stack(name)

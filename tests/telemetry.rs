@@ -158,14 +158,6 @@ async fn emulator_outage_is_survived_with_bounded_warnings() {
     let port = moto.port;
     let url = moto.url();
     let pki = Pki::new();
-    let env = [
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "test"),
-        ("AWS_SECRET_ACCESS_KEY", "test"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_CONFIG_FILE", "/dev/null"),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
-    ];
     let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("ca.crt"));
     let server = spawn_bin_with(
         "fluidity-server",
@@ -193,7 +185,7 @@ async fn emulator_outage_is_survived_with_bounded_warnings() {
             "--metrics-endpoint-url",
             &url,
         ],
-        &env,
+        &AWS_TEST_ENV,
     );
     let addr = server.logged_addr("server listening").await;
     let agent = start_agent(&pki, addr).await;

@@ -160,25 +160,12 @@ async fn put(
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
     #[tokio::test]
     async fn reads_the_names_from_the_task_metadata() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let endpoint = tokio::spawn(async move {
-            let (mut tcp, _) = listener.accept().await.unwrap();
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                tcp.read_exact(&mut byte).await.unwrap();
-                head.push(byte[0]);
-            }
-            let body = r#"{"Cluster":"arn:aws:ecs:us-east-1:123456789012:cluster/fluidity-dev","ServiceName":"fluidity-server-dev"}"#;
-            let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-            tcp.write_all(answer.as_bytes()).await.unwrap();
-            String::from_utf8(head).unwrap()
-        });
+        let body = r#"{"Cluster":"arn:aws:ecs:us-east-1:123456789012:cluster/fluidity-dev","ServiceName":"fluidity-server-dev"}"#;
+        let endpoint = tokio::spawn(crate::http_client::tests::answer_once(listener, body));
         let names = super::ecs_task_names(&format!("http://{addr}/v4/abc123")).await.unwrap();
         assert_eq!(names, (Some("fluidity-server-dev".into()), Some("fluidity-dev".into())));
         let head = endpoint.await.unwrap();

@@ -621,6 +621,17 @@ impl Drop for Moto {
     }
 }
 
+/// The environment of a process that talks to the emulator: static dummy
+/// credentials, a fixed region, and never the machine's own AWS configuration.
+pub const AWS_TEST_ENV: [(&str, &str); 6] = [
+    ("AWS_REGION", "us-east-1"),
+    ("AWS_ACCESS_KEY_ID", "test"),
+    ("AWS_SECRET_ACCESS_KEY", "test"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/dev/null"),
+    ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null"),
+];
+
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
