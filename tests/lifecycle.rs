@@ -150,34 +150,10 @@ fn agent_args<'a>(pki: &'a Pki, api: &'a str, port: &'a str, extra: &[&'a str]) 
 /// every 500 ms under the fixture's cluster and `service`.
 async fn metered_server(pki: &Pki, moto: &Moto, service: &str, listen: &str) -> Proc {
     let url = moto.url();
-    let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("ca.crt"));
-    let args = [
-        "--listen",
-        listen,
-        "--allow-loopback",
-        "--health-listen",
-        "127.0.0.1:0",
-        "--cert",
-        cert.to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--ca",
-        ca.to_str().unwrap(),
-        "--emit-metrics",
-        "--metrics-endpoint-url",
-        &url,
-        "--metrics-interval",
-        "500ms",
-        "--metrics-namespace",
-        "Fluidity",
-        "--service-name",
-        service,
-        "--cluster-name",
-        CLUSTER,
-    ];
-    let server = spawn_bin_with("fluidity-server", &args, &AWS_TEST_ENV);
-    server.wait_for("server listening").await;
-    server
+    let metrics = ["--emit-metrics", "--metrics-endpoint-url", &url, "--metrics-interval", "500ms"];
+    let names = ["--metrics-namespace", "Fluidity", "--service-name", service, "--cluster-name", CLUSTER];
+    let flags: Vec<&str> = metrics.into_iter().chain(names).collect();
+    server_process_with(pki, "server", listen, &flags, &AWS_TEST_ENV).await.0
 }
 
 fn spawn_agent(args: &[String], key: &str) -> Proc {
@@ -231,7 +207,7 @@ async fn a_session_costs_at_most_five_api_calls() {
     let mut agent = w.agent(&[]);
 
     // Wake → (Fargate starts the task a moment later) → connect → traffic → kill.
-    wait_desired(&control, 1).await;
+    wait_desired(control, 1).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     run_task_at(moto, f, "127.0.0.1").await;
     agent.wait_for("tunnel to server established").await;
@@ -243,7 +219,7 @@ async fn a_session_costs_at_most_five_api_calls() {
     tokio::time::sleep(Duration::from_secs(2)).await; // the agent polls nothing while connected
     agent.signal("INT");
     assert_eq!(agent.wait_exit().await, Some(0));
-    assert_eq!(desired(&control).await, 0);
+    assert_eq!(desired(control).await, 0);
     let calls = w.calls();
     assert!((2..=5).contains(&calls), "a whole session cost {calls} control API calls");
 }

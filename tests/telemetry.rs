@@ -158,36 +158,10 @@ async fn emulator_outage_is_survived_with_bounded_warnings() {
     let port = moto.port;
     let url = moto.url();
     let pki = Pki::new();
-    let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("ca.crt"));
-    let server = spawn_bin_with(
-        "fluidity-server",
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--allow-loopback",
-            "--health-listen",
-            "127.0.0.1:0",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--ca",
-            ca.to_str().unwrap(),
-            "--emit-metrics",
-            "--metrics-interval",
-            "200ms",
-            "--metrics-namespace",
-            NAMESPACE,
-            "--service-name",
-            "svc-outage",
-            "--cluster-name",
-            "test-cluster",
-            "--metrics-endpoint-url",
-            &url,
-        ],
-        &AWS_TEST_ENV,
-    );
-    let addr = server.logged_addr("server listening").await;
+    let flags = ["--emit-metrics", "--metrics-interval", "200ms", "--metrics-namespace", NAMESPACE];
+    let names = ["--service-name", "svc-outage", "--cluster-name", "test-cluster", "--metrics-endpoint-url", &url];
+    let flags: Vec<&str> = flags.into_iter().chain(names).collect();
+    let (server, addr) = server_process_with(&pki, "server", "127.0.0.1:0", &flags, &AWS_TEST_ENV).await;
     let agent = start_agent(&pki, addr).await;
     let origin = http_origin().await;
     let proxy = format!("http://{}", agent.addr);

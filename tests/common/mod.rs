@@ -485,11 +485,22 @@ pub async fn server_process(pki: &Pki, stem: &str) -> (Proc, SocketAddr) {
 
 /// Starts the server binary on `listen` with extra flags.
 pub async fn server_process_on(pki: &Pki, stem: &str, listen: &str, extra: &[&str]) -> (Proc, SocketAddr) {
+    server_process_with(pki, stem, listen, extra, &[]).await
+}
+
+/// As [`server_process_on`], with environment variables (e.g. [`AWS_TEST_ENV`]).
+pub async fn server_process_with(
+    pki: &Pki,
+    stem: &str,
+    listen: &str,
+    extra: &[&str],
+    envs: &[(&str, &str)],
+) -> (Proc, SocketAddr) {
     let (cert, key, ca) = (pki.path(&format!("{stem}.crt")), pki.path(&format!("{stem}.key")), pki.path("ca.crt"));
     let mut args = vec!["--listen", listen, "--allow-loopback", "--health-listen", "127.0.0.1:0"];
     args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
     args.extend_from_slice(extra);
-    let server = spawn_bin("fluidity-server", &args);
+    let server = spawn_bin_with("fluidity-server", &args, envs);
     let addr = server.logged_addr("server listening").await;
     (server, addr)
 }
