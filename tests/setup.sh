@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: curl (the real
 # client the tests drive), file (static-binary check), zip/unzip (Lambda zip
-# contract) and Debian's nix-bin (flake parsing and lock checks); moto (local
+# contract), iproute2 (the egress test's network namespace) and Debian's nix-bin
+# (flake parsing and lock checks); moto (local
 # AWS emulator) and cfn-lint from PyPI; nixfmt and deadnix from crates.io.
 # Idempotent: anything present is left alone.
 set -euo pipefail
 
 need_apt=()
-for tool in curl:curl file:file zip:zip unzip:unzip nix-instantiate:nix-bin; do
+for tool in curl:curl file:file zip:zip unzip:unzip nix-instantiate:nix-bin ip:iproute2; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 if ((${#need_apt[@]})); then

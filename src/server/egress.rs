@@ -3,11 +3,17 @@
 //! refused too.
 //!
 //! Always refused: unspecified addresses and the server's own ports on local
-//! addresses (a proxy loop). Refused unless allowed: loopback, link-local
-//! (169.254.0.0/16 holds instance metadata and the ECS credentials endpoint
-//! 169.254.170.2; fe80::/10) and fd00:ec2::/32. Then the configured lists:
-//! `deny` CIDRs and `deny_ports` always win, `allow` CIDRs lift the defaults,
-//! and a non-empty `allow_ports` admits only those ports.
+//! addresses (a proxy loop). Refused unless allowed: "this network"
+//! (0.0.0.0/8: Linux routes 0.0.0.1 and up to the host), loopback,
+//! link-local (169.254.0.0/16 holds instance metadata and the ECS credentials
+//! endpoint 169.254.170.2; fe80::/10), private networks (10/8, 172.16/12,
+//! 192.168/16, the shared 100.64/10 and unique-local fc00::/7, which holds
+//! fd00:ec2::/32: on Fargate these are the task's VPC neighbours), multicast
+//! and the reserved 240/4. IPv6 forms that carry an IPv4 address (mapped
+//! `::ffff:a.b.c.d`, compatible `::a.b.c.d`, translated `::ffff:0:a.b.c.d`
+//! and NAT64 `64:ff9b::a.b.c.d`) are judged by that IPv4 address. Then the
+//! configured lists: `deny` CIDRs and `deny_ports` always win, `allow` CIDRs
+//! lift the defaults, and a non-empty `allow_ports` admits only those ports.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -57,11 +63,22 @@ fn mask(net: u128, ip: u128, prefix: u8, bits: u8) -> bool {
     (net >> shift) == (ip >> shift)
 }
 
+/// The IPv4 address an IPv6 address stands for, if it embeds one: mapped
+/// (`::ffff:0:0/96`), translated (`::ffff:0:0:0/96`), NAT64 (`64:ff9b::/96`,
+/// RFC 6052) or the deprecated compatible form (`::/96`, but not `::` and
+/// `::1`); otherwise the address itself.
 fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        IpAddr::V4(_) => ip,
-    }
+    let IpAddr::V6(v6) = ip else { return ip };
+    let s = v6.segments();
+    let low = std::net::Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7]));
+    let embeds = match s[..6] {
+        [0, 0, 0, 0, 0, 0xffff] => true,          // mapped
+        [0, 0, 0, 0, 0xffff, 0] => true,          // translated
+        [0x64, 0xff9b, 0, 0, 0, 0] => true,       // NAT64 well-known prefix
+        [0, 0, 0, 0, 0, 0] => u32::from(low) > 1, // compatible (not :: or ::1)
+        _ => false,
+    };
+    if embeds { IpAddr::V4(low) } else { ip }
 }
 
 /// The egress rules of one server.
@@ -108,15 +125,29 @@ impl EgressPolicy {
     }
 }
 
+/// Networks refused unless `egress.allow` lifts them, with the reason given.
+const DEFAULT_DENY: [(&str, &str); 13] = [
+    ("0.0.0.0/8", "\"this network\" (Linux routes it to this host)"),
+    ("127.0.0.0/8", "loopback"),
+    ("169.254.0.0/16", "link-local, where instance metadata and ECS credentials live"),
+    ("10.0.0.0/8", "a private network (the server's VPC neighbours)"),
+    ("172.16.0.0/12", "a private network (the server's VPC neighbours)"),
+    ("192.168.0.0/16", "a private network (the server's VPC neighbours)"),
+    ("100.64.0.0/10", "shared address space (carrier-grade NAT, VPC secondary ranges)"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved (and the broadcast address)"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "link-local"),
+    ("fc00::/7", "a unique-local network (VPC neighbours, fd00:ec2:: metadata)"),
+    ("ff00::/8", "multicast"),
+];
+
 fn default_refusal(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) if v4.is_loopback() => Some("loopback"),
-        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local, where instance metadata and ECS credentials live"),
-        IpAddr::V6(v6) if v6.is_loopback() => Some("loopback"),
-        IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80 => Some("link-local"),
-        IpAddr::V6(v6) if v6.segments()[0] == 0xfd00 && v6.segments()[1] == 0x0ec2 => Some("cloud metadata"),
-        _ => None,
-    }
+    DEFAULT_DENY.iter().find_map(|(net, why)| {
+        // The table is constant and each entry parses (a unit test checks).
+        let net: Cidr = net.parse().ok()?;
+        net.contains(ip).then_some(*why)
+    })
 }
 
 #[cfg(test)]
@@ -156,8 +187,56 @@ mod tests {
         for target in refused {
             assert!(policy.refusal(addr(target)).is_some(), "{target}");
         }
-        for target in ["93.184.216.34:443", "[2606:2800:220:1::]:80", "10.0.0.5:8443"] {
+        for target in ["93.184.216.34:443", "[2606:2800:220:1::]:80", "[64:ff9b::5db8:d822]:443"] {
             assert_eq!(policy.refusal(addr(target)), None, "{target}");
+        }
+    }
+
+    #[test]
+    fn private_networks_and_embedded_ipv4_forms_are_refused_by_default() {
+        let policy = EgressPolicy::default();
+        let refused = [
+            ("10.0.0.5:8443", "private"),
+            ("172.16.0.1:80", "private"),
+            ("172.31.255.254:80", "private"),
+            ("192.168.1.1:80", "private"),
+            ("100.64.0.1:80", "shared"),
+            ("[fc00::1]:80", "unique-local"),
+            ("[fd12:3456::1]:80", "unique-local"),
+            ("0.0.0.1:80", "this network"),
+            ("0.255.255.255:80", "this network"),
+            ("[::a9fe:aa02]:80", "link-local"),        // ::169.254.170.2 (compatible)
+            ("[::ffff:0:a9fe:aa02]:80", "link-local"), // translated
+            ("[64:ff9b::a9fe:a9fe]:80", "link-local"), // NAT64 169.254.169.254
+            ("[64:ff9b::7f00:1]:80", "loopback"),      // NAT64 127.0.0.1
+            ("[::ffff:10.0.0.1]:80", "private"),       // mapped
+            ("[::7f00:1]:80", "loopback"),             // compatible 127.0.0.1
+            ("224.0.0.1:80", "multicast"),
+            ("255.255.255.255:80", "reserved"),
+        ];
+        for (target, why) in refused {
+            let refusal = policy.refusal(addr(target)).unwrap_or_else(|| panic!("{target} was allowed"));
+            assert!(refusal.contains(why), "{target}: {refusal}");
+        }
+        for target in ["172.32.0.1:80", "100.128.0.1:80", "[2001:db8::1]:80", "11.0.0.1:80"] {
+            assert_eq!(policy.refusal(addr(target)), None, "{target}");
+        }
+        // Each lifted by an explicit allow.
+        let lifted = EgressPolicy {
+            allow: ["10.0.0.0/8", "100.64.0.0/10", "fc00::/7", "169.254.170.2/32"]
+                .iter()
+                .map(|c| c.parse().unwrap())
+                .collect(),
+            ..EgressPolicy::default()
+        };
+        for target in
+            ["10.0.0.5:80", "100.64.0.1:80", "[fd12::1]:80", "[64:ff9b::a9fe:aa02]:80", "[::ffff:10.1.1.1]:80"]
+        {
+            assert_eq!(lifted.refusal(addr(target)), None, "{target}");
+        }
+        assert!(lifted.refusal(addr("192.168.0.1:80")).is_some(), "only what was allowed");
+        for (net, _) in DEFAULT_DENY {
+            assert!(net.parse::<Cidr>().is_ok(), "{net}");
         }
     }
 
