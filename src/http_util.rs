@@ -74,6 +74,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// The origin-form target (`/path?query`) of an absolute URI; never empty.
+/// Why a proxy request target is refused before anything is dialled, if it
+/// is: a `CONNECT` target must be `host:port` (RFC 9110 §9.3.6), not a URL;
+/// userinfo (`user:password@`) is never forwarded (RFC 9110 §4.2.4).
+pub fn target_refusal(connect: bool, uri: &http::Uri) -> Option<&'static str> {
+    if connect && (uri.scheme().is_some() || uri.path_and_query().is_some_and(|p| p.as_str() != "/")) {
+        return Some("CONNECT takes host:port (authority form), not a URL");
+    }
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Some(
+            "userinfo (user:password@) in the URL is never forwarded (RFC 9110 §4.2.4); send credentials in an Authorization header",
+        );
+    }
+    None
+}
+
+/// `uri` as an origin-form target (`/path?query`).
 pub fn origin_form(uri: &http::Uri) -> http::Uri {
     let path = if uri.path().starts_with('/') { uri.path().to_string() } else { format!("/{}", uri.path()) };
     let text = match uri.query() {

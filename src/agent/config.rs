@@ -275,9 +275,13 @@ impl AgentConfig {
         };
         let proxy_auth = args.proxy_auth.clone().or(file.proxy_auth);
         if let Some(auth) = &proxy_auth
-            && !auth.expose().contains(':')
+            && !auth.expose().split_once(':').is_some_and(|(user, password)| !user.is_empty() && !password.is_empty())
         {
-            return Err(ConfigError::new("proxy_auth", "must be USER:PASSWORD", "write it as user:password"));
+            return Err(ConfigError::new(
+                "proxy_auth",
+                "must be USER:PASSWORD with both parts non-empty",
+                "write it as user:password",
+            ));
         }
         let allow_open = args.allow_open_proxy.or(file.allow_open_proxy).unwrap_or(false);
         if !listen.ip().is_loopback() && proxy_auth.is_none() && !allow_open {

@@ -209,11 +209,13 @@ impl Handler {
     fn authorized(&self, req: &Request<Incoming>) -> bool {
         use base64::Engine;
         let Some(expected) = &self.proxy_auth else { return true };
+        // The scheme name is case-insensitive (RFC 9110 §11.1).
         let Some(credentials) = req
             .headers()
             .get(http::header::PROXY_AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+            .and_then(|v| v.trim_start().split_once(' '))
+            .and_then(|(scheme, credentials)| scheme.eq_ignore_ascii_case("basic").then_some(credentials))
         else {
             return false;
         };

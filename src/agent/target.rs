@@ -20,6 +20,9 @@ pub enum Target {
 
 /// Classifies `uri` as received with `method`.
 pub fn classify(method: &Method, uri: &Uri) -> Target {
+    if let Some(reason) = crate::http_util::target_refusal(method == Method::CONNECT, uri) {
+        return Target::Invalid(reason.into());
+    }
     if method == Method::CONNECT {
         return match uri.authority() {
             Some(authority) if authority.port_u16().is_some() && !authority.host().is_empty() => {
@@ -50,7 +53,7 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: [(&str, &str, &str); 8] = [
+        let cases: [(&str, &str, &str); 11] = [
             ("CONNECT", "example.com:443", "connect example.com:443"),
             ("CONNECT", "example.com", "invalid"),
             ("GET", "http://example.com/a?b=1", "http example.com /a?b=1"),
@@ -59,6 +62,9 @@ mod tests {
             ("GET", "/relative", "invalid"),
             ("GET", "https://example.com/", "invalid"),
             ("GET", "ftp://example.com/", "invalid"),
+            ("GET", "http://user:pw@example.com/", "invalid"),
+            ("CONNECT", "http://example.com:80/", "invalid"),
+            ("CONNECT", "user@example.com:443", "invalid"),
         ];
         for (method, target, want) in cases {
             let got = match classify(&method.parse().unwrap(), &target.parse().unwrap()) {

@@ -271,7 +271,7 @@ fn static_hosts(raw: &HashMap<String, String>) -> Result<HashMap<String, IpAddr>
                     "map names to IPs, e.g. intranet.example: 10.0.0.5",
                 )
             })?;
-            Ok((name.to_ascii_lowercase(), ip))
+            Ok((super::dial::normalize_name(name), ip))
         })
         .collect()
 }

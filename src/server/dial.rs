@@ -77,7 +77,7 @@ impl Dialer {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, port)]);
         }
-        if let Some(ip) = self.hosts.get(&bare.to_ascii_lowercase()) {
+        if let Some(ip) = self.hosts.get(&normalize_name(bare)) {
             return Ok(vec![SocketAddr::new(*ip, port)]);
         }
         Ok(tokio::net::lookup_host((bare, port))
@@ -85,6 +85,12 @@ impl Dialer {
             .map_err(|e| DialError::Dns { host: bare.to_string(), reason: dns_reason(&e) })?
             .collect())
     }
+}
+
+/// A host name as the static `hosts` map keys it: lower case, without the
+/// one trailing dot of a fully qualified name (`EVIL.test.` is `evil.test`).
+pub fn normalize_name(name: &str) -> String {
+    name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 async fn connect_first(addrs: Vec<SocketAddr>, target: &str, policy: &EgressPolicy) -> Result<TcpStream, DialError> {
@@ -139,7 +145,9 @@ mod tests {
         // A static host entry pointing at loopback is refused like the address itself.
         let hosts =
             Dialer { hosts: [("evil.test".to_string(), "127.0.0.1".parse().unwrap())].into(), ..strict.clone() };
-        assert_eq!(hosts.dial("EVIL.test", port).await.unwrap_err().kind(), "denied");
+        for spelling in ["EVIL.test", "evil.test.", "Evil.Test."] {
+            assert_eq!(hosts.dial(spelling, port).await.unwrap_err().kind(), "denied", "{spelling}");
+        }
         // No resolver answers here, or it says NXDOMAIN: either way a clear failure.
         let err = open.dial("name.invalid", 80).await.unwrap_err();
         assert!(matches!(err.kind(), "dns" | "timeout"), "{err}");

@@ -55,6 +55,9 @@ impl Proxy {
     }
 
     async fn connect(&self, req: Request<Incoming>) -> Response<Body> {
+        if let Some(reason) = crate::http_util::target_refusal(true, req.uri()) {
+            return text_response(StatusCode::BAD_REQUEST, reason);
+        }
         let Some(authority) = req.uri().authority().cloned() else {
             return text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
         };
@@ -79,6 +82,9 @@ impl Proxy {
 
     async fn forward(&self, mut req: Request<Incoming>) -> Response<Body> {
         let uri = req.uri().clone();
+        if let Some(reason) = crate::http_util::target_refusal(false, &uri) {
+            return text_response(StatusCode::BAD_REQUEST, reason);
+        }
         let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority().cloned()) else {
             return text_response(
                 StatusCode::BAD_REQUEST,
