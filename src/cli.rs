@@ -6,13 +6,13 @@ use crate::config::{ConfigError, EXIT_CONFIG};
 
 /// Prints a configuration error as one line and returns exit code 2.
 pub fn config_error(program: &str, error: &ConfigError) -> ExitCode {
-    eprintln!("{program}: {error}");
+    crate::telemetry::to_stderr(format_args!("{program}: {error}\n"));
     ExitCode::from(EXIT_CONFIG as u8)
 }
 
 /// Prints a runtime error (with its context chain on one line) and returns 1.
 pub fn runtime_error(program: &str, error: &anyhow::Error) -> ExitCode {
-    eprintln!("{program}: {error:#}");
+    crate::telemetry::to_stderr(format_args!("{program}: {error:#}\n"));
     ExitCode::FAILURE
 }
 

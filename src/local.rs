@@ -82,16 +82,18 @@ async fn run_in(args: &LocalArgs, dir: &std::path::Path, shutdown: CancellationT
     agent.check_server().await?;
     let agent_task = tokio::spawn(agent.run(stop.clone()));
 
-    println!("fluidity local mode: agent http://{proxy} -> mutual TLS -> server {server_addr}");
-    println!("certificates: {} (removed on exit)", dir.display());
-    println!("try:  curl -x http://{proxy} {page}");
-    println!("stop: Ctrl-C");
+    crate::telemetry::to_stdout(format_args!(
+        "fluidity local mode: agent http://{proxy} -> mutual TLS -> server {server_addr}\n"
+    ));
+    crate::telemetry::to_stdout(format_args!("certificates: {} (removed on exit)\n", dir.display()));
+    crate::telemetry::to_stdout(format_args!("try:  curl -x http://{proxy} {page}\n"));
+    crate::telemetry::to_stdout(format_args!("stop: Ctrl-C\n"));
     let outcome = if args.check {
         let body = fetch_through(proxy, &page).await;
         stop.cancel();
         match body {
             Ok(text) if text == DEMO_BODY => {
-                print!("check ok: {text}");
+                crate::telemetry::to_stdout(format_args!("check ok: {text}"));
                 Ok(())
             }
             Ok(text) => Err(anyhow::anyhow!("check failed: unexpected body {text:?}")),

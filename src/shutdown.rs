@@ -11,8 +11,10 @@ pub fn on_signal() -> CancellationToken {
     let trigger = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received, draining");
+        // Cancel first: nothing that follows (a log line to a broken pipe,
+        // say) may keep the process from draining.
         trigger.cancel();
+        tracing::info!("shutdown signal received, draining");
     });
     token
 }

@@ -106,3 +106,100 @@ async fn static_hosts_match_any_case_and_a_trailing_dot() {
         assert!(status.starts_with("HTTP/1.1 403"), "{name}: {status}");
     }
 }
+
+/// A free loopback port (bound, then released for the program to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `bin` with its stderr a pipe whose reader has already gone, so
+/// every log line fails with EPIPE.
+fn spawn_with_dead_stderr(bin: &str, args: &[&str]) -> std::process::Child {
+    let mut child = std::process::Command::new(bin_path(bin))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // the reader exits
+    child
+}
+
+fn terminate(child: &mut std::process::Child, within: std::time::Duration) -> Option<i32> {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_log_pipe_never_stops_the_proxy_or_its_signals() {
+    let pki = Pki::new();
+    let origin = http_origin().await;
+    let (server_port, agent_port) = (free_port(), free_port());
+    let server_listen = format!("127.0.0.1:{server_port}");
+    let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("ca.crt"));
+    let server_args = [
+        "--listen",
+        &server_listen,
+        "--allow-loopback",
+        "--health-listen",
+        "off",
+        "--drain-timeout",
+        "2s",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--ca",
+        ca.to_str().unwrap(),
+    ];
+    let (ccert, ckey) = (pki.path("client.crt"), pki.path("client.key"));
+    let agent_listen = format!("127.0.0.1:{agent_port}");
+    let agent_args = [
+        "--listen",
+        &agent_listen,
+        "--server",
+        &server_listen,
+        "--drain-timeout",
+        "2s",
+        "--reconnect-max-backoff",
+        "300ms",
+        "--cert",
+        ccert.to_str().unwrap(),
+        "--key",
+        ckey.to_str().unwrap(),
+        "--ca",
+        ca.to_str().unwrap(),
+    ];
+    let mut server = spawn_with_dead_stderr("fluidity-server", &server_args);
+    let mut agent = spawn_with_dead_stderr("fluidity-agent", &agent_args);
+    let proxy = format!("http://{agent_listen}");
+    let url = format!("http://{origin}/piped");
+    let through = || async {
+        for _ in 0..100 {
+            if curl(&["-x", &proxy, &url]).await.text() == "GET /piped" {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(through().await, "the tunnel carries traffic while nobody reads its logs");
+
+    // The server restarts: SIGTERM still ends it (exit 0, within its drain
+    // bound), and the agent, logging into the same dead pipe, reconnects.
+    assert_eq!(terminate(&mut server, std::time::Duration::from_secs(6)), Some(0), "server on SIGTERM");
+    let mut server = spawn_with_dead_stderr("fluidity-server", &server_args);
+    assert!(through().await, "the agent reconnected after the server restart");
+
+    assert_eq!(terminate(&mut agent, std::time::Duration::from_secs(6)), Some(0), "agent on SIGTERM");
+    assert_eq!(terminate(&mut server, std::time::Duration::from_secs(6)), Some(0), "server on SIGTERM");
+}

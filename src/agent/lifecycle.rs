@@ -27,6 +27,7 @@ use super::config::LifecycleConfig;
 use super::pool::Pool;
 use crate::http_client::OneShot;
 use crate::protocol::{Change, State, Status, routes};
+use crate::telemetry::to_stderr;
 
 /// How long one control API call may take (`/wake` waits up to about 20 s
 /// server-side; API Gateway gives up at 29 s).
@@ -190,7 +191,7 @@ impl Progress {
         if self.tty {
             const SPINNER: [char; 4] = ['|', '/', '-', '\\'];
             let frame = SPINNER[(self.started.elapsed().as_millis() / 250 % 4) as usize];
-            eprint!("\r\x1b[2K{frame} fluidity: {phase} the server… {elapsed}s");
+            to_stderr(format_args!("\r\x1b[2K{frame} fluidity: {phase} the server… {elapsed}s"));
         } else if self.last_phase != Some(phase) || self.last_log.elapsed() >= Duration::from_secs(15) {
             info!(phase, elapsed_s = elapsed, "waiting for the server");
             self.last_log = Instant::now();
@@ -200,14 +201,17 @@ impl Progress {
 
     fn done(&self, address: SocketAddr) {
         if self.tty {
-            eprintln!("\r\x1b[2Kfluidity: server up at {address} after {}s", self.started.elapsed().as_secs());
+            to_stderr(format_args!(
+                "\r\x1b[2Kfluidity: server up at {address} after {}s\n",
+                self.started.elapsed().as_secs()
+            ));
         }
         info!(server = %address, elapsed_s = self.started.elapsed().as_secs(), "server is running");
     }
 
     fn abandon(&self) {
         if self.tty {
-            eprintln!();
+            to_stderr(format_args!("\n"));
         }
     }
 }

@@ -21,13 +21,15 @@ fn main() -> ExitCode {
     match certs::generate(&options) {
         Ok(paths) => {
             for path in paths {
-                println!("wrote {}", path.display());
+                fluidity::telemetry::to_stdout(format_args!("wrote {}\n", path.display()));
             }
-            println!("keep server.key and client.key private; certs/.gitignore keeps them out of git");
+            fluidity::telemetry::to_stdout(format_args!(
+                "keep server.key and client.key private; certs/.gitignore keeps them out of git\n"
+            ));
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("fluidity-certs: {error}");
+            fluidity::telemetry::to_stderr(format_args!("fluidity-certs: {error}\n"));
             ExitCode::from(fluidity::config::EXIT_CONFIG as u8)
         }
     }

@@ -13,22 +13,22 @@ async fn main() -> ExitCode {
     fluidity::telemetry::init(fluidity::telemetry::LogFormat::Json);
     let handler = std::env::var("_HANDLER").unwrap_or_default();
     let Some(function) = Function::from_handler(&handler) else {
-        eprintln!(
-            "fluidity-lambda: unknown handler `{handler}`; set the function's handler to wake, status, sleep or kill"
-        );
+        fluidity::telemetry::to_stderr(format_args!(
+            "fluidity-lambda: unknown handler `{handler}`; set the function's handler to wake, status, sleep or kill\n"
+        ));
         return ExitCode::from(2);
     };
     let settings = match env::Settings::from_env(&env::ProcessEnv) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("fluidity-lambda: {error}");
+            fluidity::telemetry::to_stderr(format_args!("fluidity-lambda: {error}\n"));
             return ExitCode::from(2);
         }
     };
     let control = match lambda::control_from_environment(settings).await {
         Ok(control) => control,
         Err(error) => {
-            eprintln!("fluidity-lambda: {error}");
+            fluidity::telemetry::to_stderr(format_args!("fluidity-lambda: {error}\n"));
             return ExitCode::FAILURE;
         }
     };
@@ -42,7 +42,7 @@ async fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("fluidity-lambda: runtime error: {error}");
+            fluidity::telemetry::to_stderr(format_args!("fluidity-lambda: runtime error: {error}\n"));
             ExitCode::FAILURE
         }
     }

@@ -61,7 +61,9 @@ fn healthcheck(args: &ServerArgs, timeout: &str) -> ExitCode {
     let addr = match server::config::health_address(args) {
         Ok(Some(addr)) => addr,
         Ok(None) => {
-            eprintln!("fluidity-server healthcheck: health_listen is off, nothing to check");
+            fluidity::telemetry::to_stderr(format_args!(
+                "fluidity-server healthcheck: health_listen is off, nothing to check\n"
+            ));
             return ExitCode::FAILURE;
         }
         Err(error) => return cli::config_error("fluidity-server healthcheck", &error),
@@ -72,7 +74,7 @@ fn healthcheck(args: &ServerArgs, timeout: &str) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("fluidity-server healthcheck: unhealthy: {error}");
+            fluidity::telemetry::to_stderr(format_args!("fluidity-server healthcheck: unhealthy: {error}\n"));
             ExitCode::FAILURE
         }
     }
