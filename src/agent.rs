@@ -188,8 +188,9 @@ pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> anyhow
     let follower = tokio::spawn(lifecycle::follow(api.clone(), pool.clone(), shutdown.child_token()));
     let outcome = agent.run(shutdown).await;
     follower.abort();
-    // A sleeping server needs no kill (and the call would cost quota).
-    if settings.kill_on_exit && !pool.is_dormant() {
+    // A sleeping server needs no kill (and the call would cost quota), unless
+    // a request was waking it when the agent was stopped.
+    if settings.kill_on_exit && (!pool.is_dormant() || pool.demand_pending()) {
         lifecycle::kill_on_exit(&api).await;
     }
     outcome

@@ -364,6 +364,10 @@ async fn wake_on_demand(api: &ControlApi, pool: &Pool, shutdown: &CancellationTo
         Err(error) => {
             warn!(%error, "could not wake the server; the next request tries again");
             pool.wake_failed(&format!("the server is asleep and waking it failed: {error}"));
+            // Whatever the failed wake started is stopped again, as at start-up.
+            if api.config.kill_on_exit && !matches!(error, LifecycleError::Forbidden { .. }) {
+                kill_on_exit(api).await;
+            }
             true
         }
     }

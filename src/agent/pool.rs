@@ -72,8 +72,10 @@ struct Shared {
     kick: tokio::sync::Notify,
     /// The server is stopped: dial nothing, wake it on demand.
     dormant: watch::Sender<bool>,
-    /// A request is waiting for the dormant server (the lifecycle listens).
-    demand: tokio::sync::Notify,
+    /// A request is waiting for the dormant server (the lifecycle listens). A
+    /// state, not a notification: however many requests ask, one wake
+    /// happens, and nothing is left over to wake the server later unasked.
+    demand: watch::Sender<bool>,
     /// Why waking failed; `(reason, final)`; waiting requests get it.
     wake_failure: Mutex<Option<(String, bool)>>,
     /// How long a request waits for a wake on demand.
@@ -112,7 +114,7 @@ impl Pool {
             settings: config.tunnel.clone(),
             kick: tokio::sync::Notify::new(),
             dormant: watch::Sender::new(false),
-            demand: tokio::sync::Notify::new(),
+            demand: watch::Sender::new(false),
             wake_failure: Mutex::new(None),
             wake_wait: Mutex::new(config.tunnel.request_wait),
         });
@@ -183,9 +185,12 @@ impl Pool {
                     Some((reason, false)) if asked => return Err(TunnelError::Asleep { reason }),
                     _ if asked => {}
                     _ => {
-                        // This request wakes the server and waits for it.
-                        *lock(&self.shared.wake_failure) = None;
-                        self.shared.demand.notify_one();
+                        // This request asks for the server (unless a wake is
+                        // already under way) and waits for it.
+                        let first = self.shared.demand.send_if_modified(|pending| !std::mem::replace(pending, true));
+                        if first {
+                            *lock(&self.shared.wake_failure) = None;
+                        }
                         asked = true;
                         deadline = tokio::time::Instant::now() + *lock(&self.shared.wake_wait);
                     }
@@ -213,18 +218,27 @@ impl Pool {
     pub fn set_dormant(&self, wake_wait: Duration) {
         *lock(&self.shared.wake_wait) = wake_wait + self.shared.settings.request_wait;
         *lock(&self.shared.wake_failure) = None;
+        self.shared.demand.send_replace(false);
         self.shared.dormant.send_replace(true);
         self.shared.bump();
     }
 
     /// Resolves when a request is waiting for the dormant server.
     pub async fn demanded(&self) {
-        self.shared.demand.notified().await
+        let mut demand = self.shared.demand.subscribe();
+        let _ = demand.wait_for(|pending| *pending).await;
+    }
+
+    /// Whether a request asked for the server and its wake has not ended yet
+    /// (the server may be starting: stop it on exit).
+    pub fn demand_pending(&self) -> bool {
+        *self.shared.demand.borrow()
     }
 
     /// The server is up again at `server`: connect and serve the waiting requests.
     pub fn woke(&self, server: &str) {
         self.set_server(server);
+        self.shared.demand.send_replace(false);
         self.shared.dormant.send_replace(false);
         self.shared.bump();
     }
@@ -232,6 +246,7 @@ impl Pool {
     /// Waking failed: the waiting requests get `reason`; the next request tries again.
     pub fn wake_failed(&self, reason: &str) {
         *lock(&self.shared.wake_failure) = Some((reason.to_owned(), false));
+        self.shared.demand.send_replace(false);
         self.shared.bump();
     }
 
