@@ -9,9 +9,10 @@
 //! - [`stack`]: change sets, event streaming, deletion.
 //! - [`drift`]: drift detection per resource.
 //! - [`image`]: the architecture of a server image archive, checked before a push.
-//! - [`api_key`]: the value of the agent's API key (never a stack output).
+//! - [`apigateway`]: the value of the agent's API key (never a stack output)
+//!   and the region's API Gateway logging setting.
 
-pub mod api_key;
+pub mod apigateway;
 pub mod aws;
 pub mod drift;
 pub mod image;
@@ -340,15 +341,21 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
     {
         keep_desired_count(&clients, existing, &mut plan.values).await?;
     }
-    let account_stack = plan.values.get("ApiGatewayAccountStackName").unwrap_or(ACCOUNT_STACK).to_owned();
-    let account_exists = stack::find(&clients.cloudformation, &account_stack).await?.is_some();
-    let order = [
-        (&stacks.fargate, &plan.fargate, "this environment's server"),
-        (&account_stack, &plan.account, "API Gateway's logging role, shared by every environment in the region"),
-        (&stacks.lambda, &plan.lambda, "this environment's control plane"),
-    ];
+    let account_stack = shared_logging(&clients, plan.values.get("ApiGatewayAccountStackName"), env).await?;
+    if account_stack.is_none() {
+        plan.values.set("ApiGatewayAccountStackName", NO_SHARED_STACK);
+    }
+    let account_missing = match &account_stack {
+        Some(name) => stack::find(&clients.cloudformation, name).await?.is_none(),
+        None => false,
+    };
+    let mut order = vec![(&stacks.fargate, &plan.fargate, "this environment's server")];
+    if let Some(name) = &account_stack {
+        order.push((name, &plan.account, "API Gateway's logging role, shared by every environment in the region"));
+    }
+    order.push((&stacks.lambda, &plan.lambda, "this environment's control plane"));
     for (name, template, role) in order {
-        if args.dry_run && *name == stacks.lambda && (fargate.is_none() || !account_exists) {
+        if args.dry_run && *name == stacks.lambda && (fargate.is_none() || account_missing) {
             println!(
                 "stack {name}: not shown in this dry run (it imports the outputs of stacks that do not exist yet)"
             );
@@ -374,7 +381,7 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
             }
         );
         // Production stacks cannot be deleted by accident (`delete --force` lifts it).
-        if cli.env == Env::Prod && *name != account_stack && !args.dry_run {
+        if cli.env == Env::Prod && Some(name) != account_stack.as_ref() && !args.dry_run {
             stack::protect(&clients.cloudformation, name, true).await?;
             println!("stack {name}: termination protection on");
         }
@@ -387,6 +394,30 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
 
 /// The stack of the region's API Gateway logging setting (apigateway-account.yaml).
 pub const ACCOUNT_STACK: &str = "fluidity-apigateway-account";
+
+/// `ApiGatewayAccountStackName` when the region's setting is someone else's.
+pub const NO_SHARED_STACK: &str = "none";
+
+/// Whether to deploy the shared logging stack `name`: yes when the region's
+/// API Gateway account setting is unset or is that stack's role; no (and
+/// say so) when it names a role someone else set, which is left alone, or
+/// when the user passed `ApiGatewayAccountStackName=none`.
+async fn shared_logging(clients: &Clients, name: Option<&str>, env: &str) -> Result<Option<String>, Error> {
+    let Some(name) = name.filter(|n| *n != NO_SHARED_STACK) else { return Ok(None) };
+    let region_role = apigateway::logs_role(clients)
+        .await
+        .context("cannot read this region's API Gateway account setting (apigateway:GET on /account)")?;
+    let Some(region_role) = region_role else { return Ok(Some(name.to_owned())) };
+    let ours = stack::find(&clients.cloudformation, name).await?.and_then(|s| stack::output(&s, "LogsRoleArn"));
+    if ours.as_deref() == Some(region_role.as_str()) {
+        return Ok(Some(name.to_owned()));
+    }
+    println!(
+        "API Gateway logging: this region's account setting uses {region_role}, which Fluidity did not set; \
+         leaving it alone (that role must be able to write /aws/apigateway/fluidity-{env}-access)"
+    );
+    Ok(None)
+}
 
 /// Passes the service's current desired count as `DesiredCount`, so that an
 /// update (a new image, a changed parameter) leaves a running server running.
@@ -526,7 +557,7 @@ async fn api_key(cli: &Cli, stacks: &Stacks, id: Option<&str>) -> Result<(), Err
                 .with_context(|| format!("{} has no ApiKeyId output; pass --id", stacks.lambda))?
         }
     };
-    println!("{}", api_key::value(&clients, &id).await?);
+    println!("{}", apigateway::key_value(&clients, &id).await?);
     Ok(())
 }
 

@@ -14,6 +14,8 @@
       A VPC and one subnet (what a deploy needs from the user). Prints {"vpc","subnet"}.
   aws_fixture.py ENDPOINT api-key VALUE
       An API Gateway key with this value. Prints {"id"}.
+  aws_fixture.py ENDPOINT account-role ROLE_ARN
+      Sets the region's API Gateway CloudWatch role (as another stack would). Prints {"role"}.
   aws_fixture.py ENDPOINT stop-task CLUSTER TASK_ARN
       Stops the task (its service's server went away). Prints {"stopped"}.
 """
@@ -91,6 +93,11 @@ def main():
         apigateway = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",
                                   aws_access_key_id="test", aws_secret_access_key="test")
         result = {"id": apigateway.create_api_key(name="fluidity-test", value=args[0], enabled=True)["id"]}
+    elif command == "account-role":
+        apigateway = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",
+                                  aws_access_key_id="test", aws_secret_access_key="test")
+        apigateway.update_account(patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": args[0]}])
+        result = {"role": apigateway.get_account()["cloudwatchRoleArn"]}
     elif command == "stop-task":
         _, ecs = clients(endpoint)
         ecs.stop_task(cluster=args[0], task=args[1], reason="replaced")

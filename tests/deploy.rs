@@ -462,6 +462,19 @@ async fn a_deploy_keeps_a_running_server_running() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_region_logging_role_set_by_someone_else_is_left_alone() {
+    let world = World::new().await;
+    let theirs = "arn:aws:iam::123456789012:role/their-apigateway-logs";
+    assert_eq!(world.fixture(&["account-role", theirs])["role"], theirs);
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("uses {theirs}, which Fluidity did not set; leaving it alone")), "{out}");
+    assert!(!out.contains("stack fluidity-apigateway-account"), "{out}");
+    assert_eq!(world.live_stacks().await, ["fluidity-dev-fargate", "fluidity-dev-lambda"]);
+    assert_eq!(world.parameter("fluidity-dev-lambda", "ApiGatewayAccountStackName").await, "none");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn production_stacks_are_protected_until_delete_force() {
     let world = World::new().await;
     let image = world.path("server-image.tar.gz");

@@ -1,7 +1,11 @@
-//! The value of the agent's API key. CloudFormation outputs only its id (an
-//! output is readable by anyone who can describe the stack); the value comes
-//! from API Gateway's GetApiKey with `includeValue`, one signed REST call
-//! made without the API Gateway SDK crate (see [`crate::sigv4`]).
+//! The two API Gateway reads the deploy tool needs, each one signed REST
+//! call made without the API Gateway SDK crate (see [`crate::sigv4`]):
+//!
+//! - the value of the agent's API key. CloudFormation outputs only its id
+//!   (an output is readable by anyone who can describe the stack); the value
+//!   comes from GetApiKey with `includeValue`;
+//! - the region's account setting (GetAccount): which CloudWatch role API
+//!   Gateway logs with, so that a role some other stack set is left alone.
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -11,26 +15,38 @@ use super::aws::Clients;
 use crate::http_client::OneShot;
 
 /// Reads the value of API key `id`.
-pub async fn value(clients: &Clients, id: &str) -> anyhow::Result<String> {
+pub async fn key_value(clients: &Clients, id: &str) -> anyhow::Result<String> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
         bail!("{id:?} is not an API key id (letters and digits, as in the ApiKeyId output)");
     }
+    let json = get(clients, &format!("/apikeys/{id}?includeValue=true"), &format!("key {id}")).await?;
+    json["value"].as_str().map(str::to_owned).context("GetApiKey returned no value")
+}
+
+/// The CloudWatch role ARN of this region's API Gateway account setting, if set.
+pub async fn logs_role(clients: &Clients) -> anyhow::Result<Option<String>> {
+    let json = get(clients, "/account", "the account setting").await?;
+    Ok(json["cloudwatchRoleArn"].as_str().filter(|arn| !arn.is_empty()).map(str::to_owned))
+}
+
+/// A signed GET of `path`; the JSON answer of a 200, else one line naming `what`.
+async fn get(clients: &Clients, path: &str, what: &str) -> anyhow::Result<serde_json::Value> {
     let base = match clients.shared.endpoint_url() {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => format!("https://apigateway.{}.amazonaws.com", clients.region),
     };
-    let url = format!("{base}/apikeys/{id}?includeValue=true");
+    let url = format!("{base}{path}");
     let uri: http::Uri = url.parse().with_context(|| format!("bad API Gateway URL {url}"))?;
     let host = uri.authority().context("the API Gateway URL has no host")?.to_string();
     let mut request = http::Request::get(uri)
         .header("host", host)
         .header("accept", "application/json")
         .body(Full::new(Bytes::new()))
-        .context("cannot build the GetApiKey request")?;
+        .context("cannot build the API Gateway request")?;
     let credentials = clients.shared.credentials_provider().context("no AWS credentials configured")?;
     crate::sigv4::sign(&credentials, &clients.region, "apigateway", &mut request, b"")
         .await
-        .map_err(|e| anyhow::anyhow!("cannot sign GetApiKey: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot sign the API Gateway request: {e}"))?;
     let client = OneShot::new().map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
     let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(30), client.send(request))
         .await
@@ -39,7 +55,7 @@ pub async fn value(clients: &Clients, id: &str) -> anyhow::Result<String> {
     let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     if status != 200 {
         let message = json["message"].as_str().or(json["Message"].as_str()).unwrap_or("no message");
-        bail!("API Gateway answered {status} for key {id}: {message}");
+        bail!("API Gateway answered {status} for {what}: {message}");
     }
-    json["value"].as_str().map(str::to_owned).context("GetApiKey returned no value")
+    Ok(json)
 }
