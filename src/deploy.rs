@@ -40,8 +40,9 @@ use stack::Outcome;
 /// environments, fluidity-apigateway-account (API Gateway's logging role and
 /// the region's account setting, which is a single value). Parameters come
 /// from cloudformation/params-<env>.json; --param KEY=VALUE overrides one.
-/// A deploy keeps the server's current desired count (a running server
-/// stays up while a new image rolls out).
+/// An update never changes the server's desired count: a sleeping server
+/// stays asleep, and a running one comes back on the new image (the old task
+/// stops first, the agent follows the new one to its new address).
 ///
 /// Examples:
 ///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 --image "$(nix build --print-out-paths .#server-image-aarch64)" --lambda-zip "$(nix build --print-out-paths .#lambda-zip)/fluidity-lambda.zip"
@@ -336,10 +337,11 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
     }
 
     let fargate = stack::find(&clients.cloudformation, &stacks.fargate).await?;
-    if let Some(existing) = &fargate
-        && !args.params.iter().any(|(k, _)| k == "DesiredCount")
-    {
-        keep_desired_count(&clients, existing, &mut plan.values).await?;
+    // An update leaves the service's desired count alone (unless asked):
+    // sending a value would reset it, waking a sleeping server or stopping
+    // a running one.
+    if fargate.is_some() && !args.params.iter().any(|(k, _)| k == "DesiredCount") {
+        plan.values.set("DesiredCount", KEEP_DESIRED_COUNT);
     }
     let account_stack = shared_logging(&clients, plan.values.get("ApiGatewayAccountStackName"), env).await?;
     if account_stack.is_none() {
@@ -419,36 +421,8 @@ async fn shared_logging(clients: &Clients, name: Option<&str>, env: &str) -> Res
     Ok(None)
 }
 
-/// Passes the service's current desired count as `DesiredCount`, so that an
-/// update (a new image, a changed parameter) leaves a running server running.
-/// AWS::ECS::Service sends the template's DesiredCount with every update of
-/// the service ("AWS::ECS::Service", CloudFormation User Guide), and the
-/// parameter file says 0.
-async fn keep_desired_count(
-    clients: &Clients,
-    fargate: &aws_sdk_cloudformation::types::Stack,
-    values: &mut Values,
-) -> Result<(), Error> {
-    let (Some(cluster), Some(service)) = (stack::output(fargate, "ClusterName"), stack::output(fargate, "ServiceName"))
-    else {
-        return Ok(());
-    };
-    let described = clients
-        .ecs
-        .describe_services()
-        .cluster(&cluster)
-        .services(&service)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot read the desired count of {service}: {}", aws::describe(&e)))?;
-    if let Some(current) = described.services().first().map(|s| s.desired_count().clamp(0, 1)) {
-        if current > 0 {
-            println!("server: running (desired {current}); the deploy keeps it running");
-        }
-        values.set("DesiredCount", current.to_string());
-    }
-    Ok(())
-}
+/// `DesiredCount` on updates: the template leaves the property out.
+pub const KEEP_DESIRED_COUNT: &str = "keep";
 
 async fn status(cli: &Cli, stacks: &Stacks, with_drift: bool) -> Result<(), Error> {
     let clients = Clients::load(&cli.aws).await?;

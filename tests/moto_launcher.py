@@ -5,7 +5,9 @@
    numbers where the ECS API model says strings, so strict clients (the Rust
    SDK) fail to read DescribeTasks and RunTask. This wraps moto's WSGI app and
    turns those two fields into strings in ECS responses.
-2. moto 5.2's RunTask with awsvpc networking reads `private_dns_name` from a
+2. moto does arithmetic on a service's DesiredCount, which CloudFormation
+   passes on as text from a String parameter (AWS accepts it); it is made a
+   number. moto 5.2's RunTask with awsvpc networking reads `private_dns_name` from a
    network interface class that lacks it; a property is added when missing.
 3. moto's ExecuteChangeSet only records the new template: it creates no
    resources, outputs or exports. Executing a change set here does what
@@ -36,8 +38,24 @@ import urllib.parse
 
 from moto.cloudformation.models import CloudFormationBackend
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+from moto.ecs.models import Service as EcsService
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
+
+def _numeric_desired_count(original):
+    """CloudFormation passes String parameters on as text and AWS accepts
+    "0" for a service's DesiredCount; moto does arithmetic on it. A number in."""
+    def wrapped(cls, *args, **kwargs):
+        json_arg = kwargs.get("cloudformation_json") or next(a for a in args if isinstance(a, dict))
+        properties = json_arg.get("Properties", {})
+        if isinstance(properties.get("DesiredCount"), str) and properties["DesiredCount"].isdigit():
+            properties["DesiredCount"] = int(properties["DesiredCount"])
+        return original.__func__(cls, *args, **kwargs)
+    return classmethod(wrapped)
+
+
+EcsService.create_from_cloudformation_json = _numeric_desired_count(EcsService.create_from_cloudformation_json)
+EcsService.update_from_cloudformation_json = _numeric_desired_count(EcsService.update_from_cloudformation_json)
 
 if not hasattr(NetworkInterface, "private_dns_name"):
     NetworkInterface.private_dns_name = property(
