@@ -297,7 +297,6 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
             if publish::ensure_bucket(&clients, &bucket).await? {
                 println!("created bucket {bucket} (private)");
             }
-            publish::expire_old_packages(&clients, &bucket).await?;
             let uploaded = publish::upload(&clients, &bucket, &key, path).await?;
             println!(
                 "lambda package: s3://{bucket}/{key}{}",
@@ -351,6 +350,16 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
         Some(name) => stack::find(&clients.cloudformation, name).await?.is_none(),
         None => false,
     };
+    // The package the Lambda stack runs now: kept as the rollback target.
+    let previous_key = match stack::find(&clients.cloudformation, &stacks.lambda).await? {
+        Some(lambda) => lambda
+            .parameters()
+            .iter()
+            .find(|p| p.parameter_key() == Some("CodeKey"))
+            .and_then(|p| p.parameter_value())
+            .map(str::to_owned),
+        None => None,
+    };
     let mut order = vec![(&stacks.fargate, &plan.fargate, "this environment's server")];
     if let Some(name) = &account_stack {
         order.push((name, &plan.account, "API Gateway's logging role, shared by every environment in the region"));
@@ -388,10 +397,19 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
             println!("stack {name}: termination protection on");
         }
     }
-    if !args.dry_run {
-        print_outputs(&clients, stacks, false).await?;
+    if args.dry_run {
+        return Ok(());
     }
-    Ok(())
+    if plan.zip.is_some()
+        && let (Some(bucket), Some(key)) = (plan.values.get("CodeBucket"), plan.values.get("CodeKey"))
+    {
+        let keep: Vec<&str> = [Some(key), previous_key.as_deref()].into_iter().flatten().collect();
+        let removed = publish::prune_packages(&clients, bucket, &keep).await?;
+        if removed > 0 {
+            println!("lambda package: removed {removed} older package(s) (kept the current and the previous one)");
+        }
+    }
+    print_outputs(&clients, stacks, false).await
 }
 
 /// The stack of the region's API Gateway logging setting (apigateway-account.yaml).

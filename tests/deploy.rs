@@ -211,11 +211,7 @@ async fn deploy_update_no_changes_status_outputs_delete() {
         assert_eq!(policy.stack_policy_body(), Some(policy_file.as_str()), "stack policy of {stack}");
     }
 
-    // Old artifacts expire: packages after 180 days, images beyond the newest 10.
-    let rules = world.s3.get_bucket_lifecycle_configuration().bucket(BUCKET).send().await.unwrap();
-    let rule = &rules.rules()[0];
-    assert_eq!(rule.expiration().and_then(|e| e.days()), Some(180), "{rule:?}");
-    assert_eq!(rule.filter().and_then(|f| f.prefix()), Some("lambda/"), "{rule:?}");
+    // Old images expire beyond the newest 10.
     let policy = world.ecr.get_lifecycle_policy().repository_name("fluidity-server-dev").send().await.unwrap();
     let policy: Value = serde_json::from_str(policy.lifecycle_policy_text().unwrap()).unwrap();
     assert_eq!(policy["rules"][0]["selection"]["countNumber"], 10, "{policy}");
@@ -460,6 +456,27 @@ async fn a_deploy_keeps_a_running_server_running() {
     let (code, out, err) = world.deploy(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert_eq!(desired().await, 0, "a sleeping server is not woken by the deploy");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn old_lambda_packages_are_removed_but_the_current_and_previous_stay() {
+    let world = World::new().await;
+    let zip = world.path("fluidity-lambda.zip");
+    let mut keys = vec![];
+    for build in ["1", "2", "3"] {
+        let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    z.writestr('bootstrap', sys.argv[2])\n";
+        assert!(Command::new("python3").args(["-c", script, zip.to_str().unwrap(), build]).status().unwrap().success());
+        let (code, out, err) = world.deploy(&[]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        keys.push(format!("lambda/{}.zip", sha256_hex(&zip)));
+        assert_eq!(world.parameter("fluidity-dev-lambda", "CodeKey").await, *keys.last().unwrap());
+    }
+    let listed = world.s3.list_objects_v2().bucket(BUCKET).prefix("lambda/").send().await.unwrap();
+    let mut stored: Vec<&str> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    stored.sort();
+    let mut wanted = vec![keys[1].as_str(), keys[2].as_str()];
+    wanted.sort();
+    assert_eq!(stored, wanted, "the current package and the previous one (for a rollback)");
 }
 
 #[tokio::test(flavor = "multi_thread")]

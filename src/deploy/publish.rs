@@ -91,36 +91,36 @@ pub async fn ensure_bucket(clients: &Clients, bucket: &str) -> anyhow::Result<bo
     Ok(true)
 }
 
-/// Packages older than this are removed from the bucket. The functions keep
-/// their own copy of the code, and a deploy uploads a missing package again.
-pub const PACKAGE_EXPIRY_DAYS: i32 = 180;
+/// Removes Lambda packages other than `keep` (the one just deployed and the
+/// one before it, which a rollback would need) from the bucket. Returns how
+/// many went. Done by the tool, not a lifecycle rule: a rule counts from the
+/// upload and would delete a package still in use.
+pub async fn prune_packages(clients: &Clients, bucket: &str, keep: &[&str]) -> anyhow::Result<usize> {
+    let listed = clients
+        .s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix("lambda/")
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot list s3://{bucket}/lambda/: {}", describe(&e)))?;
+    let mut removed = 0;
+    for key in listed.contents().iter().filter_map(|o| o.key()).filter(|k| !keep.contains(k)) {
+        clients
+            .s3
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot remove s3://{bucket}/{key}: {}", describe(&e)))?;
+        removed += 1;
+    }
+    Ok(removed)
+}
 
 /// Images kept in the repository (the newest; the running one is among them).
 pub const IMAGES_KEPT: i32 = 10;
-
-/// Old Lambda packages expire from the bucket (set on every deploy; idempotent).
-pub async fn expire_old_packages(clients: &Clients, bucket: &str) -> anyhow::Result<()> {
-    use aws_sdk_s3::types::{
-        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
-    };
-    let rule = LifecycleRule::builder()
-        .id("expire-old-lambda-packages")
-        .status(ExpirationStatus::Enabled)
-        .filter(LifecycleRuleFilter::builder().prefix("lambda/").build())
-        .expiration(LifecycleExpiration::builder().days(PACKAGE_EXPIRY_DAYS).build())
-        .build()
-        .context("building the bucket's lifecycle rule")?;
-    let configuration = BucketLifecycleConfiguration::builder().rules(rule).build().context("lifecycle rules")?;
-    clients
-        .s3
-        .put_bucket_lifecycle_configuration()
-        .bucket(bucket)
-        .lifecycle_configuration(configuration)
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot set the lifecycle rule of {bucket}: {}", describe(&e)))?;
-    Ok(())
-}
 
 /// Only the newest images stay in the repository (set on every deploy).
 pub async fn expire_old_images(clients: &Clients, repository: &str) -> anyhow::Result<()> {
