@@ -5,6 +5,8 @@
 # named by FLUIDITY_CERTS_DIR, read at evaluation time (hence --impure):
 #
 #   FLUIDITY_CERTS_DIR=$PWD/certs nix build .#server-image --impure
+# (.#server-image is this machine's architecture; Fargate's default ARM64
+# task needs .#server-image-aarch64)
 #
 # Without it the image still evaluates, and building it fails with that line.
 # The files land in /etc/fluidity/certs, the working directory, where the

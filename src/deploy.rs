@@ -45,7 +45,7 @@ use stack::Outcome;
 /// stops first, the agent follows the new one to its new address).
 ///
 /// Examples:
-///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 --image "$(nix build --print-out-paths .#server-image-aarch64)" --lambda-zip "$(nix build --print-out-paths .#lambda-zip)/fluidity-lambda.zip"
+///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 --image "$(FLUIDITY_CERTS_DIR=$PWD/certs nix build --impure --print-out-paths .#server-image-aarch64)" --lambda-zip "$(nix build --print-out-paths .#lambda-zip)/fluidity-lambda.zip"
 ///   fluidity-deploy --env dev deploy --dry-run
 ///   fluidity-deploy --env dev status
 ///   fluidity-deploy --env dev outputs --json
@@ -60,7 +60,7 @@ pub struct Cli {
     /// Which environment: selects params-<env>.json and the stack names.
     #[arg(long, global = true, value_enum, default_value_t = Env::Dev, env = "FLUIDITY_ENV")]
     pub env: Env,
-    /// Directory with fargate.yaml, lambda.yaml, stack-policy.json and the parameter files.
+    /// Directory with fargate.yaml, lambda.yaml, apigateway-account.yaml, stack-policy.json and the parameter files.
     #[arg(
         long,
         global = true,
@@ -95,7 +95,7 @@ impl Env {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Publish the artifacts and create or update both stacks (Fargate, then Lambda).
+    /// Publish the artifacts and create or update the stacks (Fargate, the region's shared logging stack, then Lambda).
     Deploy(DeployArgs),
     /// Stack states, drift per resource, the server's desired/running count, the API URL.
     Status {
@@ -246,9 +246,6 @@ fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigErr
 
 /// Refuses an image archive built for another CPU than the task's.
 fn check_architecture(path: &Path, cpu_architecture: &str) -> Result<(), ConfigError> {
-    let found = image::architecture(path).map_err(|e| {
-        ConfigError::new("--image", e.to_string(), "pass the archive `nix build .#server-image-aarch64` writes")
-    })?;
     let Some(wanted) = image::docker_architecture(cpu_architecture) else {
         return Err(ConfigError::new(
             "CpuArchitecture",
@@ -256,8 +253,11 @@ fn check_architecture(path: &Path, cpu_architecture: &str) -> Result<(), ConfigE
             "use ARM64 or X86_64",
         ));
     };
+    let package = if wanted == "arm64" { "server-image-aarch64" } else { "server-image-x86_64" };
+    let found = image::architecture(path).map_err(|e| {
+        ConfigError::new("--image", e.to_string(), format!("pass the archive `nix build .#{package}` writes"))
+    })?;
     if found != wanted {
-        let package = if wanted == "arm64" { "server-image-aarch64" } else { "server-image-x86_64" };
         let mut fix = format!("pass the archive of nix build .#{package}");
         if let Some(other) = ["ARM64", "X86_64"].into_iter().find(|a| image::docker_architecture(a) == Some(&found)) {
             fix += &format!(", or run the task on it with --param CpuArchitecture={other}");

@@ -88,7 +88,7 @@ pub struct AgentArgs {
     /// A PING unanswered this long means the connection is dead [YAML: keepalive_timeout; default 10s]
     #[arg(long, env = "FLUIDITY_KEEPALIVE_TIMEOUT", value_name = "DURATION")]
     pub keepalive_timeout: Option<String>,
-    /// While the tunnel is down, a request waits this long before a 503 [YAML: request_wait; default 10s]
+    /// While the tunnel is down, a request waits this long before a 503; while the server sleeps, wake_timeout longer [YAML: request_wait; default 10s]
     #[arg(long, env = "FLUIDITY_REQUEST_WAIT", value_name = "DURATION")]
     pub request_wait: Option<String>,
     /// Cap of the reconnect backoff (it starts at 100ms and doubles, with jitter) [YAML: reconnect_max_backoff; default 10s]
@@ -130,7 +130,7 @@ pub struct LifecycleArgs {
     /// API key of the control API; never logged [YAML: lifecycle.api_key]
     #[arg(long, env = "FLUIDITY_API_KEY", value_name = "KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
-    /// Give up if the server is not running after this long [YAML: lifecycle.wake_timeout; default 180s]
+    /// Give up if the server is not running after this long (also how long a request waits for a wake on demand) [YAML: lifecycle.wake_timeout; default 180s]
     #[arg(long, env = "FLUIDITY_WAKE_TIMEOUT", value_name = "DURATION")]
     pub wake_timeout: Option<String>,
     /// Shortest pause between control API calls; unchanged answers double it up to 60× [YAML: lifecycle.poll_interval; default 5s]

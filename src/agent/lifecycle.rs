@@ -44,7 +44,7 @@ pub enum LifecycleError {
     )]
     Forbidden { key_source: String, status: u16 },
     #[error(
-        "the control API's request quota is used up (HTTP 429 Limit Exceeded): wake and kill will not work until the usage plan's period resets; raise ApiQuotaPerMonth and deploy, and stop a running server meanwhile with: aws ecs update-service --desired-count 0"
+        "the control API's request quota is used up (HTTP 429 Limit Exceeded): wake and kill will not work until the usage plan's period resets; raise ApiQuotaPerMonth and deploy, and stop a running server meanwhile with: aws ecs update-service --cluster <ClusterName> --service <ServiceName> --desired-count 0 (fluidity-deploy --env <env> outputs shows both)"
     )]
     QuotaExceeded,
     #[error(

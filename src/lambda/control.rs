@@ -167,14 +167,19 @@ impl Control {
             info!(service = %self.settings.service, "woken: desired count 0 -> 1");
             desired = 1;
         }
-        loop {
-            let status = self.status_with(desired).await?;
-            let waited = started.elapsed();
-            if status.state == State::Running || waited + WAKE_POLL > self.settings.wake_wait {
-                return Ok((changed, status));
-            }
+        // The first look is unbounded (the answer needs a status); later
+        // ones must end by the deadline, whatever the SDK's retries do, so
+        // the answer beats API Gateway's 29 s limit.
+        let deadline = started + self.settings.wake_wait;
+        let mut status = self.status_with(desired).await?;
+        while status.state != State::Running && tokio::time::Instant::now() + WAKE_POLL < deadline {
             tokio::time::sleep(WAKE_POLL).await;
+            match tokio::time::timeout_at(deadline, self.status_with(desired)).await {
+                Ok(next) => status = next?,
+                Err(_) => break,
+            }
         }
+        Ok((changed, status))
     }
 
     /// Desired → 0 (idempotent). Returns whether it changed.
