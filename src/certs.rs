@@ -19,6 +19,8 @@ pub const FILES: [&str; 5] = ["ca.crt", "server.crt", "server.key", "client.crt"
 /// Errors from certificate generation and writing.
 #[derive(Debug, thiserror::Error)]
 pub enum CertsError {
+    #[error("{0} is a symbolic link; remove it (certificates and keys are never written through links)")]
+    Symlink(PathBuf),
     #[error("{0} already exists; pass --force to overwrite it")]
     Exists(PathBuf),
     #[error("cannot write {path}: {source}")]
@@ -72,11 +74,14 @@ pub struct Ca {
 }
 
 impl Ca {
-    /// Creates a self-signed CA named `name`.
+    /// Creates a self-signed CA named `name` plus a tag of its own key, so
+    /// that two CAs never share a subject: a certificate from another
+    /// Fluidity CA is then reported as "unknown issuer", not "bad signature".
     pub fn new(name: &str, validity: Validity) -> Result<Self, CertsError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name = subject(name);
+        let tag: String = key.public_key_raw().iter().rev().take(4).map(|b| format!("{b:02x}")).collect();
+        params.distinguished_name = subject(&format!("{name} {tag}"));
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages =
             vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
@@ -172,10 +177,14 @@ pub fn generate(options: &CertOptions) -> Result<Vec<PathBuf>, CertsError> {
         return Err(CertsError::BadValidity);
     }
     let paths: Vec<PathBuf> = FILES.iter().map(|f| options.dir.join(f)).collect();
-    if !options.force
-        && let Some(existing) = paths.iter().find(|p| p.exists())
-    {
-        return Err(CertsError::Exists(existing.clone()));
+    // symlink_metadata: a dangling symbolic link counts as existing too, and
+    // a link is never written through, even with --force.
+    for path in &paths {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_symlink() => return Err(CertsError::Symlink(path.clone())),
+            Ok(_) if !options.force => return Err(CertsError::Exists(path.clone())),
+            _ => {}
+        }
     }
     let mut names = vec![crate::DEFAULT_SERVER_NAME.to_string()];
     names.extend(options.sans.iter().filter(|s| *s != crate::DEFAULT_SERVER_NAME).cloned());
@@ -186,11 +195,40 @@ pub fn generate(options: &CertOptions) -> Result<Vec<PathBuf>, CertsError> {
 
     std::fs::create_dir_all(&options.dir).map_err(|source| CertsError::Write { path: options.dir.clone(), source })?;
     let contents = [&ca.cert_pem, &server.cert_pem, &server.key_pem, &client.cert_pem, &client.key_pem];
-    for (path, text) in paths.iter().zip(contents) {
-        let private = path.extension().is_some_and(|e| e == "key");
-        write_file(path, text, private, options.force)?;
+    // All five are written beside their targets first, then put in place:
+    // nothing is changed unless everything could be written.
+    let staged: Vec<PathBuf> = paths.iter().map(|p| p.with_extension(format!("{}.new", extension(p)))).collect();
+    let outcome = (|| {
+        for ((path, text), stage) in paths.iter().zip(contents).zip(&staged) {
+            let private = path.extension().is_some_and(|e| e == "key");
+            write_file(stage, text, private, false)?;
+        }
+        for (stage, path) in staged.iter().zip(&paths) {
+            place(stage, path, options.force)?;
+        }
+        Ok(())
+    })();
+    for stage in &staged {
+        let _ = std::fs::remove_file(stage);
     }
-    Ok(paths)
+    outcome.map(|()| paths)
+}
+
+fn extension(path: &Path) -> String {
+    path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Moves the staged file to `path`: a rename (which replaces a link itself,
+/// never its target) with `force`, else a hard link that fails if anything
+/// appeared at `path` meanwhile.
+fn place(stage: &Path, path: &Path, force: bool) -> Result<(), CertsError> {
+    let wrap = |source| CertsError::Write { path: path.to_path_buf(), source };
+    if force {
+        return std::fs::rename(stage, path).map_err(wrap);
+    }
+    std::fs::hard_link(stage, path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists { CertsError::Exists(path.to_path_buf()) } else { wrap(e) }
+    })
 }
 
 /// Writes `text` to `path`; private files get mode 0600 from creation on.

@@ -203,3 +203,62 @@ async fn a_broken_log_pipe_never_stops_the_proxy_or_its_signals() {
     assert_eq!(terminate(&mut agent, std::time::Duration::from_secs(6)), Some(0), "agent on SIGTERM");
     assert_eq!(terminate(&mut server, std::time::Duration::from_secs(6)), Some(0), "server on SIGTERM");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fluidity_certs_never_writes_through_a_symbolic_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("certs");
+    std::fs::create_dir(&out).unwrap();
+    let elsewhere = dir.path().join("elsewhere.key");
+    std::os::unix::fs::symlink(&elsewhere, out.join("client.key")).unwrap(); // dangling
+    let args = ["--dir", out.to_str().unwrap()];
+    let (code, _, stderr) = run_bin("fluidity-certs", &args, &[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("client.key is a symbolic link"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!out.join("ca.crt").exists(), "nothing is written unless everything can be");
+    assert!(!elsewhere.exists(), "the link's target is never created");
+
+    // --force does not write through it either.
+    let (code, _, stderr) = run_bin("fluidity-certs", &["--dir", out.to_str().unwrap(), "--force"], &[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(!elsewhere.exists() && !out.join("ca.crt").exists());
+
+    // Without the link: all five, the keys 0600, no staging files left.
+    std::fs::remove_file(out.join("client.key")).unwrap();
+    let (code, _, stderr) = run_bin("fluidity-certs", &args, &[]).await;
+    assert_eq!(code, Some(0), "{stderr}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.join("client.key")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut names: Vec<String> =
+        std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["ca.crt", "client.crt", "client.key", "server.crt", "server.key"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_of_another_fluidity_ca_is_an_unknown_issuer() {
+    use fluidity::certs::{Ca, Validity};
+    let pki = Pki::new();
+    let (server, addr) = server_process(&pki, "server").await;
+    // Two runs of fluidity-certs make two CAs of the same name.
+    let (first, second) =
+        (Ca::new("Fluidity CA", Validity::days(1)).unwrap(), Ca::new("Fluidity CA", Validity::days(1)).unwrap());
+    assert_ne!(subject_of(first.cert_pem()), subject_of(second.cert_pem()), "each CA has a subject of its own");
+    pki.write_pair("foreign", &second.issue_client("laptop", Validity::days(1)).unwrap());
+    let ca = pki.path("ca.crt");
+    let (cert, key) = (pki.path("foreign.crt"), pki.path("foreign.key"));
+    let proxy = format!("https://127.0.0.1:{}", addr.port());
+    let args = ["--proxy", &proxy, "--proxy-cacert", ca.to_str().unwrap(), "--proxy-cert", cert.to_str().unwrap()];
+    let out = curl(&[&args[..], &["--proxy-key", key.to_str().unwrap(), "http://127.0.0.1:9/"]].concat()).await;
+    assert_ne!(out.code, Some(0));
+    server.wait_for("UnknownIssuer").await;
+    assert_eq!(count_lines(&server, "BadSignature"), 0, "{:#?}", server.lines());
+}
+
+fn subject_of(pem: &str) -> String {
+    let der = rustls_pemfile::certs(&mut pem.as_bytes()).next().unwrap().unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+    cert.subject().to_string()
+}
