@@ -79,6 +79,9 @@ impl TlsMaterial {
                 "use the key generated together with that certificate",
             ));
         }
+        if let Some(leaf) = certs.first() {
+            check_validity(leaf.as_ref(), &cert_key, &sources.cert.to_string())?;
+        }
         Ok(Self { certs, key: Arc::new(key), roots: Arc::new(roots) })
     }
 
@@ -164,3 +167,33 @@ pub fn describe_handshake_error(error: &std::io::Error) -> String {
 /// Largest HTTP/2 DATA frame either side accepts (the protocol default is
 /// 16 KiB); bulk transfers then need fewer frames and write calls.
 pub const MAX_H2_FRAME: u32 = 256 * 1024;
+
+/// Refuses a certificate outside its validity window: the peer would refuse
+/// it after the handshake, which in TLS 1.3 looks like success to the client
+/// until its first read.
+fn check_validity(der: &[u8], key: &str, source: &str) -> Result<(), ConfigError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("{source} is not a readable certificate: {e}"),
+            "use the certificate fluidity-certs wrote",
+        )
+    })?;
+    let validity = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    if now > validity.not_after {
+        return Err(ConfigError::new(
+            key,
+            format!("{source} expired on {}", validity.not_after),
+            "issue a new one (fluidity-certs --force writes a new CA and pairs)",
+        ));
+    }
+    if now < validity.not_before {
+        return Err(ConfigError::new(
+            key,
+            format!("{source} is not valid before {} (is the clock right?)", validity.not_before),
+            "check the system clock or issue a new certificate",
+        ));
+    }
+    Ok(())
+}

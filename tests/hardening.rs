@@ -262,3 +262,31 @@ fn subject_of(pem: &str) -> String {
     let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
     cert.subject().to_string()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_own_certificate_is_refused_at_start_and_on_reload() {
+    use fluidity::certs::Validity;
+    let pki = Pki::new();
+    pki.write_pair("expired", &pki.ca.issue_client("old-laptop", Validity::expired()).unwrap());
+    let (cert, key, ca) = (pki.path("expired.crt"), pki.path("expired.key"), pki.path("ca.crt"));
+    let args = ["--listen", "127.0.0.1:0", "--server", "127.0.0.1:9", "--cert", cert.to_str().unwrap()];
+    let all = [&args[..], &["--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]].concat();
+    let (code, _, stderr) = run_bin("fluidity-agent", &all, &[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("expired on") && stderr.contains("expired.crt"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    // Running with a good one, then SIGHUP after it was replaced by an
+    // expired one: the reload is refused and the tunnel keeps working.
+    let (_server, addr) = server_process(&pki, "server").await;
+    let agent = agent_process(&pki, addr).await;
+    let proxy = agent.logged_addr("local proxy listening").await;
+    let origin = http_origin().await;
+    let url = format!("http://{origin}/still");
+    assert_eq!(curl(&["-x", &format!("http://{proxy}"), &url]).await.text(), "GET /still");
+    std::fs::copy(pki.path("expired.crt"), pki.path("client.crt")).unwrap();
+    std::fs::copy(pki.path("expired.key"), pki.path("client.key")).unwrap();
+    agent.signal("HUP");
+    agent.wait_for("expired on").await;
+    assert_eq!(curl(&["-x", &format!("http://{proxy}"), &url]).await.text(), "GET /still");
+}
