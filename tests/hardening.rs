@@ -290,3 +290,54 @@ async fn an_expired_own_certificate_is_refused_at_start_and_on_reload() {
     agent.wait_for("expired on").await;
     assert_eq!(curl(&["-x", &format!("http://{proxy}"), &url]).await.text(), "GET /still");
 }
+
+/// A target that holds every connection and counts the ones still open.
+async fn holding_target() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = open.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let open = count.clone();
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_cuts_the_tunnels_of_a_dead_agent() {
+    let pki = Pki::new();
+    let (server, addr) = server_process(&pki, "server").await;
+    let (target, open) = holding_target().await;
+    let baseline = open_fds(server.pid());
+    let agent = agent_process(&pki, addr).await;
+    let proxy = agent.logged_addr("local proxy listening").await;
+    let mut tunnels = Vec::new();
+    for _ in 0..200 {
+        tunnels.push(connect_through(proxy, &target.to_string()).await);
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 200);
+    assert!(open_fds(server.pid()) >= baseline + 200, "the server holds the target connections");
+
+    // The agent dies (kill -9): its connection to the server goes with it.
+    agent.signal("KILL");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 0, "target connections still open 5 s after the agent died");
+    let fds = open_fds(server.pid());
+    assert!(fds <= baseline + 5, "the server still holds {fds} descriptors (was {baseline} before)");
+    drop(tunnels);
+}

@@ -127,7 +127,14 @@ impl Connection {
         let _active = self.stats.hold(|s| &s.connections_active);
         let span = tracing::Span::current();
         let proxy = self.proxy.clone();
-        let service = service_fn(move |req| proxy.clone().handle(req, span.clone()));
+        // Over HTTP/2 every tunnel is a stream of this connection: when the
+        // connection is gone (the agent died, the network broke, GOAWAY and
+        // close) they are cut at once, not left to their idle timeout with
+        // their target connections open. An HTTP/1.1 tunnel owns its
+        // connection and sees its end itself.
+        let gone = CancellationToken::new();
+        let tunnels = if alpn == "h2" { gone.clone() } else { CancellationToken::new() };
+        let service = service_fn(move |req| proxy.clone().handle(req, span.clone(), tunnels.clone()));
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http2()
@@ -148,6 +155,7 @@ impl Connection {
                 conn.await
             }
         };
+        gone.cancel();
         match result {
             Ok(()) => info!("agent disconnected"),
             Err(error) => debug!(%error, "agent connection ended with an error"),

@@ -12,6 +12,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, debug, debug_span, warn};
 
@@ -38,14 +39,18 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: Span,
+        conn_gone: CancellationToken,
     ) -> Result<Response<Body>, Infallible> {
         self.stats.streams.fetch_add(1, Ordering::Relaxed);
         let _in_progress = self.stats.hold(|s| &s.streams_active);
         self.stats.activity.touch();
         let span = debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
         let response = async {
-            let response =
-                if req.method() == Method::CONNECT { self.connect(req).await } else { self.forward(req).await };
+            let response = if req.method() == Method::CONNECT {
+                self.connect(req, conn_gone).await
+            } else {
+                self.forward(req, conn_gone).await
+            };
             debug!(status = response.status().as_u16(), "answered");
             response
         }
@@ -54,7 +59,7 @@ impl Proxy {
         Ok(response)
     }
 
-    async fn connect(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn connect(&self, req: Request<Incoming>, conn_gone: CancellationToken) -> Response<Body> {
         if let Some(reason) = crate::http_util::target_refusal(true, req.uri()) {
             return text_response(StatusCode::BAD_REQUEST, reason);
         }
@@ -72,7 +77,7 @@ impl Proxy {
         let open = self.stats.hold(|s| &s.streams_active);
         self.tracker.spawn(
             async move {
-                tunnel(req, origin, idle, stats).await;
+                tunnel(req, origin, idle, stats, conn_gone).await;
                 drop(open);
             }
             .in_current_span(),
@@ -80,7 +85,7 @@ impl Proxy {
         Response::new(empty())
     }
 
-    async fn forward(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn forward(&self, mut req: Request<Incoming>, conn_gone: CancellationToken) -> Response<Body> {
         let uri = req.uri().clone();
         if let Some(reason) = crate::http_util::target_refusal(false, &uri) {
             return text_response(StatusCode::BAD_REQUEST, reason);
@@ -151,7 +156,7 @@ impl Proxy {
             let open = self.stats.hold(|s| &s.streams_active);
             self.tracker.spawn(
                 async move {
-                    join_upgrades(client_upgrade, origin_upgrade, idle, stats).await;
+                    join_upgrades(client_upgrade, origin_upgrade, idle, stats, conn_gone).await;
                     drop(open);
                 }
                 .in_current_span(),
@@ -200,12 +205,22 @@ impl Proxy {
     }
 }
 
-async fn tunnel(req: Request<Incoming>, origin: TcpStream, idle: std::time::Duration, stats: Arc<Stats>) {
-    match hyper::upgrade::on(req).await {
-        Ok(upgraded) => {
-            let ended = relay(TokioIo::new(upgraded), origin, idle, stats.activity.clone()).await;
-            debug!(?ended, "tunnel ended");
-        }
+async fn tunnel(
+    req: Request<Incoming>,
+    origin: TcpStream,
+    idle: std::time::Duration,
+    stats: Arc<Stats>,
+    conn_gone: CancellationToken,
+) {
+    let upgraded = tokio::select! {
+        upgraded = hyper::upgrade::on(req) => upgraded,
+        _ = conn_gone.cancelled() => return,
+    };
+    match upgraded {
+        Ok(upgraded) => tokio::select! {
+            ended = relay(TokioIo::new(upgraded), origin, idle, stats.activity.clone()) => debug!(?ended, "tunnel ended"),
+            _ = conn_gone.cancelled() => debug!("agent connection gone, tunnel closed"),
+        },
         Err(error) => warn!(%error, "CONNECT upgrade failed"),
     }
 }
@@ -215,12 +230,15 @@ async fn join_upgrades(
     origin: hyper::upgrade::OnUpgrade,
     idle: std::time::Duration,
     stats: Arc<Stats>,
+    conn_gone: CancellationToken,
 ) {
     match tokio::try_join!(client, origin) {
-        Ok((client, origin)) => {
-            let ended = relay(TokioIo::new(client), TokioIo::new(origin), idle, stats.activity.clone()).await;
-            debug!(?ended, "upgraded connection ended");
-        }
+        Ok((client, origin)) => tokio::select! {
+            ended = relay(TokioIo::new(client), TokioIo::new(origin), idle, stats.activity.clone()) => {
+                debug!(?ended, "upgraded connection ended");
+            }
+            _ = conn_gone.cancelled() => debug!("agent connection gone, upgraded connection closed"),
+        },
         Err(error) => warn!(%error, "upgrade failed"),
     }
 }
