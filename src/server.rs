@@ -37,9 +37,14 @@ pub struct Server {
 
 impl Server {
     /// Binds the listening socket and builds the TLS configuration.
-    pub async fn bind(config: ServerConfig) -> anyhow::Result<Self> {
+    pub async fn bind(mut config: ServerConfig) -> anyhow::Result<Self> {
         let listener =
             TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        // The port actually bound is the one never to dial (port 0 picks one).
+        if let Ok(bound) = listener.local_addr() {
+            config.dialer.policy.own_ports.retain(|p| *p != 0);
+            config.dialer.policy.own_ports.push(bound.port());
+        }
         let health = match config.health_listen {
             Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
                 format!("cannot listen on {addr} for health and metrics (set health_listen, or off)")

@@ -92,7 +92,8 @@ Server(("::", int(sys.argv[1])), Handler).serve_forever()
 
 async fn server_in(netns: &Netns, pki: &Pki, extra: &[&str]) -> (Proc, u16) {
     let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("ca.crt"));
-    let mut args = vec!["--listen", "127.0.0.1:0", "--health-listen", "off"];
+    let listen = if extra.contains(&"--listen") { vec![] } else { vec!["--listen", "127.0.0.1:0"] };
+    let mut args = [listen, vec!["--health-listen", "off"]].concat();
     args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
     args.extend_from_slice(extra);
     let server = netns.spawn(bin_path("fluidity-server"), &args);
@@ -136,6 +137,13 @@ async fn private_and_embedded_forms_are_refused_by_default_and_lifted_by_allow()
     }
 
     let allow = "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7,169.254.170.2/32,0.0.0.0/8";
+    // Listening on every address: its own port on a non-loopback address of
+    // this host (on Fargate, the task's ENI address) is still itself.
+    let (_wide, port) = server_in(&netns, &pki, &["--listen", "0.0.0.0:0", "--egress-allow", allow]).await;
+    for own in ["10.1.2.3", "192.168.7.7", "127.0.0.1"] {
+        let status = netns.status_through(&pki, port, &format!("http://{own}:{port}/")).await;
+        assert_eq!(status, "403", "{own}:{port} is this server's own port");
+    }
     let (_open, port) = server_in(&netns, &pki, &["--egress-allow", allow]).await;
     for (target, reachable) in targets {
         let status = netns.status_through(&pki, port, &url(target)).await;

@@ -341,3 +341,14 @@ async fn the_server_cuts_the_tunnels_of_a_dead_agent() {
     assert!(fds <= baseline + 5, "the server still holds {fds} descriptors (was {baseline} before)");
     drop(tunnels);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_a_picked_port_never_tunnels_into_itself() {
+    // Port 0 (local mode, tests): the port the server actually got is guarded.
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await; // 127.0.0.1:0, loopback targets allowed
+    let agent = start_agent(&pki, server.addr).await;
+    let target = server.addr.to_string();
+    let status = raw(agent.addr, &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")).await;
+    assert!(status.starts_with("HTTP/1.1 403"), "CONNECT to the server's own port: {status}");
+}

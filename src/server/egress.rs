@@ -106,8 +106,8 @@ impl EgressPolicy {
         if ip.is_unspecified() {
             return Some("unspecified address".into());
         }
-        if self.own_ports.contains(&port) && ip.is_loopback() {
-            return Some(format!("port {port} is this server's own"));
+        if self.own_ports.contains(&port) && is_own_address(addr.ip()) {
+            return Some(format!("port {port} of this host is this server's own"));
         }
         if self.deny_ports.contains(&port) {
             return Some(format!("port {port} is in egress.deny_ports"));
@@ -123,6 +123,13 @@ impl EgressPolicy {
         }
         default_refusal(ip).map(str::to_string)
     }
+}
+
+/// Whether `ip` is an address of this host (loopback, or one of its
+/// interfaces, such as a Fargate task's ENI address): binding a socket to it
+/// succeeds only then. Nothing is sent.
+fn is_own_address(ip: IpAddr) -> bool {
+    ip.is_loopback() || canonical(ip).is_loopback() || std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// Networks refused unless `egress.allow` lifts them, with the reason given.
