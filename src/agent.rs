@@ -126,10 +126,17 @@ async fn reload_on_hangup(config: Arc<AgentConfig>, pool: Arc<Pool>, shutdown: C
     .await;
 }
 
+/// How long a local client has to send a complete request head.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn serve_client(tcp: TcpStream, handler: Arc<Handler>, max_header_bytes: usize, shutdown: CancellationToken) {
     let _ = tcp.set_nodelay(true);
     let service = service_fn(move |req| handler.clone().handle(req));
+    // A client that connects and sends no request head (or one very slowly)
+    // is closed instead of being held for ever.
     let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(max_header_bytes.max(8192))
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();

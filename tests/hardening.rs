@@ -352,3 +352,25 @@ async fn a_server_on_a_picked_port_never_tunnels_into_itself() {
     let status = raw(agent.addr, &format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n")).await;
     assert!(status.starts_with("HTTP/1.1 403"), "CONNECT to the server's own port: {status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_clients_are_closed_after_the_header_timeout() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let agent = start_agent(&pki, server.addr).await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        silent.push(tokio::net::TcpStream::connect(agent.addr).await.unwrap());
+    }
+    let mut slow = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    slow.write_all(b"GET http://127.0.0.1/ HTTP/1.1\r\n").await.unwrap(); // and never the rest
+    let started = std::time::Instant::now();
+    let limit = fluidity::agent::HEADER_READ_TIMEOUT + std::time::Duration::from_secs(3);
+    for mut tcp in silent.into_iter().chain([slow]) {
+        let mut buf = [0u8; 256];
+        let left = limit.saturating_sub(started.elapsed());
+        let read = tokio::time::timeout(left, tcp.read(&mut buf)).await;
+        assert!(read.is_ok(), "a silent connection was still open after {:?}", started.elapsed());
+    }
+    assert!(started.elapsed() >= fluidity::agent::HEADER_READ_TIMEOUT - std::time::Duration::from_secs(1));
+}
