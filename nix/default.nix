@@ -128,7 +128,7 @@ in
       native.toolchain
       pkgs.cargo-lambda
       pkgs.awscli2
-      pkgs.cfn-lint
+      pkgs.python3Packages.cfn-lint
       pkgs.skopeo
       pkgs.curl
       pkgs.nixfmt

@@ -342,14 +342,12 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
     if fargate.is_some() && !args.params.iter().any(|(k, _)| k == "DesiredCount") {
         plan.values.set("DesiredCount", KEEP_DESIRED_COUNT);
     }
-    let account_stack = shared_logging(&clients, plan.values.get("ApiGatewayAccountStackName"), env).await?;
-    if account_stack.is_none() {
+    let shared = shared_logging(&clients, plan.values.get("ApiGatewayAccountStackName"), env).await?;
+    if shared.is_none() {
         plan.values.set("ApiGatewayAccountStackName", NO_SHARED_STACK);
     }
-    let account_missing = match &account_stack {
-        Some(name) => stack::find(&clients.cloudformation, name).await?.is_none(),
-        None => false,
-    };
+    let account_missing = shared.as_ref().is_some_and(|(_, exists)| !exists);
+    let account_stack = shared.map(|(name, _)| name);
     // The package the Lambda stack runs now: kept as the rollback target.
     let previous_key = match stack::find(&clients.cloudformation, &stacks.lambda).await? {
         Some(lambda) => lambda
@@ -418,19 +416,22 @@ pub const ACCOUNT_STACK: &str = "fluidity-apigateway-account";
 /// `ApiGatewayAccountStackName` when the region's setting is someone else's.
 pub const NO_SHARED_STACK: &str = "none";
 
-/// Whether to deploy the shared logging stack `name`: yes when the region's
-/// API Gateway account setting is unset or is that stack's role; no (and
-/// say so) when it names a role someone else set, which is left alone, or
-/// when the user passed `ApiGatewayAccountStackName=none`.
-async fn shared_logging(clients: &Clients, name: Option<&str>, env: &str) -> Result<Option<String>, Error> {
+/// Whether to deploy the shared logging stack `name` (and whether it exists
+/// yet): yes when the region's API Gateway account setting is unset or is
+/// that stack's role; no (and say so) when it names a role someone else
+/// set, which is left alone, or when the user passed
+/// `ApiGatewayAccountStackName=none`.
+async fn shared_logging(clients: &Clients, name: Option<&str>, env: &str) -> Result<Option<(String, bool)>, Error> {
     let Some(name) = name.filter(|n| *n != NO_SHARED_STACK) else { return Ok(None) };
     let region_role = apigateway::logs_role(clients)
         .await
         .context("cannot read this region's API Gateway account setting (apigateway:GET on /account)")?;
-    let Some(region_role) = region_role else { return Ok(Some(name.to_owned())) };
-    let ours = stack::find(&clients.cloudformation, name).await?.and_then(|s| stack::output(&s, "LogsRoleArn"));
+    let existing = stack::find(&clients.cloudformation, name).await?;
+    let exists = existing.is_some();
+    let Some(region_role) = region_role else { return Ok(Some((name.to_owned(), exists))) };
+    let ours = existing.and_then(|s| stack::output(&s, "LogsRoleArn"));
     if ours.as_deref() == Some(region_role.as_str()) {
-        return Ok(Some(name.to_owned()));
+        return Ok(Some((name.to_owned(), exists)));
     }
     println!(
         "API Gateway logging: this region's account setting uses {region_role}, which Fluidity did not set; \

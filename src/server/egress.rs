@@ -149,12 +149,14 @@ const DEFAULT_DENY: [(&str, &str); 13] = [
     ("ff00::/8", "multicast"),
 ];
 
+/// [`DEFAULT_DENY`] parsed once (every dial consults it).
+static DEFAULT_NETS: std::sync::LazyLock<Vec<(Cidr, &'static str)>> = std::sync::LazyLock::new(|| {
+    // The table is constant and each entry parses (a unit test checks).
+    DEFAULT_DENY.iter().filter_map(|(net, why)| Some((net.parse().ok()?, *why))).collect()
+});
+
 fn default_refusal(ip: IpAddr) -> Option<&'static str> {
-    DEFAULT_DENY.iter().find_map(|(net, why)| {
-        // The table is constant and each entry parses (a unit test checks).
-        let net: Cidr = net.parse().ok()?;
-        net.contains(ip).then_some(*why)
-    })
+    DEFAULT_NETS.iter().find_map(|(net, why)| net.contains(ip).then_some(*why))
 }
 
 #[cfg(test)]
@@ -245,6 +247,7 @@ mod tests {
         for (net, _) in DEFAULT_DENY {
             assert!(net.parse::<Cidr>().is_ok(), "{net}");
         }
+        assert_eq!(DEFAULT_NETS.len(), DEFAULT_DENY.len());
     }
 
     #[test]
