@@ -66,7 +66,8 @@ impl Agent {
         if self.pool.connections_up() > 0 {
             info!(server = %self.pool.server(), "tunnel to server established");
         } else {
-            warn!(server = %self.pool.server(), "server not reachable yet; reconnecting in the background");
+            // The reason is the supervisor's line just before this one.
+            warn!(server = %self.pool.server(), "no tunnel to the server yet; reconnecting in the background");
         }
         Ok(())
     }

@@ -374,3 +374,55 @@ async fn silent_clients_are_closed_after_the_header_timeout() {
     }
     assert!(started.elapsed() >= fluidity::agent::HEADER_READ_TIMEOUT - std::time::Duration::from_secs(1));
 }
+
+/// A TCP relay to `to` that counts the connections made through it.
+async fn counting_relay(to: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_the_server_rejects_backs_off_and_is_named_once() {
+    use fluidity::certs::{Ca, Validity};
+    let pki = Pki::new();
+    // The server's certificate is from the agent's CA, but it trusts only
+    // another CA for clients: every handshake ends with its UnknownCA alert.
+    let other = Ca::new("Other CA", Validity::days(1)).unwrap();
+    pki.write("other-ca.crt", other.cert_pem());
+    let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("other-ca.crt"));
+    let args = ["--listen", "127.0.0.1:0", "--allow-loopback", "--health-listen", "off", "--cert"];
+    let args = [&args[..], &[cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]];
+    let server = spawn_bin("fluidity-server", &args.concat());
+    let addr = server.logged_addr("server listening").await;
+    let (relay, attempts) = counting_relay(addr).await;
+
+    let agent = agent_process_with(&pki, relay, &["--pool-size", "2"]).await;
+    agent.wait_for("local proxy listening").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let early = attempts.load(Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let total = attempts.load(Ordering::SeqCst);
+    // Two slots, each backing off from 100 ms, doubling: at most 7 attempts
+    // each in 6 s, 2 each in the last 3 (a rejection counted as a success
+    // would make 13 a second each).
+    assert!((2..=16).contains(&total), "{total} connection attempts in 6 s");
+    assert!(total - early <= 5, "{} attempts in the last 3 s: the backoff does not grow", total - early);
+    let named = "client certificate is from a CA it does not trust";
+    assert_eq!(count_lines(&agent, named), 1, "{:#?}", agent.lines());
+    assert_eq!(count_lines(&agent, "tunnel to server established"), 0, "{:#?}", agent.lines());
+    assert_eq!(count_lines(&agent, "tunnel connection up"), 0, "{:#?}", agent.lines());
+    drop(server);
+}

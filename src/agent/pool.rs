@@ -42,6 +42,8 @@ pub enum TunnelError {
     NoH2 { server: String },
     #[error("HTTP/2 setup with the server at {server} failed: {reason}")]
     Http2 { server: String, reason: String },
+    #[error("the server at {server} refused this agent: {reason}")]
+    Rejected { server: String, reason: String },
     #[error("the tunnel to the Fluidity server is down and reconnecting ({last}); retry shortly")]
     Down { last: String },
     #[error("{reason}")]
@@ -65,6 +67,9 @@ struct Shared {
     /// Bumped whenever a slot comes up or an attempt fails; waiters watch it.
     changes: watch::Sender<u64>,
     last_error: Mutex<Option<TunnelError>>,
+    /// The failures logged by any slot since a connection was last up: each
+    /// reason is logged once, not on every retry.
+    logged: Mutex<std::collections::HashSet<String>>,
     opened: AtomicU64,
     connector: RwLock<Connector>,
     settings: TunnelSettings,
@@ -109,6 +114,7 @@ impl Pool {
             slots: (0..config.pool_size).map(|_| RwLock::new(None)).collect(),
             changes: watch::Sender::new(0),
             last_error: Mutex::new(None),
+            logged: Mutex::default(),
             opened: AtomicU64::new(0),
             connector: RwLock::new(connector),
             settings: config.tunnel.clone(),
@@ -331,6 +337,7 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
         match attempt {
             Ok((sender, connection)) => {
                 failures = 0;
+                lock(&shared.logged).clear();
                 let id = shared.opened.fetch_add(1, Ordering::Relaxed);
                 let lost = CancellationToken::new();
                 *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = Some((id, sender, lost.clone()));
@@ -362,7 +369,14 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                if failures == 1 || failures.is_power_of_two() {
+                let fresh = {
+                    let mut logged = lock(&shared.logged);
+                    if logged.len() >= 32 {
+                        logged.clear(); // reasons that keep changing: start over
+                    }
+                    logged.insert(error.to_string())
+                };
+                if fresh {
                     warn!(%error, failures, "tunnel connection attempt failed");
                 } else {
                     debug!(%error, failures, "tunnel connection attempt failed");
@@ -405,11 +419,31 @@ struct Connection {
 }
 
 pin_project_lite::pin_project! {
-    /// Transport wrapper that records a broken read.
+    /// Transport wrapper that records a broken read and tells when the first
+    /// bytes from the server arrive.
     struct Watched<T> {
         #[pin]
         inner: T,
         broken: Arc<AtomicBool>,
+        heard: Option<tokio::sync::oneshot::Sender<()>>,
+        failure: Arc<Mutex<Option<TransportFailure>>>,
+    }
+}
+
+/// What broke a transport: HTTP/2 errors do not carry their I/O cause, so
+/// the wrapper keeps it (an alert from the server wins over later errors).
+#[derive(Debug, Clone)]
+enum TransportFailure {
+    Alert(rustls::AlertDescription),
+    Io(String),
+}
+
+fn record(failure: &Mutex<Option<TransportFailure>>, error: &std::io::Error) {
+    let mut failure = lock(failure);
+    if let Some(rustls::Error::AlertReceived(alert)) = error.get_ref().and_then(|e| e.downcast_ref()) {
+        *failure = Some(TransportFailure::Alert(*alert));
+    } else if failure.is_none() {
+        *failure = Some(TransportFailure::Io(error.to_string()));
     }
 }
 
@@ -420,9 +454,19 @@ impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Watched<T> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.project();
+        let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
-        if let std::task::Poll::Ready(Err(_)) = &polled {
-            this.broken.store(true, Ordering::Relaxed);
+        match &polled {
+            std::task::Poll::Ready(Err(error)) => {
+                this.broken.store(true, Ordering::Relaxed);
+                record(this.failure, error);
+            }
+            std::task::Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                if let Some(heard) = this.heard.take() {
+                    let _ = heard.send(());
+                }
+            }
+            _ => {}
         }
         polled
     }
@@ -436,8 +480,9 @@ impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Watched<T> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write(cx, buf);
-        if let std::task::Poll::Ready(Err(_)) = &polled {
+        if let std::task::Poll::Ready(Err(error)) = &polled {
             this.broken.store(true, Ordering::Relaxed);
+            record(this.failure, error);
         }
         polled
     }
@@ -495,6 +540,8 @@ impl Connector {
         }
         let s = &self.settings;
         let broken = Arc::new(AtomicBool::new(false));
+        let (heard, first_bytes) = tokio::sync::oneshot::channel();
+        let failure = Arc::new(Mutex::new(None));
         let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .initial_stream_window_size(s.stream_window)
@@ -506,10 +553,50 @@ impl Connector {
             .keep_alive_interval(s.keepalive_interval)
             .keep_alive_timeout(s.keepalive_timeout)
             .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(Watched { inner: tls, broken: broken.clone() }))
+            .handshake(TokioIo::new(Watched {
+                inner: tls,
+                broken: broken.clone(),
+                heard: Some(heard),
+                failure: failure.clone(),
+            }))
             .await
             .map_err(|e| TunnelError::Http2 { server: server.clone(), reason: e.to_string() })?;
-        Ok((sender, Connection { task: tokio::spawn(connection), broken }))
+        let mut task = tokio::spawn(connection);
+        // Dropped by the connect timeout, the unconfirmed connection goes too.
+        let unconfirmed = AbortOnDrop(Some(task.abort_handle()));
+        // In TLS 1.3 the client's handshake ends before the server has judged
+        // its certificate: the server's verdict is its first record, an alert
+        // or its HTTP/2 SETTINGS. Only the latter makes the connection "up".
+        tokio::select! {
+            heard = first_bytes => match heard {
+                Ok(()) => {
+                    unconfirmed.disarm();
+                    Ok((sender, Connection { task, broken }))
+                }
+                // The transport was dropped unheard: the task has ended.
+                Err(_) => Err(self.ended_unheard((&mut task).await, lock(&failure).clone())),
+            },
+            ended = &mut task => Err(self.ended_unheard(ended, lock(&failure).clone())),
+        }
+    }
+
+    /// The error for a connection that ended before the server sent a byte.
+    fn ended_unheard(
+        &self,
+        ended: Result<Result<(), hyper::Error>, tokio::task::JoinError>,
+        failure: Option<TransportFailure>,
+    ) -> TunnelError {
+        let server = self.server.clone();
+        let reason = match (failure, ended) {
+            (Some(TransportFailure::Alert(alert)), _) => {
+                return TunnelError::Rejected { server, reason: alert_meaning(alert) };
+            }
+            (Some(TransportFailure::Io(io)), _) => format!("the connection broke before the server answered ({io})"),
+            (None, Ok(Ok(()))) => "the server closed the connection before it answered".to_owned(),
+            (None, Ok(Err(error))) => error.to_string(),
+            (None, Err(error)) => error.to_string(),
+        };
+        TunnelError::Http2 { server, reason }
     }
 
     fn tls_error(&self, error: &std::io::Error) -> TunnelError {
@@ -534,6 +621,45 @@ impl Connector {
             Some(other) => TunnelError::Tls { server, reason: other.to_string() },
             None => TunnelError::Tls { server, reason: error.to_string() },
         }
+    }
+}
+
+/// Aborts a task when dropped, unless disarmed first.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// What a server's TLS alert means for this agent, and what to do about it.
+fn alert_meaning(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::CertificateExpired => {
+            "its TLS alert says this agent's client certificate has expired (or is not valid yet); issue a new one with fluidity-certs and send SIGHUP".into()
+        }
+        A::UnknownCA => {
+            "its TLS alert says this agent's client certificate is from a CA it does not trust; use a client certificate issued by the server's CA".into()
+        }
+        A::CertificateRequired => "its TLS alert says a client certificate is required; set tls.cert and tls.key".into(),
+        A::DecryptError => {
+            "its TLS alert says this agent's client certificate fails verification (a CA of the same name but another key?)".into()
+        }
+        A::CertificateRevoked => "its TLS alert says this agent's client certificate was revoked".into(),
+        A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+            format!("its TLS alert says this agent's client certificate is not acceptable ({alert:?})")
+        }
+        other => format!("it ended the TLS session with the alert {other:?}"),
     }
 }
 
