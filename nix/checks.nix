@@ -1,15 +1,41 @@
 # `nix flake check`: the packages, clippy with -D warnings, rustfmt, the test
-# suite, Nix formatting and dead code, no aws-lc-sys in the lock file, and that
+# suite, each component's feature on its own, Nix formatting (nixfmt-rs, the
+# release CI installs) and dead code, no aws-lc-sys in the lock file, and that
 # the musl binaries are static.
 {
   pkgs,
   lib,
   native,
   static,
+  nixfmt,
   src,
 }:
 let
   inherit (native) craneLib commonArgs cargoArtifacts;
+  # `cargo check` of the library and binaries with only one component's
+  # feature, on the host, from the shared dependency artifacts: a feature leak
+  # (code of one component needing another's dependency) fails here, as in
+  # tests/run.sh. Darwin ships the agent, server and certificate tools only.
+  features = [
+    "agent"
+    "server"
+    "certs"
+  ]
+  ++ lib.optionals pkgs.stdenv.hostPlatform.isLinux [
+    "lambda"
+    "deploy"
+  ];
+  featureCheck =
+    feature:
+    craneLib.mkCargoDerivation (
+      commonArgs
+      // {
+        inherit cargoArtifacts;
+        pname = "fluidity-feature-${feature}";
+        doInstallCargoArtifacts = false;
+        buildPhaseCargoCommand = "cargoWithProfile check --locked --no-default-features --features ${feature} --lib --bins";
+      }
+    );
   nixFiles = lib.fileset.toSource {
     root = ../.;
     fileset = lib.fileset.fileFilter (file: file.hasExt "nix") ../.;
@@ -39,7 +65,7 @@ in
     }
   );
 
-  nix-format = pkgs.runCommand "fluidity-nix-format" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
+  nix-format = pkgs.runCommand "fluidity-nix-format" { nativeBuildInputs = [ nixfmt ]; } ''
     find ${nixFiles} -name '*.nix' -exec nixfmt --check {} +
     touch $out
   '';
@@ -57,6 +83,9 @@ in
     touch $out
   '';
 }
+// lib.listToAttrs (
+  map (feature: lib.nameValuePair "feature-${feature}" (featureCheck feature)) features
+)
 // lib.optionalAttrs (static != { }) {
   inherit (static) agent server;
   static-binaries =

@@ -44,6 +44,10 @@ let
   );
 
   image = import ./image.nix { inherit pkgs; };
+  nixfmt = import ./nixfmt-rs.nix {
+    inherit lib;
+    inherit (native) craneLib;
+  };
   lambdaZip = import ./lambda.nix { inherit pkgs lib; };
 
   linuxPackages = lib.optionalAttrs isLinux (
@@ -77,10 +81,12 @@ let
     };
 
   # `nix run .#deploy`: the deploy tool with what it publishes built here —
-  # the arm64 Lambda package, the arm64 server image (params CpuArchitecture
-  # defaults to ARM64; building the image needs FLUIDITY_CERTS_DIR and
-  # --impure, see image.nix), the templates of this checkout — and skopeo to
-  # push the image. Each can be overridden by its variable or flag.
+  # the arm64 Lambda package, the arm64 server image (CpuArchitecture defaults
+  # to ARM64), the templates of this checkout — and skopeo to push the image.
+  # Each can be overridden by its variable or flag. Everything evaluates pure:
+  # the image is then certificate-free, and the deploy tool stores certs/ of
+  # the working directory in Secrets Manager at run time, where ECS reads the
+  # server's FLUIDITY_TLS_*_PEM from (see image.nix for the baked variant).
   deployApp = pkgs.writeShellApplication {
     name = "fluidity-deploy";
     meta.description = "Fluidity deploy tool, with the Lambda package, server image and templates it publishes";
@@ -118,6 +124,7 @@ in
       pkgs
       lib
       native
+      nixfmt
       src
       ;
     static = lib.optionalAttrs isLinux musl.${hostArch};
@@ -131,10 +138,14 @@ in
       pkgs.python3Packages.cfn-lint
       pkgs.skopeo
       pkgs.curl
-      pkgs.nixfmt
+      nixfmt
       pkgs.deadnix
     ];
   };
 
-  formatter = pkgs.nixfmt;
+  # `nix fmt` passes no arguments (Nix 2.25 and later), which nixfmt would read
+  # as stdin: format the flake's tree then (nixfmt-rs skips .gitignore'd paths).
+  formatter = pkgs.writeShellScriptBin "fluidity-nixfmt" ''
+    exec ${lib.getExe nixfmt} "''${@:-''${PRJ_ROOT:-.}}"
+  '';
 }

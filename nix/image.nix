@@ -1,49 +1,71 @@
-# The server's OCI image: the static server, a CA bundle for outbound TLS, our
-# CA and server certificate and key, a numeric non-root user, 8443 exposed.
+# The server's OCI image: the static server, a CA bundle for outbound TLS, a
+# numeric non-root user, 8443 exposed. The server is linked at
+# /bin/fluidity-server for the container health check.
 #
-# Private keys are never in git, so the certificates come from the directory
-# named by FLUIDITY_CERTS_DIR, read at evaluation time (hence --impure):
+# Two ways for the server to get its CA, certificate and key:
 #
-#   FLUIDITY_CERTS_DIR=$PWD/certs nix build .#server-image --impure
-# (.#server-image is this machine's architecture; Fargate's default ARM64
-# task needs .#server-image-aarch64)
+# - Certificate-free (the default, and what a pure evaluation gives): the image
+#   holds no certificate and no key. The server reads FLUIDITY_TLS_CA_PEM,
+#   FLUIDITY_TLS_CERT_PEM and FLUIDITY_TLS_KEY_PEM, which ECS injects from the
+#   Secrets Manager secret that `fluidity-deploy` writes from certs/ (see
+#   cloudformation/fargate.yaml). This is the image `nix run .#deploy` pushes.
 #
-# Without it the image still evaluates, and building it fails with that line.
-# The files land in /etc/fluidity/certs, the working directory, where the
-# server looks by default; no TLS path is set in the environment, so the
-# FLUIDITY_TLS_*_PEM variables that ECS injects from Secrets Manager (the
-# production alternative, see cloudformation/fargate.yaml) take precedence.
-# The server is linked at /bin/fluidity-server for the container health check.
+# - Baked: FLUIDITY_CERTS_DIR names the directory written by fluidity-certs
+#   (absolute, or relative to the working directory), read at evaluation time,
+#   hence --impure:
+#
+#     FLUIDITY_CERTS_DIR=certs nix build .#server-image --impure
+#
+#   ca.crt, server.crt and server.key land in /etc/fluidity/certs, under the
+#   working directory, where the server looks by default; no TLS path is set in
+#   the environment, so FLUIDITY_TLS_*_PEM variables, if given, still take
+#   precedence. The key is then in the local Nix store (world-readable) and in
+#   the image. A directory or file that is not there fails the evaluation with
+#   one line saying what to run.
+#
+# (.#server-image is this machine's architecture; Fargate's default ARM64 task
+# needs .#server-image-aarch64.)
 { pkgs }:
 arch: server:
 let
   inherit (pkgs) lib;
-  certsDir = builtins.getEnv "FLUIDITY_CERTS_DIR";
   wanted = [
     "ca.crt"
     "server.crt"
     "server.key"
   ];
+  fromEnv = builtins.getEnv "FLUIDITY_CERTS_DIR";
+  pwd = builtins.getEnv "PWD";
+  certsDir =
+    if lib.hasPrefix "/" fromEnv then
+      fromEnv
+    else if pwd != "" then
+      "${pwd}/${fromEnv}"
+    else
+      throw "FLUIDITY_CERTS_DIR=${fromEnv} is relative and PWD is unset: give an absolute path and build with --impure";
+  certsPath = /. + certsDir;
+  missing = lib.filter (f: !builtins.pathExists (certsPath + "/${f}")) wanted;
+  fix = "run `nix run .#certs` with the same FLUIDITY_CERTS_DIR to write ${lib.concatStringsSep ", " wanted} there, or unset it for the certificate-free image";
   certs =
-    if certsDir == "" then
-      pkgs.runCommand "fluidity-image-certs-missing" { } ''
-        echo "set FLUIDITY_CERTS_DIR to the directory written by fluidity-certs and build with --impure, e.g." >&2
-        echo "  FLUIDITY_CERTS_DIR=\$PWD/certs nix build .#server-image --impure" >&2
-        exit 1
-      ''
+    if !builtins.pathExists certsPath then
+      throw "FLUIDITY_CERTS_DIR: ${certsDir} does not exist; ${fix}"
+    else if !lib.pathIsDirectory certsPath then
+      throw "FLUIDITY_CERTS_DIR: ${certsDir} is not a directory; ${fix}"
+    else if missing != [ ] then
+      throw "FLUIDITY_CERTS_DIR: ${lib.concatStringsSep ", " missing} missing in ${certsDir}; ${fix}"
     else
       pkgs.runCommand "fluidity-image-certs"
         {
           src = builtins.path {
             name = "fluidity-certs";
-            path = /. + certsDir;
+            path = certsPath;
             filter = path: _type: lib.elem (baseNameOf path) wanted;
           };
         }
         ''
           mkdir -p $out/etc/fluidity/certs
           for f in ${lib.concatStringsSep " " wanted}; do
-            test -s "$src/$f" || { echo "missing $f in ${certsDir} (run fluidity-certs first)" >&2; exit 1; }
+            test -s "$src/$f" || { echo "$f is empty in ${certsDir} (run fluidity-certs again)" >&2; exit 1; }
             cp "$src/$f" $out/etc/fluidity/certs/
           done
         '';
@@ -54,9 +76,9 @@ pkgs.dockerTools.buildLayeredImage {
   architecture = if arch == "aarch64" then "arm64" else "amd64";
   contents = [
     pkgs.dockerTools.caCertificates
-    certs
     server
-  ];
+  ]
+  ++ lib.optional (fromEnv != "") certs;
   config = {
     Entrypoint = [ "/bin/fluidity-server" ];
     WorkingDir = "/etc/fluidity";

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Nix checks that run without a binary cache: every .nix file parses (Debian's
-# nix-bin), is formatted in RFC-166 style (nixfmt from crates.io), has no dead
-# code (deadnix), and flake.lock matches the flake's inputs (nix flake metadata
+# nix-bin), is formatted in RFC-166 style (nixfmt-rs from crates.io, the same
+# version the flake's formatter and nix-format check build), has no dead code
+# (deadnix), and flake.lock matches the flake's inputs (nix flake metadata
 # with --no-update-lock-file fails on any input missing from, or differing in,
 # the lock). Full evaluation needs a newer Nix and a nixpkgs tree: see README.
 set -euo pipefail
@@ -16,8 +17,11 @@ for f in "${files[@]}"; do
 done
 echo "ok: ${#files[@]} .nix files parse"
 
+want=$(sed -n 's/^  version = "\(.*\)";$/\1/p' nix/nixfmt-rs.nix)
+have=$(nixfmt --version)
+[[ $have == "nixfmt-rs $want" ]] || { echo "nixfmt is '$have'; the flake builds nixfmt-rs $want (nix/nixfmt-rs.nix, pinned in tests/setup.sh)"; exit 1; }
 nixfmt --check "${files[@]}"
-echo "ok: formatted"
+echo "ok: formatted ($have, as the flake's formatter)"
 
 deadnix --fail "${files[@]}"
 echo "ok: no dead code"

@@ -18,6 +18,12 @@ cargo fmt --all --check
 step "cargo clippy (all targets, all features, -D warnings)"
 cargo clippy --locked --all-targets --all-features -- -D warnings
 
+step "per-feature builds (each component with only its own feature, as nix builds it)"
+for feature in agent server lambda deploy certs; do
+    echo "--features $feature"
+    cargo check --locked --no-default-features --features "$feature" --lib --bins
+done
+
 step "cargo test (all features)"
 cargo test --locked --all-features
 

@@ -27,5 +27,5 @@ fi
 command -v cfn-lint >/dev/null 2>&1 || python3 -m pip install --quiet cfn-lint
 
 export PATH="$HOME/.cargo/bin:$PATH"
-command -v nixfmt >/dev/null 2>&1 || { echo "setup: installing nixfmt (nixfmt_rs)"; cargo install --quiet --locked nixfmt_rs; }
+[[ $(nixfmt --version 2>/dev/null) == "nixfmt-rs 0.5.3" ]] || { echo "setup: installing nixfmt (nixfmt_rs 0.5.3, the version nix/nixfmt-rs.nix builds)"; cargo install --quiet --locked --version 0.5.3 nixfmt_rs; }
 command -v deadnix >/dev/null 2>&1 || { echo "setup: installing deadnix"; cargo install --quiet --locked deadnix; }
