@@ -2,30 +2,30 @@
 //! an HTTP/2 stream over the tunnel ([`pool`]) to the server.
 //!
 //! [`Agent::bind`] opens the local listener and checks the server once;
-//! [`Agent::run`] accepts until the shutdown token fires, then drains.
+//! [`Agent::run`] accepts until the shutdown token fires, then drains
+//! (`listener`: the accept loop, its limits and timeouts).
 //! With a `lifecycle` section, [`run`] first wakes the server through the
 //! control API ([`lifecycle`]), follows it if it moves, and stops it on exit.
 
 pub mod config;
 mod handler;
 pub mod lifecycle;
+mod listener;
 pub mod pool;
 pub mod target;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{info, warn};
 
 pub use config::{AgentArgs, AgentConfig};
 use handler::Handler;
+pub use listener::{HEADER_READ_TIMEOUT, MAX_WAITING_CLIENTS};
 use pool::Pool;
 
 /// A bound, not yet running agent.
@@ -83,28 +83,11 @@ impl Agent {
             activity: Arc::default(),
         });
         tokio::spawn(reload_on_hangup(self.config.clone(), self.pool.clone(), shutdown.clone()));
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(pair) => pair,
-                    Err(error) => {
-                        warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let span = info_span!("client", %peer);
-            let max_header = self.config.tunnel.max_header_bytes as usize;
-            tracker.spawn(serve_client(tcp, handler.clone(), max_header, shutdown.clone()).instrument(span));
-        }
-        drop(self.listener);
-        tracker.close();
-        info!(open = tracker.len(), grace = ?self.config.drain_timeout, "stopped accepting, draining");
-        if tokio::time::timeout(self.config.drain_timeout, tracker.wait()).await.is_err() {
-            warn!(open = tracker.len(), "drain deadline reached, closing what is left");
-        }
+        let limits = listener::Limits {
+            max_header_bytes: self.config.tunnel.max_header_bytes as usize,
+            drain_timeout: self.config.drain_timeout,
+        };
+        listener::accept_loop(self.listener, handler, tracker, limits, shutdown).await;
         info!("agent stopped");
         Ok(())
     }
@@ -125,33 +108,6 @@ async fn reload_on_hangup(config: Arc<AgentConfig>, pool: Arc<Pool>, shutdown: C
         Err(error) => warn!(%error, "certificate reload refused, keeping the old material"),
     })
     .await;
-}
-
-/// How long a local client has to send a complete request head.
-pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-async fn serve_client(tcp: TcpStream, handler: Arc<Handler>, max_header_bytes: usize, shutdown: CancellationToken) {
-    let _ = tcp.set_nodelay(true);
-    let service = service_fn(move |req| handler.clone().handle(req));
-    // A client that connects and sends no request head (or one very slowly)
-    // is closed instead of being held for ever.
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(max_header_bytes.max(8192))
-        .serve_connection(TokioIo::new(tcp), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        _ = shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(error) = result {
-        debug!(%error, "client connection ended with an error");
-    }
 }
 
 async fn listen(config: &AgentConfig) -> anyhow::Result<TcpListener> {

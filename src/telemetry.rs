@@ -7,6 +7,8 @@
 //! writers that drop what cannot be written.
 
 use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
@@ -39,6 +41,44 @@ pub fn to_stdout(text: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
+/// A budget for a log line that an attacker can trigger at will (a failed
+/// handshake): at most `burst` lines per `window`; the rest are counted, and
+/// the next line let through says how many were left out.
+#[derive(Debug)]
+pub struct LogBudget {
+    burst: u32,
+    window: Duration,
+    /// (window start, lines let through in it, lines left out since the last one let through)
+    state: Mutex<(Option<Instant>, u32, u64)>,
+}
+
+impl LogBudget {
+    pub const fn new(burst: u32, window: Duration) -> Self {
+        Self { burst, window, state: Mutex::new((None, 0, 0)) }
+    }
+
+    /// `Some(left_out)` when this line may be written, `left_out` being how
+    /// many were suppressed before it; `None` when it must be left out.
+    pub fn admit(&self) -> Option<u64> {
+        self.admit_at(Instant::now())
+    }
+
+    fn admit_at(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (start, admitted, left_out) = &mut *state;
+        if start.is_none_or(|start| now.duration_since(start) >= self.window) {
+            (*start, *admitted) = (Some(now), 0);
+        }
+        if *admitted < self.burst {
+            *admitted += 1;
+            Some(std::mem::take(left_out))
+        } else {
+            *left_out += 1;
+            None
+        }
+    }
+}
+
 /// Output format of the log lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,4 +102,21 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_budget_lets_a_burst_through_per_window_and_counts_the_rest() {
+        let budget = LogBudget::new(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        let first: Vec<_> = (0..10).map(|_| budget.admit_at(t0)).collect();
+        assert_eq!(first, [Some(0), Some(0), Some(0), None, None, None, None, None, None, None]);
+        // The next window: the first line tells how many were left out.
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(budget.admit_at(later), Some(7));
+        assert_eq!(budget.admit_at(later), Some(0));
+    }
 }

@@ -426,3 +426,83 @@ async fn a_client_certificate_the_server_rejects_backs_off_and_is_named_once() {
     assert_eq!(count_lines(&agent, "tunnel connection up"), 0, "{:#?}", agent.lines());
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshakes_are_capped_and_their_failures_logged_within_a_budget() {
+    let pki = Pki::new();
+    let flags = ["--max-handshakes", "20", "--handshake-timeout", "60s"];
+    let (server, addr) = server_process_on(&pki, "server", "127.0.0.1:0", &flags).await;
+    let health: std::net::SocketAddr = {
+        let line = server.wait_for("server listening").await;
+        line.split("health=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().parse().unwrap()
+    };
+    // 40 clients connect and say nothing: 20 are let into their handshake,
+    // the other 20 are closed at once instead of holding a descriptor each.
+    let mut silent = Vec::new();
+    for _ in 0..40 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut closed = 0;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    for tcp in &mut silent {
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await;
+        closed += usize::from(matches!(read, Ok(Ok(0)) | Ok(Err(_))));
+    }
+    assert_eq!(closed, 20, "connections past max_handshakes must be closed at once");
+    // They hang up: 20 more failures. Lines stay within the budget of 10 in
+    // 10 s (all of this takes about 1 s).
+    drop(silent);
+    let metrics = loop {
+        let text = raw_get(health, "/metrics").await;
+        if text.contains("fluidity_handshake_failures_total{reason=\"other\"} 20") {
+            break text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(metrics.contains("fluidity_handshake_failures_total{reason=\"busy\"} 20"), "{metrics}");
+    let lines = count_lines(&server, "tls handshake failed") + count_lines(&server, "too many TLS handshakes");
+    assert!((1..=10).contains(&lines), "{lines} lines for 40 failures: {:#?}", server.lines());
+    // The slots are free again: a real client gets through.
+    let (ca, cert, key) = (pki.path("ca.crt"), pki.path("client.crt"), pki.path("client.key"));
+    let origin = http_origin().await;
+    let proxy = format!("https://127.0.0.1:{}", addr.port());
+    let args = ["--proxy", &proxy, "--proxy-cacert", ca.to_str().unwrap(), "--proxy-cert", cert.to_str().unwrap()];
+    let url = format!("http://{origin}/after");
+    let out = curl(&[&args[..], &["--proxy-key", key.to_str().unwrap(), &url]].concat()).await;
+    assert_eq!(out.text(), "GET /after");
+}
+
+/// GET `path` from a plain HTTP endpoint; the whole response.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_connections_that_sent_no_request_are_capped() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let agent = start_agent(&pki, server.addr).await;
+    let origin = http_origin().await;
+    let request = format!("GET http://{origin}/ok HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+    let mut silent = Vec::new();
+    for _ in 0..fluidity::agent::MAX_WAITING_CLIENTS {
+        silent.push(tokio::net::TcpStream::connect(agent.addr).await.unwrap());
+    }
+    // One more is closed at once rather than held until the header timeout.
+    let mut extra = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "a connection past the cap was held: {read:?}");
+    // A waiting client that sends its request stops counting (and is served):
+    // there is room for a new client again.
+    silent[0].write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut silent[0]).await.starts_with("HTTP/1.1 200"));
+    let mut next = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    next.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_head(&mut next).await.starts_with("HTTP/1.1 200"));
+}

@@ -27,6 +27,7 @@ pub struct RawServerConfig {
     pub handshake_timeout: Option<String>,
     pub drain_timeout: Option<String>,
     pub max_concurrent_streams: Option<u32>,
+    pub max_handshakes: Option<u32>,
     pub allow_loopback: Option<bool>,
     #[serde(default)]
     pub egress: RawEgress,
@@ -84,6 +85,9 @@ pub struct ServerArgs {
     /// HTTP/2 streams one agent connection may open at once [YAML: max_concurrent_streams; default 1024]
     #[arg(long, env = "FLUIDITY_MAX_CONCURRENT_STREAMS", value_name = "N")]
     pub max_concurrent_streams: Option<u32>,
+    /// Connections that may be in their TLS handshake at once; more are closed at once [YAML: max_handshakes; default 128]
+    #[arg(long, env = "FLUIDITY_MAX_HANDSHAKES", value_name = "N")]
+    pub max_handshakes: Option<u32>,
     /// Allow targets on loopback addresses (local testing only) [YAML: allow_loopback; default false]
     #[arg(long, env = "FLUIDITY_ALLOW_LOOPBACK", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub allow_loopback: Option<bool>,
@@ -143,6 +147,8 @@ pub struct ServerConfig {
     pub handshake_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_concurrent_streams: u32,
+    /// Connections allowed in their TLS handshake at once.
+    pub max_handshakes: u32,
     /// Egress rules, static hosts and the dial timeout.
     pub dialer: Dialer,
     pub stream_window: u32,
@@ -187,6 +193,10 @@ impl ServerConfig {
                 "write a number such as 1024",
             ));
         }
+        let max_handshakes = args.max_handshakes.or(file.max_handshakes).unwrap_or(128);
+        if max_handshakes == 0 {
+            return Err(ConfigError::new("max_handshakes", "must be at least 1", "write a number such as 128"));
+        }
         let duration = merged_duration;
         let window = merged_window;
         let dial_timeout = duration("dial_timeout", &args.dial_timeout, &file.dial_timeout, 10)?;
@@ -224,6 +234,7 @@ impl ServerConfig {
             handshake_timeout: duration("handshake_timeout", &args.handshake_timeout, &file.handshake_timeout, 10)?,
             drain_timeout: duration("drain_timeout", &args.drain_timeout, &file.drain_timeout, 25)?,
             max_concurrent_streams,
+            max_handshakes,
             dialer: Dialer { policy, hosts, timeout: dial_timeout },
             stream_window: window("stream_window", &args.stream_window, &file.stream_window, 8 << 20)?,
             connection_window: window("connection_window", &args.connection_window, &file.connection_window, 32 << 20)?,

@@ -1,4 +1,5 @@
-//! Accept loop and per-connection handling: TLS handshake with a deadline,
+//! Accept loop and per-connection handling: at most `max_handshakes` TLS
+//! handshakes at once, each with a deadline, failures logged within a budget,
 //! client certificate name into the connection span, HTTP/1.1 or HTTP/2 served
 //! by hyper, graceful shutdown on cancel, bounded drain at the end.
 
@@ -11,6 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,6 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::proxy::Proxy;
 use super::stats::HandshakeFailure;
 use super::{ServerConfig, Stats};
+use crate::telemetry::LogBudget;
 use crate::tls::{describe_handshake_error, peer_name};
 
 pub(super) async fn accept_loop(
@@ -32,6 +35,11 @@ pub(super) async fn accept_loop(
     tokio::spawn(reload_on_hangup(config.clone(), acceptor.clone(), shutdown.clone()));
     let tracker = TaskTracker::new();
     let proxy = Arc::new(Proxy::new(config.clone(), stats.clone(), tracker.clone()));
+    let handshakes = Arc::new(Semaphore::new(config.max_handshakes as usize));
+    // Failed or refused handshakes are the client's to trigger: at most 10
+    // lines per 10 s, each saying how many were left out before it (every
+    // one is counted in `fluidity_handshake_failures_total`).
+    let failure_lines = Arc::new(LogBudget::new(10, Duration::from_secs(10)));
     loop {
         let (tcp, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -46,14 +54,25 @@ pub(super) async fn accept_loop(
             },
         };
         stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
+        // Silent or slow clients could hold every descriptor in handshakes
+        // that time out one by one: past the cap, new ones are closed unheard.
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            stats.handshake_failed(HandshakeFailure::Busy);
+            if let Some(left_out) = failure_lines.admit() {
+                let max = config.max_handshakes;
+                warn!(%peer, left_out, "too many TLS handshakes under way (max_handshakes = {max}), closing");
+            }
+            continue;
+        };
         let connection = Connection {
             acceptor: acceptor.read().unwrap_or_else(|e| e.into_inner()).clone(),
             proxy: proxy.clone(),
             config: config.clone(),
             stats: stats.clone(),
+            failure_lines: failure_lines.clone(),
             shutdown: shutdown.clone(),
         };
-        tracker.spawn(connection.serve(tcp, peer));
+        tracker.spawn(connection.serve(tcp, peer, handshake));
     }
     drop(listener);
     tracker.close();
@@ -91,22 +110,29 @@ struct Connection {
     proxy: Arc<Proxy>,
     config: Arc<ServerConfig>,
     stats: Arc<Stats>,
+    failure_lines: Arc<LogBudget>,
     shutdown: CancellationToken,
 }
 
 impl Connection {
-    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr, handshake: OwnedSemaphorePermit) {
         let _ = tcp.set_nodelay(true);
-        let tls = match tokio::time::timeout(self.config.handshake_timeout, self.acceptor.accept(tcp)).await {
+        let accepted = tokio::time::timeout(self.config.handshake_timeout, self.acceptor.accept(tcp)).await;
+        drop(handshake);
+        let tls = match accepted {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 self.stats.handshake_failed(HandshakeFailure::of(&error));
-                warn!(%peer, reason = %describe_handshake_error(&error), "tls handshake failed");
+                if let Some(left_out) = self.failure_lines.admit() {
+                    warn!(%peer, reason = %describe_handshake_error(&error), left_out, "tls handshake failed");
+                }
                 return;
             }
             Err(_) => {
                 self.stats.handshake_failed(HandshakeFailure::Timeout);
-                warn!(%peer, reason = "timeout", "tls handshake failed");
+                if let Some(left_out) = self.failure_lines.admit() {
+                    warn!(%peer, reason = "timeout", left_out, "tls handshake failed");
+                }
                 return;
             }
         };

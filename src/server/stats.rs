@@ -15,13 +15,22 @@ pub enum HandshakeFailure {
     Expired,
     BadCertificate,
     Timeout,
+    /// Refused unheard: `max_handshakes` were already under way.
+    Busy,
     Other,
 }
 
 impl HandshakeFailure {
     /// Every reason, in metric order.
-    pub const ALL: [Self; 6] =
-        [Self::NoCertificate, Self::UnknownIssuer, Self::Expired, Self::BadCertificate, Self::Timeout, Self::Other];
+    pub const ALL: [Self; 7] = [
+        Self::NoCertificate,
+        Self::UnknownIssuer,
+        Self::Expired,
+        Self::BadCertificate,
+        Self::Timeout,
+        Self::Busy,
+        Self::Other,
+    ];
 
     /// The `reason` label value.
     pub fn label(self) -> &'static str {
@@ -31,6 +40,7 @@ impl HandshakeFailure {
             Self::Expired => "expired",
             Self::BadCertificate => "bad_certificate",
             Self::Timeout => "timeout",
+            Self::Busy => "busy",
             Self::Other => "other",
         }
     }
@@ -62,7 +72,7 @@ pub struct Stats {
     pub handshakes_ok: AtomicU64,
     /// TLS handshakes that failed, all reasons.
     pub handshakes_failed: AtomicU64,
-    handshake_failures: [AtomicU64; 6],
+    handshake_failures: [AtomicU64; HandshakeFailure::ALL.len()],
     /// Requests and tunnels served.
     pub streams: AtomicU64,
     /// Requests in progress and tunnels open now.
@@ -87,7 +97,7 @@ impl Stats {
     /// Counts a failed handshake.
     pub fn handshake_failed(&self, reason: HandshakeFailure) {
         self.handshakes_failed.fetch_add(1, Ordering::Relaxed);
-        let index = HandshakeFailure::ALL.iter().position(|r| *r == reason).unwrap_or(5);
+        let index = HandshakeFailure::ALL.iter().position(|r| *r == reason).unwrap_or(HandshakeFailure::ALL.len() - 1);
         self.handshake_failures[index].fetch_add(1, Ordering::Relaxed);
     }
 

@@ -1,0 +1,114 @@
+//! Accept loop and per-connection handling for local clients, the agent's
+//! counterpart of the server's listener: at most [`MAX_WAITING_CLIENTS`]
+//! connections that have not sent a request yet, [`HEADER_READ_TIMEOUT`] to
+//! send a request head, HTTP/1.1 served by hyper (with upgrades for CONNECT
+//! and WebSocket), graceful shutdown on cancel and a bounded drain at the end.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::handler::Handler;
+use crate::telemetry::LogBudget;
+
+/// How long a local client has to send a complete request head.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Local connections that may be open without having sent a request yet;
+/// more are closed at once (off loopback, clients that never authenticate
+/// cannot hold an unbounded number of sockets).
+pub const MAX_WAITING_CLIENTS: usize = 256;
+
+/// What the accept loop needs besides the listener.
+pub(super) struct Limits {
+    pub max_header_bytes: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Accepts local clients until `shutdown` fires, then drains for at most
+/// `drain_timeout`.
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    tracker: TaskTracker,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let waiting = Arc::new(Semaphore::new(MAX_WAITING_CLIENTS));
+    let refusals = LogBudget::new(5, Duration::from_secs(10));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = waiting.clone().try_acquire_owned() else {
+            if let Some(left_out) = refusals.admit() {
+                warn!(%peer, left_out, "{MAX_WAITING_CLIENTS} local connections have sent no request yet; closing a new one");
+            }
+            continue;
+        };
+        let span = info_span!("client", %peer);
+        let client = Client { handler: handler.clone(), max_header_bytes: limits.max_header_bytes, permit };
+        tracker.spawn(client.serve(tcp, shutdown.clone()).instrument(span));
+    }
+    drop(listener);
+    tracker.close();
+    info!(open = tracker.len(), grace = ?limits.drain_timeout, "stopped accepting, draining");
+    if tokio::time::timeout(limits.drain_timeout, tracker.wait()).await.is_err() {
+        warn!(open = tracker.len(), "drain deadline reached, closing what is left");
+    }
+}
+
+/// One local client connection.
+struct Client {
+    handler: Arc<Handler>,
+    max_header_bytes: usize,
+    /// Held until the client's first request head has arrived.
+    permit: OwnedSemaphorePermit,
+}
+
+impl Client {
+    async fn serve(self, tcp: TcpStream, shutdown: CancellationToken) {
+        let _ = tcp.set_nodelay(true);
+        let (handler, waiting) = (self.handler, Mutex::new(Some(self.permit)));
+        let service = service_fn(move |req| {
+            // A request head arrived: this client no longer counts as waiting.
+            waiting.lock().unwrap_or_else(|e| e.into_inner()).take();
+            handler.clone().handle(req)
+        });
+        // A client that connects and sends no request head (or one very slowly)
+        // is closed instead of being held for ever.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(self.max_header_bytes.max(8192))
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(error) = result {
+            debug!(%error, "client connection ended with an error");
+        }
+    }
+}
