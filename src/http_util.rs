@@ -1,5 +1,8 @@
 //! HTTP helpers shared by the agent and the server: the boxed body type,
-//! hop-by-hop header removal and short plain-text replies.
+//! hop-by-hop header removal, short plain-text replies, and request bodies
+//! that remember their own failure.
+
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -34,6 +37,57 @@ pub fn text_response(status: StatusCode, message: impl Into<String>) -> Response
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
+}
+
+pin_project_lite::pin_project! {
+    /// A client's request body that keeps its first error: a malformed body
+    /// (bad chunked encoding, fewer bytes than its Content-Length) is the
+    /// client's fault, answered 400, not blamed on the tunnel or the origin.
+    pub struct Noted<B> {
+        #[pin]
+        inner: B,
+        failure: Arc<OnceLock<String>>,
+    }
+}
+
+/// Wraps `body`; the returned cell holds its error once it has failed.
+pub fn noting_failure<B>(body: B) -> (Noted<B>, Arc<OnceLock<String>>) {
+    let failure = Arc::new(OnceLock::new());
+    (Noted { inner: body, failure: failure.clone() }, failure)
+}
+
+impl<B> http_body::Body for Noted<B>
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Display,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Err(error))) = &polled {
+            let _ = this.failure.set(error.to_string());
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The 400 for a request whose body failed as it was read.
+pub fn malformed_body(failure: &str) -> Response<Body> {
+    text_response(StatusCode::BAD_REQUEST, format!("the request body is malformed: {failure}"))
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).

@@ -506,3 +506,153 @@ async fn local_connections_that_sent_no_request_are_capped() {
     next.write_all(request.as_bytes()).await.unwrap();
     assert!(read_head(&mut next).await.starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_header_block_is_431_for_its_request_only() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let agent = start_agent_with(&pki, server.addr, |a| a.pool_size = Some(1)).await;
+    let origin = http_origin().await;
+    let proxy = format!("http://{}", agent.addr);
+    let url = format!("http://{origin}/fine");
+    assert_eq!(curl(&["-x", &proxy, &url]).await.text(), "GET /fine");
+    let opened = agent.pool.connections_opened();
+    // Within 64 KiB a head is served; beyond it (one header, or many whose
+    // HTTP/2 list size grows by 32 bytes each) it is a 431 for that request.
+    for (count, size, want) in [(1, 60_000, 200), (90, 700, 431), (99, 600, 200), (1, 70_000, 431)] {
+        let mut request = format!("GET http://{origin}/big HTTP/1.1\r\nHost: {origin}\r\n");
+        for i in 0..count {
+            request.push_str(&format!("x-big-{i}: {}\r\n", "v".repeat(size)));
+        }
+        request.push_str("\r\n");
+        let status = raw(agent.addr, &request).await;
+        assert!(status.starts_with(&format!("HTTP/1.1 {want}")), "{count} x {size} bytes: {status}");
+        assert_eq!(curl(&["-x", &proxy, &url]).await.text(), "GET /fine", "after {count} x {size}");
+    }
+    assert_eq!(agent.pool.connections_opened(), opened, "the shared tunnel connection was replaced");
+}
+
+/// An origin whose responses carry one header of `size` bytes.
+async fn big_header_origin(size: usize) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = read_head(&mut tcp).await;
+                let head = format!("HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok", "v".repeat(size));
+                let _ = tcp.write_all(head.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_response_header_block_fails_its_request_only() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let agent = start_agent_with(&pki, server.addr, |a| a.pool_size = Some(1)).await;
+    let origin = http_origin().await;
+    let proxy = format!("http://{}", agent.addr);
+    let url = format!("http://{origin}/fine");
+    assert_eq!(curl(&["-x", &proxy, &url]).await.text(), "GET /fine");
+    let opened = agent.pool.connections_opened();
+    for (size, want) in [(60_000, 200), (70_000, 502), (300_000, 502)] {
+        let big = big_header_origin(size).await;
+        let status = raw(agent.addr, &format!("GET http://{big}/ HTTP/1.1\r\nHost: {big}\r\n\r\n")).await;
+        assert!(status.starts_with(&format!("HTTP/1.1 {want}")), "{size} bytes: {status}");
+        assert_eq!(curl(&["-x", &proxy, &url]).await.text(), "GET /fine", "after {size}");
+    }
+    assert_eq!(agent.pool.connections_opened(), opened, "the shared tunnel connection was replaced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_a_400() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let agent = start_agent(&pki, server.addr).await;
+    let origin = http_origin().await;
+    let request = format!(
+        "POST http://{origin}/upload HTTP/1.1\r\nHost: {origin}\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\nworld\r\n0\r\n\r\n"
+    );
+    // Through the agent (the body goes on as HTTP/2) ...
+    let status = raw(agent.addr, &request).await;
+    assert!(status.starts_with("HTTP/1.1 400"), "through the agent: {status}");
+    // ... and straight to the server over HTTP/1.1, as curl would.
+    let mut tls = tls_to_server(&pki, server.addr, b"http/1.1").await;
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let head = read_head(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 400"), "at the server: {head}");
+}
+
+/// Moves bytes between a local HTTP/2 client and its TLS connection until
+/// `stop`; then hands the TLS connection back (between frames, when idle).
+async fn pump(
+    mut tls: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    mut local: tokio::io::DuplexStream,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let (mut up, mut down) = (vec![0u8; 65536], vec![0u8; 65536]);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return tls,
+            n = local.read(&mut up) => match n {
+                Ok(n) if n > 0 => tls.write_all(&up[..n]).await.unwrap(),
+                _ => return tls,
+            },
+            n = tls.read(&mut down) => match n {
+                Ok(n) if n > 0 => local.write_all(&down[..n]).await.unwrap(),
+                _ => return tls,
+            },
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_cuts_the_tunnels_of_a_client_that_sends_goaway_and_closes() {
+    let pki = Pki::new();
+    let (server, addr) = server_process(&pki, "server").await;
+    let (target, open) = holding_target().await;
+    let baseline = open_fds(server.pid());
+    let tls = tls_to_server(&pki, addr, b"h2").await;
+    let (local, remote) = tokio::io::duplex(1 << 20);
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let pumping = tokio::spawn(pump(tls, remote, stopped));
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(local),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(connection);
+    let mut tunnels = Vec::new();
+    for _ in 0..200 {
+        let request =
+            http::Request::connect(target.to_string()).body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+        let mut response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        tunnels.push(hyper::upgrade::on(&mut response).await.unwrap());
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 200);
+
+    // The client says GOAWAY (no error) and closes its TLS session, with
+    // every tunnel still open on its side.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    let mut tls = pumping.await.unwrap();
+    let goaway = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    tls.write_all(&goaway).await.unwrap();
+    tls.shutdown().await.unwrap();
+    drop(tls);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 0, "target connections still open 5 s after GOAWAY and close");
+    let fds = open_fds(server.pid());
+    assert!(fds <= baseline + 5, "the server still holds {fds} descriptors (was {baseline} before)");
+    drop((tunnels, driver));
+}

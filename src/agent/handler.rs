@@ -24,7 +24,9 @@ use tracing::{Instrument, debug, debug_span, warn};
 use super::pool::{Pool, TunnelError};
 use super::target::{Target, classify, tunnel_authority};
 use crate::config::Secret;
-use crate::http_util::{Body, boxed, empty, strip_hop_by_hop, text_response, wants_upgrade};
+use crate::http_util::{
+    Body, boxed, empty, malformed_body, noting_failure, strip_hop_by_hop, text_response, wants_upgrade,
+};
 use crate::relay::{Activity, relay};
 
 /// Serves local proxy requests through the pool.
@@ -161,9 +163,10 @@ impl Handler {
         // HTTP/2 carries the host in :authority, taken from the absolute URI.
         parts.headers.remove(HOST);
         parts.version = Version::HTTP_2;
+        let (body, failure) = noting_failure(body);
         let (mut response, lost) = match self.send(Request::from_parts(parts, boxed(body))).await {
             Ok(pair) => pair,
-            Err(reply) => return reply,
+            Err(reply) => return failure.get().map_or(reply, |failure| malformed_body(failure)),
         };
         strip_hop_by_hop(response.headers_mut(), false);
         response.map(|body| boxed(AbortOnLoss::new(body, lost)))

@@ -124,12 +124,15 @@ impl Proxy {
         {
             parts.headers.insert(HOST, host);
         }
-        let body = boxed(CountingBody { inner: body, stats: self.stats.clone(), up: true });
-        let closed = |error: hyper::Error| {
-            text_response(
+        let counted = CountingBody { inner: body, stats: self.stats.clone(), up: true };
+        let (body, failure) = crate::http_util::noting_failure(counted);
+        let body = boxed(body);
+        let closed = |error: hyper::Error| match failure.get() {
+            Some(failure) => crate::http_util::malformed_body(failure),
+            None => text_response(
                 StatusCode::BAD_GATEWAY,
                 format!("{authority} closed the connection without a response: {error}"),
-            )
+            ),
         };
         let mut response = match sender.try_send_request(Request::from_parts(parts, body)).await {
             Ok(response) => response,

@@ -647,3 +647,22 @@ pub const AWS_TEST_ENV: [(&str, &str); 6] = [
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
+
+/// A TLS connection to the server at `addr` with `pki`'s client certificate,
+/// offering `alpn` (e.g. `b"http/1.1"` or `b"h2"`).
+pub async fn tls_to_server(
+    pki: &Pki,
+    addr: SocketAddr,
+    alpn: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let sources = fluidity::config::TlsSources::resolve(
+        &pki.tls_args("client"),
+        &Default::default(),
+        pki.dir.path(),
+        ["", "", ""],
+    );
+    let material = fluidity::tls::TlsMaterial::load(&sources, "tls").unwrap();
+    let connector = tokio_rustls::TlsConnector::from(material.client_config(&[alpn]).unwrap());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    connector.connect("fluidity-server".try_into().unwrap(), tcp).await.unwrap()
+}
