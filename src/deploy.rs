@@ -11,6 +11,7 @@
 //! - [`image`]: the architecture of a server image archive, checked before a push.
 //! - [`apigateway`]: the value of the agent's API key (never a stack output)
 //!   and the region's API Gateway logging setting.
+//! - [`secret`]: the server's certificates in Secrets Manager.
 
 pub mod apigateway;
 pub mod aws;
@@ -18,6 +19,7 @@ pub mod drift;
 pub mod image;
 pub mod params;
 pub mod publish;
+pub mod secret;
 pub mod stack;
 
 use std::path::{Path, PathBuf};
@@ -44,8 +46,14 @@ use stack::Outcome;
 /// stays asleep, and a running one comes back on the new image (the old task
 /// stops first, the agent follows the new one to its new address).
 ///
+/// The server's CA, certificate and key (ca.crt, server.crt, server.key in
+/// --certs-dir, written by fluidity-certs) are kept in the Secrets Manager
+/// secret fluidity-<env>-server-tls, which ECS hands to the task; the image
+/// then carries none. With --certificates image they are expected baked
+/// into the image instead (FLUIDITY_CERTS_DIR=certs nix build --impure).
+///
 /// Examples:
-///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 --image "$(FLUIDITY_CERTS_DIR=$PWD/certs nix build --impure --print-out-paths .#server-image-aarch64)" --lambda-zip "$(nix build --print-out-paths .#lambda-zip)/fluidity-lambda.zip"
+///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 --image "$(nix build --print-out-paths .#server-image-aarch64)" --lambda-zip "$(nix build --print-out-paths .#lambda-zip)/fluidity-lambda.zip"
 ///   fluidity-deploy --env dev deploy --dry-run
 ///   fluidity-deploy --env dev status
 ///   fluidity-deploy --env dev outputs --json
@@ -116,7 +124,7 @@ pub enum Command {
         #[arg(long)]
         id: Option<String>,
     },
-    /// Delete the Lambda stack, then the Fargate stack (the bucket and image repository are kept).
+    /// Delete the Lambda stack, the Fargate stack and the certificate secret (the bucket and image repository are kept).
     Delete {
         /// Really delete: without it nothing is touched.
         #[arg(long)]
@@ -143,12 +151,29 @@ pub struct DeployArgs {
     /// ContainerImage is given as a parameter.
     #[arg(long, value_name = "ARCHIVE", env = "FLUIDITY_SERVER_IMAGE")]
     pub image: Option<PathBuf>,
+    /// How the server gets its certificates: from a Secrets Manager secret the
+    /// tool writes from --certs-dir (the image needs none), or baked into the
+    /// image. A CertificateSecretArn parameter of your own is used as given.
+    #[arg(long, value_enum, default_value_t = Certificates::SecretsManager, env = "FLUIDITY_SERVER_CERTIFICATES")]
+    pub certificates: Certificates,
+    /// Directory with the server's ca.crt, server.crt and server.key (fluidity-certs writes them).
+    #[arg(long, value_name = "DIR", default_value = "certs", env = "FLUIDITY_CERTS_DIR")]
+    pub certs_dir: PathBuf,
     /// The skopeo program used to push the image.
     #[arg(long, value_name = "PATH", default_value = "skopeo", env = "FLUIDITY_SKOPEO")]
     pub skopeo: PathBuf,
     /// Show each stack's change set and change nothing (no bucket, upload, push or stack change).
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Where the server's certificates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Certificates {
+    /// A Secrets Manager secret written from --certs-dir.
+    SecretsManager,
+    /// Baked into the image (nothing is stored in AWS).
+    Image,
 }
 
 /// A failure: bad input (exit 2, nothing changed) or a failed operation (exit 1).
@@ -199,6 +224,8 @@ struct Plan {
     zip: Option<(PathBuf, String)>,
     /// (path, sha256) of the image archive, unless ContainerImage is given.
     image: Option<(PathBuf, String)>,
+    /// The server's certificates, to be kept in Secrets Manager.
+    tls: Option<secret::ServerTls>,
 }
 
 fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigError> {
@@ -241,7 +268,12 @@ fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigErr
     if let Some((path, _)) = &image {
         check_architecture(path, values.get("CpuArchitecture").unwrap_or("ARM64"))?;
     }
-    Ok(Plan { fargate, account, lambda, policy, values, zip, image })
+    let own_secret = values.get("CertificateSecretArn").is_some();
+    let tls = match args.certificates {
+        Certificates::SecretsManager if !own_secret => Some(secret::ServerTls::load(&args.certs_dir)?),
+        _ => None,
+    };
+    Ok(Plan { fargate, account, lambda, policy, values, zip, image, tls })
 }
 
 /// Refuses an image archive built for another CPU than the task's.
@@ -333,6 +365,22 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
             println!("server image: would be {reference}");
         }
         plan.values.set("ContainerImage", reference);
+    }
+
+    if let Some(tls) = &plan.tls {
+        let name = secret::name(env);
+        let stored = if args.dry_run {
+            println!("server certificates: would be kept in Secrets Manager as {name}");
+            secret::current(&clients, &name).await?
+        } else {
+            let stored = secret::store(&clients, &name, tls).await?;
+            println!("server certificates: secret {name} ({})", stored.change);
+            Some((stored.arn, stored.version))
+        };
+        if let Some((arn, version)) = stored {
+            plan.values.set("CertificateSecretArn", arn);
+            plan.values.set("CertificateSecretVersionId", version);
+        }
     }
 
     let fargate = stack::find(&clients.cloudformation, &stacks.fargate).await?;
@@ -571,6 +619,10 @@ async fn delete(cli: &Cli, stacks: &Stacks, force: bool) -> Result<(), Error> {
         } else {
             println!("{name}: not deployed, nothing to delete");
         }
+    }
+    let name = secret::name(cli.env.as_str());
+    if secret::delete(&clients, &name).await? {
+        println!("{name}: deleted (the server's certificates, without a recovery window)");
     }
     println!("kept: the artifact bucket and the image repository (delete them by hand when no longer needed)");
     println!(

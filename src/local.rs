@@ -15,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, AgentArgs, AgentConfig};
 use crate::certs::{self, CertOptions};
-use crate::config::TlsArgs;
 use crate::server::{Server, ServerArgs, ServerConfig};
 use crate::telemetry::LogFormat;
+use crate::tls::TlsArgs;
 
 /// Command line of `fluidity-local`.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,16 +1,137 @@
-//! TLS material loading and the rustls configurations: TLS 1.3 only, ring
-//! provider, client certificates required by the server and presented by the agent.
+//! TLS material: where it comes from ([`TlsSources`]: flags, environment,
+//! YAML, defaults; a file, or an environment variable holding the PEM text
+//! for ECS secrets injection), loading and checking it, and the rustls
+//! configurations: TLS 1.3 only, ring provider, client certificates required
+//! by the server and presented by the agent.
 
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::{ConfigError, TlsSources};
+use crate::config::ConfigError;
 
 /// ALPN protocol ids offered by the server, preferred first.
 pub const SERVER_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Where one piece of PEM material comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemSource {
+    /// A file on disk.
+    File(PathBuf),
+    /// PEM text taken from the named environment variable.
+    Env { var: String, pem: String },
+}
+
+impl fmt::Debug for PemSource {
+    // Never print PEM text: it may be a private key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "File({})", path.display()),
+            Self::Env { var, .. } => write!(f, "Env({var}, <redacted>)"),
+        }
+    }
+}
+
+impl fmt::Display for PemSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Env { var, .. } => write!(f, "environment variable {var}"),
+        }
+    }
+}
+
+impl PemSource {
+    /// Reads the PEM text, naming the file or variable on failure.
+    pub fn read(&self, key: &str) -> Result<String, ConfigError> {
+        match self {
+            Self::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                let problem = if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("file {} not found", path.display())
+                } else {
+                    format!("cannot read {}: {e}", path.display())
+                };
+                ConfigError::new(
+                    key,
+                    problem,
+                    format!("create it with fluidity-certs, or set `{key}` to an existing PEM file"),
+                )
+            }),
+            Self::Env { pem, .. } => Ok(pem.clone()),
+        }
+    }
+}
+
+/// TLS file paths as written in YAML (`tls:` section).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// This side's certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// This side's private key (PEM, PKCS#8 or SEC1).
+    pub key: Option<PathBuf>,
+    /// The Fluidity CA certificate that signs the peer (PEM).
+    pub ca: Option<PathBuf>,
+}
+
+/// TLS overrides from flags and the environment (paths and inline PEM).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM file) presented to the peer [YAML: tls.cert]
+    #[arg(long = "cert", env = "FLUIDITY_TLS_CERT", value_name = "PATH")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM file, written 0600 by fluidity-certs) [YAML: tls.key]
+    #[arg(long = "key", env = "FLUIDITY_TLS_KEY", value_name = "PATH")]
+    pub key: Option<PathBuf>,
+    /// CA certificate (PEM file) that must sign the peer's certificate [YAML: tls.ca]
+    #[arg(long = "ca", env = "FLUIDITY_TLS_CA", value_name = "PATH")]
+    pub ca: Option<PathBuf>,
+    /// Certificate PEM text, for secrets injected as environment variables.
+    #[arg(long, env = "FLUIDITY_TLS_CERT_PEM", hide = true, hide_env_values = true)]
+    pub cert_pem: Option<String>,
+    /// Private key PEM text, for secrets injected as environment variables.
+    #[arg(long, env = "FLUIDITY_TLS_KEY_PEM", hide = true, hide_env_values = true)]
+    pub key_pem: Option<String>,
+    /// CA certificate PEM text, for secrets injected as environment variables.
+    #[arg(long, env = "FLUIDITY_TLS_CA_PEM", hide = true, hide_env_values = true)]
+    pub ca_pem: Option<String>,
+}
+
+/// Resolved sources of the three TLS inputs.
+#[derive(Debug, Clone)]
+pub struct TlsSources {
+    pub cert: PemSource,
+    pub key: PemSource,
+    pub ca: PemSource,
+}
+
+impl TlsSources {
+    /// Merges flags, environment, file and defaults: an explicit path (flag or
+    /// `FLUIDITY_TLS_*`) wins, then inline PEM from the environment, then the
+    /// YAML path, then `default_dir/<default name>`.
+    pub fn resolve(args: &TlsArgs, file: &RawTls, default_dir: &Path, names: [&str; 3]) -> Self {
+        let pick = |path: &Option<PathBuf>, pem: &Option<String>, var: &str, yaml: &Option<PathBuf>, name: &str| {
+            if let Some(path) = path {
+                PemSource::File(path.clone())
+            } else if let Some(pem) = pem {
+                PemSource::Env { var: var.to_string(), pem: pem.clone() }
+            } else if let Some(path) = yaml {
+                PemSource::File(path.clone())
+            } else {
+                PemSource::File(default_dir.join(name))
+            }
+        };
+        Self {
+            cert: pick(&args.cert, &args.cert_pem, "FLUIDITY_TLS_CERT_PEM", &file.cert, names[0]),
+            key: pick(&args.key, &args.key_pem, "FLUIDITY_TLS_KEY_PEM", &file.key, names[1]),
+            ca: pick(&args.ca, &args.ca_pem, "FLUIDITY_TLS_CA_PEM", &file.ca, names[2]),
+        }
+    }
+}
 
 /// A certificate chain, its private key and the CA trusted for the peer.
 #[derive(Clone)]
@@ -196,4 +317,26 @@ fn check_validity(der: &[u8], key: &str, source: &str) -> Result<(), ConfigError
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_source_debug_redacts() {
+        let secret = "not-a-real-key-but-secret-text";
+        let source = PemSource::Env { var: "FLUIDITY_TLS_KEY_PEM".into(), pem: secret.into() };
+        assert!(!format!("{source:?}").contains(secret));
+    }
+
+    #[test]
+    fn tls_precedence() {
+        let file = RawTls { cert: Some("file.crt".into()), key: Some("file.key".into()), ca: None };
+        let args = TlsArgs { cert: Some("flag.crt".into()), key_pem: Some("PEM".into()), ..TlsArgs::default() };
+        let got = TlsSources::resolve(&args, &file, Path::new("certs"), ["c.crt", "c.key", "ca.crt"]);
+        assert_eq!(got.cert, PemSource::File("flag.crt".into()));
+        assert!(matches!(got.key, PemSource::Env { .. }));
+        assert_eq!(got.ca, PemSource::File("certs/ca.crt".into()));
+    }
 }

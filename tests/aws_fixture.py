@@ -18,6 +18,9 @@
       Sets the region's API Gateway CloudWatch role (as another stack would). Prints {"role"}.
   aws_fixture.py ENDPOINT stop-task CLUSTER TASK_ARN
       Stops the task (its service's server went away). Prints {"stopped"}.
+  aws_fixture.py ENDPOINT secret NAME
+      The secret's ARN, current version and value (all null if there is none).
+      Prints {"arn","version","value"}.
 """
 import json
 import sys
@@ -102,6 +105,14 @@ def main():
         _, ecs = clients(endpoint)
         ecs.stop_task(cluster=args[0], task=args[1], reason="replaced")
         result = {"stopped": args[1]}
+    elif command == "secret":
+        secrets = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
+                               aws_access_key_id="test", aws_secret_access_key="test")
+        try:
+            found = secrets.get_secret_value(SecretId=args[0])
+            result = {"arn": found["ARN"], "version": found["VersionId"], "value": found["SecretString"]}
+        except secrets.exceptions.ResourceNotFoundException:
+            result = {"arn": None, "version": None, "value": None}
     else:
         sys.exit(f"unknown command {command}")
     print(json.dumps(result))

@@ -41,6 +41,7 @@ impl World {
         for (name, arch) in [("server-image.tar.gz", "arm64"), ("server-image-amd64.tar.gz", "amd64")] {
             docker_archive(&dir.path().join(name), arch, "1");
         }
+        write_certs(&dir.path().join("certs"), false);
         let config = moto.sdk_config().await;
         let s3 = aws_sdk_s3::config::Builder::from(&config).force_path_style(true).build();
         Self {
@@ -78,6 +79,7 @@ impl World {
             .env("AWS_SHARED_CREDENTIALS_FILE", self.path("no-aws-credentials"))
             .env("FLUIDITY_SKOPEO", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fake_skopeo.py"))
             .env("FAKE_SKOPEO_LOG", self.path("skopeo.log"))
+            .env("FLUIDITY_CERTS_DIR", self.path("certs"))
             .stdin(std::process::Stdio::null())
             .output()
             .unwrap();
@@ -133,6 +135,16 @@ impl World {
         assert!(repos.repositories().is_empty(), "an image repository was created");
         assert!(self.skopeo_calls().is_empty(), "an image was pushed");
     }
+}
+
+/// Writes a CA, server and client certificates into `dir` with fluidity-certs.
+fn write_certs(dir: &Path, force: bool) {
+    let mut command = Command::new(common::bin_path("fluidity-certs"));
+    command.arg("--dir").arg(dir).env_remove("FLUIDITY_CERTS_DIR").stdout(std::process::Stdio::null());
+    if force {
+        command.arg("--force");
+    }
+    assert!(command.status().unwrap().success());
 }
 
 /// Runs tests/aws_fixture.py against the emulator; its JSON answer.
@@ -557,4 +569,95 @@ async fn a_failed_creation_reports_its_events_and_blocks_redeploys() {
     let (code, out, err) = world.deploy(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("stack fluidity-dev-lambda: created"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_certificates_reach_the_task_through_secrets_manager() {
+    let world = World::new().await;
+    let certs = world.path("certs");
+    let file = |name: &str| std::fs::read_to_string(certs.join(name)).unwrap();
+    let key = file("server.key");
+    let key_body = key.lines().nth(1).unwrap().to_owned();
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("server certificates: secret fluidity-dev-server-tls (created)"), "{out}");
+    assert!(!out.contains(&key_body) && !err.contains(&key_body), "the key was printed");
+    assert!(!out.contains("PRIVATE KEY") && !err.contains("PRIVATE KEY"), "the key was printed");
+
+    // The secret holds the three files under the keys the template reads.
+    let secret = world.fixture(&["secret", "fluidity-dev-server-tls"]);
+    let value: Value = serde_json::from_str(secret["value"].as_str().unwrap()).unwrap();
+    assert_eq!(value["ca_crt"], file("ca.crt"));
+    assert_eq!(value["server_crt"], file("server.crt"));
+    assert_eq!(value["server_key"], key);
+    let (arn, version) = (secret["arn"].as_str().unwrap(), secret["version"].as_str().unwrap());
+    assert_eq!(world.parameter("fluidity-dev-fargate", "CertificateSecretArn").await, arn);
+    assert_eq!(world.parameter("fluidity-dev-fargate", "CertificateSecretVersionId").await, version);
+    assert_eq!(
+        task_secrets(&world).await,
+        [
+            ("FLUIDITY_TLS_CA_PEM".to_owned(), format!("{arn}:ca_crt::{version}")),
+            ("FLUIDITY_TLS_CERT_PEM".to_owned(), format!("{arn}:server_crt::{version}")),
+            ("FLUIDITY_TLS_KEY_PEM".to_owned(), format!("{arn}:server_key::{version}")),
+        ]
+    );
+
+    // The same files again: no new version. New ones: a new version, and the
+    // task definition follows it.
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("secret fluidity-dev-server-tls (unchanged)"), "{out}");
+    write_certs(&certs, true);
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("secret fluidity-dev-server-tls (updated)"), "{out}");
+    let rotated = world.fixture(&["secret", "fluidity-dev-server-tls"]);
+    assert_ne!(rotated["version"], secret["version"]);
+    assert_eq!(
+        world.parameter("fluidity-dev-fargate", "CertificateSecretVersionId").await,
+        rotated["version"].as_str().unwrap()
+    );
+    let value: Value = serde_json::from_str(rotated["value"].as_str().unwrap()).unwrap();
+    assert_eq!(value["server_key"], file("server.key"));
+
+    // delete --force leaves no key behind.
+    let (code, out, err) = world.run(&["delete", "--force"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("fluidity-dev-server-tls: deleted"), "{out}");
+    assert!(world.fixture(&["secret", "fluidity-dev-server-tls"])["arn"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_or_broken_server_certificates_change_nothing() {
+    let world = World::new().await;
+    let certs = world.path("certs");
+    std::fs::remove_file(certs.join("server.key")).unwrap();
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(one_line(&err).contains("server.key") && one_line(&err).contains("fluidity-certs"), "{err}");
+    // A key that is not the certificate's.
+    std::fs::copy(certs.join("client.key"), certs.join("server.key")).unwrap();
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(one_line(&err).contains("does not match"), "{err}");
+    world.nothing_created().await;
+    assert!(world.fixture(&["secret", "fluidity-dev-server-tls"])["arn"].is_null());
+    // Baked into the image instead: no secret is needed or made.
+    let (code, out, err) = world.deploy(&["--certificates", "image"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("server certificates"), "{out}");
+    assert_eq!(world.parameter("fluidity-dev-fargate", "CertificateSecretArn").await, "");
+    assert!(world.fixture(&["secret", "fluidity-dev-server-tls"])["arn"].is_null());
+}
+
+/// The container secrets of the Fargate service's task definition: (name, valueFrom).
+async fn task_secrets(world: &World) -> Vec<(String, String)> {
+    let config = world.moto.sdk_config().await;
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    let services =
+        ecs.describe_services().cluster("fluidity-dev").services("fluidity-server-dev").send().await.unwrap();
+    let definition = services.services()[0].task_definition().unwrap().to_owned();
+    let described = ecs.describe_task_definition().task_definition(definition).send().await.unwrap();
+    let container = &described.task_definition().unwrap().container_definitions()[0];
+    container.secrets().iter().map(|s| (s.name().to_owned(), s.value_from().to_owned())).collect()
 }

@@ -276,12 +276,7 @@ async fn open_agent_needs_auth_or_explicit_consent() {
 
 async fn presented_certificate(pki: &Pki, addr: std::net::SocketAddr) -> Vec<u8> {
     let material = fluidity::tls::TlsMaterial::load(
-        &fluidity::config::TlsSources::resolve(
-            &pki.tls_args("client"),
-            &Default::default(),
-            pki.dir.path(),
-            ["", "", ""],
-        ),
+        &fluidity::tls::TlsSources::resolve(&pki.tls_args("client"), &Default::default(), pki.dir.path(), ["", "", ""]),
         "tls",
     )
     .unwrap();

@@ -5,11 +5,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{
-    ConfigError, RawTls, Secret, TlsArgs, TlsSources, load_yaml, merged_duration, merged_window, size_or,
-};
+use crate::config::{ConfigError, Secret, load_yaml, merged_duration, merged_window, size_or};
 use crate::telemetry::LogFormat;
-use crate::tls::TlsMaterial;
+use crate::tls::{RawTls, TlsArgs, TlsMaterial, TlsSources};
 
 /// Default local proxy address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

@@ -9,9 +9,10 @@ use std::time::Duration;
 use super::cloudwatch::MetricsSettings;
 use super::dial::Dialer;
 use super::egress::{Cidr, EgressPolicy};
-use crate::config::{ConfigError, RawTls, TlsArgs, TlsSources, load_yaml, merged_duration, merged_window, size_or};
+use crate::config::{ConfigError, load_yaml, merged_duration, merged_window, size_or};
 use crate::telemetry::LogFormat;
 use crate::tls::TlsMaterial;
+use crate::tls::{RawTls, TlsArgs, TlsSources};
 
 /// Default address: every interface, port 8443.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";

@@ -14,8 +14,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use fluidity::agent::{Agent, AgentArgs, AgentConfig, pool::Pool};
 use fluidity::certs::{Ca, Pair, Validity, write_file};
-use fluidity::config::TlsArgs;
 use fluidity::server::{Server, ServerArgs, ServerConfig, Stats};
+use fluidity::tls::TlsArgs;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
@@ -655,12 +655,8 @@ pub async fn tls_to_server(
     addr: SocketAddr,
     alpn: &[u8],
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let sources = fluidity::config::TlsSources::resolve(
-        &pki.tls_args("client"),
-        &Default::default(),
-        pki.dir.path(),
-        ["", "", ""],
-    );
+    let sources =
+        fluidity::tls::TlsSources::resolve(&pki.tls_args("client"), &Default::default(), pki.dir.path(), ["", "", ""]);
     let material = fluidity::tls::TlsMaterial::load(&sources, "tls").unwrap();
     let connector = tokio_rustls::TlsConnector::from(material.client_config(&[alpn]).unwrap());
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
