@@ -31,7 +31,7 @@ pub mod http_util;
 pub mod protocol;
 pub mod relay;
 pub mod shutdown;
-#[cfg(any(feature = "lambda", feature = "deploy"))]
+#[cfg(any(feature = "server", feature = "lambda", feature = "deploy"))]
 pub mod sigv4;
 pub mod telemetry;
 pub mod tls;

@@ -5,6 +5,7 @@
 //! `listener::serve_connection` (TLS handshake, HTTP/1.1 or HTTP/2 by ALPN);
 //! each request by `proxy::Proxy` (absolute-form forwarding and `CONNECT`).
 
+mod aws;
 pub mod cloudwatch;
 pub mod config;
 pub mod dial;
@@ -32,7 +33,7 @@ pub struct Server {
     health: Option<TcpListener>,
     config: Arc<ServerConfig>,
     stats: Arc<Stats>,
-    cloudwatch: Option<aws_sdk_cloudwatch::Client>,
+    cloudwatch: Option<cloudwatch::CloudWatch>,
 }
 
 impl Server {
@@ -60,7 +61,7 @@ impl Server {
     }
 
     /// Uses `client` for CloudWatch instead of one built from the AWS environment.
-    pub fn with_cloudwatch_client(mut self, client: aws_sdk_cloudwatch::Client) -> Self {
+    pub fn with_cloudwatch_client(mut self, client: cloudwatch::CloudWatch) -> Self {
         self.cloudwatch = Some(client);
         self
     }
@@ -95,7 +96,7 @@ impl Server {
 
     async fn start_metrics(
         &self,
-        client: Option<aws_sdk_cloudwatch::Client>,
+        client: Option<cloudwatch::CloudWatch>,
         stop: CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>> {
         let settings = self.config.metrics.clone();
@@ -108,7 +109,13 @@ impl Server {
         };
         let client = match client {
             Some(client) => client,
-            None => cloudwatch::client_from_environment(settings.endpoint_url.as_deref()).await,
+            None => match cloudwatch::CloudWatch::from_environment(settings.endpoint_url.as_deref()) {
+                Ok(client) => client,
+                Err(error) => {
+                    tracing::warn!(%error, "emit_metrics is on but AWS cannot be reached; not publishing metrics");
+                    return None;
+                }
+            },
         };
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         Some(tokio::spawn(cloudwatch::run(client, settings, dims, self.stats.clone(), started, stop)))

@@ -94,8 +94,10 @@ async fn run_server_emitter(moto: &Moto) {
         ..Default::default()
     };
     let config = fluidity::server::ServerConfig::from_parts(&args, Default::default()).unwrap();
-    let client = aws_sdk_cloudwatch::Client::new(&moto.sdk_config_as("fluidity-server").await);
-    let server = fluidity::server::Server::bind(config).await.unwrap().with_cloudwatch_client(client);
+    // Signed with the access key that names the role in the recording.
+    let client =
+        fluidity::server::cloudwatch::CloudWatch::with_keys(&moto.url(), "us-east-1", "fluidity-server", "test");
+    let server = fluidity::server::Server::bind(config).await.unwrap().with_cloudwatch_client(client.unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(server.run(stop.clone()));
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -1,5 +1,7 @@
 //! Server telemetry: CloudWatch activity metrics against a local AWS emulator
-//! (moto) with the real SDK, resilience to the emulator going away, the
+//! (moto), read back with the real SDK, signed with fixed keys or with an
+//! ECS task role from a container credentials endpoint; resilience to the
+//! emulator going away, the
 //! Prometheus endpoint parsed by a real parser, health during drain and the
 //! healthcheck subcommand.
 
@@ -24,17 +26,13 @@ fn metrics_args(args: &mut fluidity::server::ServerArgs, moto: &Moto, service: &
 }
 
 async fn start_metered_server(pki: &Pki, moto: &Moto, service: &str) -> TestServer {
-    let client = aws_sdk_cloudwatch::Client::new(&moto.sdk_config().await);
     let mut args = fluidity::server::ServerArgs::default();
     metrics_args(&mut args, moto, service);
-    start_server_with_client(pki, args, client).await
+    start_server_with_client(pki, args, moto).await
 }
 
-async fn start_server_with_client(
-    pki: &Pki,
-    base: fluidity::server::ServerArgs,
-    client: aws_sdk_cloudwatch::Client,
-) -> TestServer {
+/// An in-process server whose PutMetricData goes to `moto` with fixed keys.
+async fn start_server_with_client(pki: &Pki, base: fluidity::server::ServerArgs, moto: &Moto) -> TestServer {
     let args = fluidity::server::ServerArgs {
         listen: Some("127.0.0.1:0".into()),
         tls: pki.tls_args("server"),
@@ -44,7 +42,9 @@ async fn start_server_with_client(
         ..base
     };
     let config = fluidity::server::ServerConfig::from_parts(&args, Default::default()).unwrap();
-    let server = fluidity::server::Server::bind(config).await.unwrap().with_cloudwatch_client(client);
+    let cloudwatch =
+        fluidity::server::cloudwatch::CloudWatch::with_keys(&moto.url(), "us-east-1", "test", "test").unwrap();
+    let server = fluidity::server::Server::bind(config).await.unwrap().with_cloudwatch_client(cloudwatch);
     let (addr, stats, stop) = (server.local_addr(), server.stats(), tokio_util::sync::CancellationToken::new());
     let task = tokio::spawn(server.run(stop.clone()));
     TestServer { addr, stats, stop, task }
@@ -299,4 +299,66 @@ async fn healthz_flips_during_drain_and_healthcheck_exit_codes() {
     assert_eq!(check(nobody).await, Some(1));
     let (code, _, stderr) = run_bin("fluidity-server", &["--health-listen", "off", "healthcheck"], &[]).await;
     assert_eq!(code, Some(1), "{stderr}");
+}
+
+/// A container credentials endpoint (as ECS serves the task role): answers
+/// every GET with fixed keys and records the Authorization headers it saw.
+async fn credentials_endpoint() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 4096];
+                let n = tcp.read(&mut head).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&head[..n]).to_string();
+                let auth =
+                    head.lines().find_map(|l| l.strip_prefix("authorization: ").or(l.strip_prefix("Authorization: ")));
+                log.lock().unwrap().push(auth.unwrap_or("").to_owned());
+                let body = r#"{"AccessKeyId":"ASIATASKROLE","SecretAccessKey":"task-secret","Token":"task-token","Expiration":"2099-01-01T00:00:00Z"}"#;
+                let reply =
+                    format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+                let _ = tcp.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_signs_with_the_ecs_task_role() {
+    let moto = Moto::start().await;
+    let (endpoint, seen) = credentials_endpoint().await;
+    let pki = Pki::new();
+    let url = moto.url();
+    let full_uri = format!("http://{endpoint}/v2/credentials/task");
+    let flags = ["--emit-metrics", "--metrics-interval", "200ms", "--metrics-namespace", NAMESPACE];
+    let names = ["--service-name", "svc-task-role", "--cluster-name", "test-cluster", "--metrics-endpoint-url", &url];
+    let flags: Vec<&str> = flags.into_iter().chain(names).collect();
+    // No keys in the environment: only the task role can sign.
+    let envs = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", ""),
+        ("AWS_SECRET_ACCESS_KEY", ""),
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", full_uri.as_str()),
+        ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "Bearer ecs-agent-token"),
+    ];
+    let (server, _addr) = server_process_with(&pki, "server", "127.0.0.1:0", &flags, &envs).await;
+    let client = aws_sdk_cloudwatch::Client::new(&moto.sdk_config().await);
+    let mut published = None;
+    for _ in 0..50 {
+        published = max_metric(&client, "svc-task-role", "ActiveConnections").await;
+        if published.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(published, Some(0.0), "{:#?}", server.lines());
+    // Fetched once and cached (they expire in 2099), with the agent's token.
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen, ["Bearer ecs-agent-token"], "credential fetches");
+    assert_eq!(count_lines(&server, "could not publish metrics"), 0, "{:#?}", server.lines());
 }

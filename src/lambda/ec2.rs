@@ -3,22 +3,18 @@
 //! would cost minutes of compile time on every clean build for this alone
 //! (docs/architecture.md); the call is tested against the same emulator.
 
-use bytes::Bytes;
-use http_body_util::Full;
-
 use crate::http_client::OneShot;
+use crate::sigv4::{urlencode, xml_text};
 
 /// Why the public IP could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum Ec2Error {
     #[error("no AWS credentials: {0}")]
     Credentials(String),
-    #[error("signing the EC2 request failed: {0}")]
-    Signing(String),
     #[error("EC2 endpoint {endpoint}: {reason}")]
     Transport { endpoint: String, reason: String },
-    #[error("EC2 answered {status}: {message}")]
-    Api { status: u16, message: String },
+    #[error("EC2 {0}")]
+    Call(#[from] crate::sigv4::QueryError),
 }
 
 /// A minimal EC2 client.
@@ -54,46 +50,15 @@ impl Ec2 {
     }
 
     async fn call(&self, body: String) -> Result<String, Ec2Error> {
-        let transport = |reason: String| Ec2Error::Transport { endpoint: self.endpoint.to_string(), reason };
-        let host = self.endpoint.authority().ok_or_else(|| transport("no host".into()))?.clone();
-        let https = self.endpoint.scheme_str() == Some("https");
-        let url = format!("{}://{host}/", if https { "https" } else { "http" });
-        let mut request = http::Request::post(&url)
-            .header("host", host.as_str())
-            .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
-            .body(Full::new(Bytes::from(body.clone())))
-            .map_err(|e| transport(e.to_string()))?;
-        crate::sigv4::sign(&self.credentials, &self.region, "ec2", &mut request, body.as_bytes())
-            .await
-            .map_err(Ec2Error::Signing)?;
-        let (status, text) = self.client.send(request).await.map_err(|e| transport(e.to_string()))?;
-        if status != 200 {
-            let message = between(&text, "<Message>", "</Message>").unwrap_or(text.trim()).to_string();
-            return Err(Ec2Error::Api { status, message });
-        }
-        Ok(text)
+        let (endpoint, region) = (&self.endpoint, &self.region);
+        Ok(crate::sigv4::query(&self.client, endpoint, region, "ec2", &self.credentials, body).await?)
     }
-}
-
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
-fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
-    let start = text.find(open)? + open.len();
-    let end = text[start..].find(close)? + start;
-    Some(&text[start..end])
 }
 
 /// `<association>…<publicIp>X</publicIp>…</association>` → X.
 pub fn association_public_ip(xml: &str) -> Option<String> {
-    let association = between(xml, "<association>", "</association>")?;
-    between(association, "<publicIp>", "</publicIp>").map(|ip| ip.trim().to_string()).filter(|ip| !ip.is_empty())
+    let association = xml_text(xml, "association")?;
+    xml_text(association, "publicIp").map(|ip| ip.trim().to_string()).filter(|ip| !ip.is_empty())
 }
 
 #[cfg(test)]
@@ -107,6 +72,5 @@ mod tests {
                    </networkInterfaceSet></DescribeNetworkInterfacesResponse>";
         assert_eq!(association_public_ip(xml).as_deref(), Some("203.0.113.7"));
         assert_eq!(association_public_ip("<item><privateIpAddress>10.0.0.5</privateIpAddress></item>"), None);
-        assert_eq!(urlencode("eni-0a b/c"), "eni-0a%20b%2Fc");
     }
 }

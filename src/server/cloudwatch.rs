@@ -4,13 +4,18 @@
 //! `ServiceName` (and `ClusterName`) dimensions. Runs beside the proxy and can
 //! never block or slow it; failures are logged with backoff (first, 2nd, 4th,
 //! 8th… in a row) and a last flush is made on shutdown.
+//!
+//! PutMetricData is one signed Query call ([`crate::sigv4::query`]) with
+//! region and credentials from [`super::aws`]: the CloudWatch SDK crate and
+//! the SDK's credential chain would more than double the server's build
+//! and binary for this one call.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use aws_sdk_cloudwatch::Client;
-use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -33,18 +38,59 @@ pub struct MetricsSettings {
     pub ecs_metadata_uri: Option<String>,
 }
 
-/// Builds a CloudWatch client from the standard AWS environment (region,
-/// credentials, ECS task role), with HTTPS through rustls + ring.
-pub async fn client_from_environment(endpoint_url: Option<&str>) -> Client {
-    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-    let http = aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
-    let timeouts = aws_config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_secs(10)).build();
-    let mut loader =
-        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http).timeout_config(timeouts);
-    if let Some(url) = endpoint_url {
-        loader = loader.endpoint_url(url);
+/// A dimension: (name, value).
+pub type Dimension = (String, String);
+
+/// Where PutMetricData goes, signed with what.
+#[derive(Clone)]
+pub struct CloudWatch {
+    endpoint: http::Uri,
+    region: String,
+    credentials: SharedCredentialsProvider,
+    client: crate::http_client::OneShot,
+}
+
+impl CloudWatch {
+    /// From the process environment (region, keys or the ECS task role),
+    /// sending to `endpoint_url` if given (VPC endpoints, emulators).
+    pub fn from_environment(endpoint_url: Option<&str>) -> Result<Self, String> {
+        let lookup = |name: &str| std::env::var(name).ok();
+        let region = super::aws::region(&lookup)
+            .ok_or("no AWS region: set AWS_REGION (ECS task definitions set it from the stack)")?;
+        Self::new(endpoint_url, &region, super::aws::credentials(&lookup)?)
     }
-    Client::new(&loader.load().await)
+
+    /// With fixed keys (tests against an emulator).
+    pub fn with_keys(endpoint_url: &str, region: &str, access_key: &str, secret: &str) -> Result<Self, String> {
+        let keys = Credentials::new(access_key, secret, None, None, "fixed");
+        Self::new(Some(endpoint_url), region, SharedCredentialsProvider::new(keys))
+    }
+
+    fn new(endpoint_url: Option<&str>, region: &str, credentials: SharedCredentialsProvider) -> Result<Self, String> {
+        let endpoint = endpoint_url.map_or_else(|| format!("https://monitoring.{region}.amazonaws.com"), str::to_owned);
+        let endpoint = endpoint.parse().map_err(|e| format!("bad CloudWatch endpoint {endpoint}: {e}"))?;
+        let client = crate::http_client::OneShot::new().map_err(|e| e.to_string())?;
+        Ok(Self { endpoint, region: region.to_owned(), credentials, client })
+    }
+
+    /// One PutMetricData call: each `(name, value, unit)` with every dimension.
+    async fn put(&self, namespace: &str, dims: &[Dimension], data: &[(&str, f64, &str)]) -> Result<(), String> {
+        use crate::sigv4::urlencode;
+        let mut body = format!("Action=PutMetricData&Version=2010-08-01&Namespace={}", urlencode(namespace));
+        for (i, (name, value, unit)) in data.iter().enumerate() {
+            let member = format!("MetricData.member.{}", i + 1);
+            body += &format!("&{member}.MetricName={}&{member}.Value={value}&{member}.Unit={unit}", urlencode(name));
+            for (j, (dim, dim_value)) in dims.iter().enumerate() {
+                let d = format!("{member}.Dimensions.member.{}", j + 1);
+                body += &format!("&{d}.Name={}&{d}.Value={}", urlencode(dim), urlencode(dim_value));
+            }
+        }
+        let (endpoint, region) = (&self.endpoint, &self.region);
+        crate::sigv4::query(&self.client, endpoint, region, "monitoring", &self.credentials, body)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("PutMetricData: {e}"))
+    }
 }
 
 /// The dimensions to publish with, from configuration or the ECS task
@@ -62,9 +108,9 @@ pub async fn dimensions(settings: &MetricsSettings) -> Option<Vec<Dimension>> {
             Err(error) => warn!(%error, "could not read the ECS task metadata"),
         }
     }
-    let mut dims = vec![Dimension::builder().name(SERVICE_DIMENSION).value(service?).build()];
+    let mut dims = vec![(SERVICE_DIMENSION.to_owned(), service?)];
     if let Some(cluster) = cluster {
-        dims.push(Dimension::builder().name(CLUSTER_DIMENSION).value(cluster).build());
+        dims.push((CLUSTER_DIMENSION.to_owned(), cluster));
     }
     Some(dims)
 }
@@ -88,7 +134,7 @@ async fn ecs_task_names(uri: &str) -> Result<(Option<String>, Option<String>), S
 
 /// Publishes until `stop` fires, then flushes once more.
 pub async fn run(
-    client: Client,
+    client: CloudWatch,
     settings: MetricsSettings,
     dims: Vec<Dimension>,
     stats: Arc<Stats>,
@@ -128,34 +174,20 @@ pub async fn run(
 }
 
 async fn put(
-    client: &Client,
+    client: &CloudWatch,
     namespace: &str,
     dims: &[Dimension],
     stats: &Stats,
     started_secs: u64,
 ) -> Result<(), String> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let last = stats.activity.last_activity_secs.load(Ordering::Relaxed).max(started_secs);
     let active = stats.connections_active.load(Ordering::Relaxed);
-    let timestamp = aws_sdk_cloudwatch::primitives::DateTime::from_secs(now as i64);
-    let datum = |name: &str, value: f64, unit: StandardUnit| {
-        MetricDatum::builder()
-            .metric_name(name)
-            .set_dimensions(Some(dims.to_vec()))
-            .value(value)
-            .unit(unit)
-            .timestamp(timestamp)
-            .build()
-    };
-    client
-        .put_metric_data()
-        .namespace(namespace)
-        .metric_data(datum(ACTIVE_CONNECTIONS, active as f64, StandardUnit::Count))
-        .metric_data(datum(LAST_ACTIVITY, last as f64, StandardUnit::None))
-        .send()
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{}", aws_sdk_cloudwatch::error::DisplayErrorContext(e)))
+    // No Timestamp: CloudWatch stamps each datum with the time it arrives.
+    let data = [(ACTIVE_CONNECTIONS, active as f64, "Count"), (LAST_ACTIVITY, last as f64, "None")];
+    match tokio::time::timeout(Duration::from_secs(10), client.put(namespace, dims, &data)).await {
+        Ok(result) => result,
+        Err(_) => Err("PutMetricData: no answer within 10 s".into()),
+    }
 }
 
 #[cfg(test)]
