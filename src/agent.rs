@@ -12,6 +12,7 @@ mod handler;
 pub mod lifecycle;
 mod listener;
 pub mod pool;
+pub mod socks;
 pub mod target;
 
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! The contracts between components, in one place so that a rename on one
 //! side cannot compile without the other: the control API's JSON (what the
-//! Lambda functions answer and the agent reads) and the CloudWatch metric
+//! Lambda functions answer and the agent reads), the header naming a failed
+//! dial (the server sets it, the agent maps it to SOCKS replies) and the CloudWatch metric
 //! names and dimensions (what the server publishes and Sleep queries).
 //! Always built; plain data with serde, no component code.
 
@@ -74,6 +75,11 @@ pub struct ErrorBody {
     pub error: String,
     pub message: String,
 }
+
+/// Header on the server's answer to a CONNECT it could not complete: the
+/// kind of dial failure (`dns`, `refused`, `timeout`, `denied`, `other`),
+/// which the agent turns into a SOCKS reply code.
+pub const DIAL_ERROR_HEADER: &str = "x-fluidity-dial-error";
 
 /// The server's activity metrics in CloudWatch.
 pub mod metrics {

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install --quiet --locked cargo-fuzz
 seconds=${FUZZ_SECONDS:-60}
-for target in config request_target; do
+for target in config request_target socks; do
     echo "==> fuzz $target for ${seconds}s"
     RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tests/fuzz "$target" -- -max_total_time="$seconds" -rss_limit_mb=2048
 done

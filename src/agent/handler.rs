@@ -22,11 +22,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
 use super::pool::{Pool, TunnelError};
+use super::socks;
 use super::target::{Target, classify, tunnel_authority};
 use crate::config::Secret;
 use crate::http_util::{
     Body, boxed, empty, malformed_body, noting_failure, strip_hop_by_hop, text_response, wants_upgrade,
 };
+use crate::protocol::DIAL_ERROR_HEADER;
 use crate::relay::{Activity, relay};
 
 /// Serves local proxy requests through the pool.
@@ -95,6 +97,51 @@ impl Handler {
             .in_current_span(),
         );
         Response::new(empty())
+    }
+
+    /// A SOCKS5 client (the listener saw its first byte): negotiate within
+    /// `deadline`, open the CONNECT stream, answer with its reply code, relay.
+    /// `waiting` is released once the client has asked for a destination.
+    pub(super) async fn socks(
+        self: Arc<Self>,
+        mut tcp: tokio::net::TcpStream,
+        waiting: tokio::sync::OwnedSemaphorePermit,
+        deadline: Duration,
+    ) {
+        let credentials = self.proxy_auth.as_ref().map(Secret::expose);
+        let destination = match tokio::time::timeout(deadline, socks::negotiate(&mut tcp, credentials)).await {
+            Ok(Ok(destination)) => destination,
+            Ok(Err(error)) => return debug!(%error, "SOCKS negotiation failed"),
+            Err(_) => return debug!("SOCKS client too slow, closing"),
+        };
+        drop(waiting);
+        let span = debug_span!("socks", target = %destination.authority());
+        async move {
+            let opened = match Authority::try_from(destination.authority()) {
+                Ok(authority) => self.open_tunnel(&authority).await,
+                Err(_) => Err(text_response(StatusCode::BAD_REQUEST, "bad SOCKS destination")),
+            };
+            let tunnel = match opened {
+                Ok(tunnel) => tunnel,
+                Err(refusal) => {
+                    let kind = refusal.headers().get(DIAL_ERROR_HEADER).and_then(|v| v.to_str().ok());
+                    let reply = socks::Reply::for_server_answer(refusal.status(), kind);
+                    debug!(status = refusal.status().as_u16(), ?reply, "SOCKS CONNECT refused");
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, &reply.message()).await;
+                    return;
+                }
+            };
+            if tokio::io::AsyncWriteExt::write_all(&mut tcp, &socks::Reply::Succeeded.message()).await.is_err() {
+                return;
+            }
+            let target = TokioIo::new(tunnel.stream);
+            tokio::select! {
+                ended = relay(tcp, target, self.idle_timeout, self.activity.clone()) => debug!(?ended, "SOCKS tunnel ended"),
+                () = tunnel.lost.cancelled() => debug!("tunnel connection lost, closing the SOCKS tunnel"),
+            }
+        }
+        .instrument(span)
+        .await;
     }
 
     async fn upgrade(&self, mut req: Request<Incoming>) -> Reply {
@@ -245,7 +292,8 @@ fn proxy_auth_required() -> Reply {
     reply
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Compares in time that does not depend on where the inputs differ.
+pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -1,8 +1,9 @@
 //! Accept loop and per-connection handling for local clients, the agent's
 //! counterpart of the server's listener: at most [`MAX_WAITING_CLIENTS`]
 //! connections that have not sent a request yet, [`HEADER_READ_TIMEOUT`] to
-//! send a request head, HTTP/1.1 served by hyper (with upgrades for CONNECT
-//! and WebSocket), graceful shutdown on cancel and a bounded drain at the end.
+//! send a request head, SOCKS5 told from HTTP by the first byte, HTTP/1.1
+//! served by hyper (with upgrades for CONNECT and WebSocket), graceful
+//! shutdown on cancel and a bounded drain at the end.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -85,6 +86,17 @@ struct Client {
 impl Client {
     async fn serve(self, tcp: TcpStream, shutdown: CancellationToken) {
         let _ = tcp.set_nodelay(true);
+        // One port, two protocols: a SOCKS5 client's first byte is 5, which
+        // no HTTP request line starts with.
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(HEADER_READ_TIMEOUT, tcp.peek(&mut first)).await {
+            Ok(Ok(1)) if first[0] == super::socks::VERSION => {
+                return self.handler.socks(tcp, self.permit, HEADER_READ_TIMEOUT).await;
+            }
+            Ok(Ok(1)) => {}
+            // Closed, broken, or silent for the whole header timeout.
+            _ => return,
+        }
         let (handler, waiting) = (self.handler, Mutex::new(Some(self.permit)));
         let service = service_fn(move |req| {
             // A request head arrived: this client no longer counts as waiting.

@@ -204,7 +204,10 @@ impl Proxy {
             self.stats.dial_failed(error.kind());
         }
         warn!(kind = error.kind(), %error, "dial failed");
-        text_response(error.status(), error.to_string())
+        let mut response = text_response(error.status(), error.to_string());
+        let kind = HeaderValue::from_static(error.kind());
+        response.headers_mut().insert(crate::protocol::DIAL_ERROR_HEADER, kind);
+        response
     }
 }
 

@@ -241,7 +241,12 @@ async fn origin_service(req: Request<Incoming>) -> Result<Response<OriginBody>, 
 
 /// Serves `origin_service` over plain HTTP/1.1.
 pub async fn http_origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    http_origin_on("127.0.0.1:0").await
+}
+
+/// [`http_origin`] on another address (e.g. `[::1]:0`).
+pub async fn http_origin_on(addr: &str) -> SocketAddr {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
