@@ -82,6 +82,7 @@ impl Agent {
             idle_timeout: self.config.idle_timeout,
             proxy_auth: self.config.proxy_auth.clone(),
             activity: Arc::default(),
+            listen: self.local_addr(),
         });
         tokio::spawn(reload_on_hangup(self.config.clone(), self.pool.clone(), shutdown.clone()));
         let limits = listener::Limits {

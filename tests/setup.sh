@@ -3,7 +3,7 @@
 # client the tests drive), file (static-binary check), zip/unzip (Lambda zip
 # contract), iproute2 (the egress test's network namespace) and Debian's nix-bin
 # (flake parsing and lock checks); moto (local
-# AWS emulator) and cfn-lint from PyPI; nixfmt and deadnix from crates.io.
+# AWS emulator), cfn-lint and pacparser from PyPI; nixfmt and deadnix from crates.io.
 # Idempotent: anything present is left alone.
 set -euo pipefail
 
@@ -25,6 +25,8 @@ if ! command -v moto_server >/dev/null 2>&1; then
     python3 -m pip install --quiet "moto[server]==5.*" cfn-lint
 fi
 command -v cfn-lint >/dev/null 2>&1 || python3 -m pip install --quiet cfn-lint
+# A real PAC engine, to evaluate the agent's /proxy.pac.
+python3 -c "import pacparser" 2>/dev/null || { echo "setup: installing pacparser"; python3 -m pip install --quiet "pacparser==1.5.*"; }
 
 export PATH="$HOME/.cargo/bin:$PATH"
 [[ $(nixfmt --version 2>/dev/null) == "nixfmt-rs 0.5.3" ]] || { echo "setup: installing nixfmt (nixfmt_rs 0.5.3, the version nix/nixfmt-rs.nix builds)"; cargo install --quiet --locked --version 0.5.3 nixfmt_rs; }

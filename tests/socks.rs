@@ -1,7 +1,8 @@
 //! SOCKS5 on the agent's HTTP port, with real clients: curl with
 //! `--socks5-hostname` and `--socks5` (IPv4 and IPv6 literals), a WebSocket
 //! client, RFC 1929 login, the reply codes for the server's refusals, and
-//! malformed greetings that must not hurt the agent.
+//! malformed greetings that must not hurt the agent; and the PAC file the
+//! agent serves, evaluated by a real PAC engine (pacparser).
 
 mod common;
 
@@ -139,4 +140,46 @@ async fn malformed_greetings_close_the_connection_and_nothing_else() {
     }
     let out = curl(&["--socks5", &agent.addr.to_string(), &format!("http://{origin}/alive")]).await;
     assert_eq!(out.text(), "GET /alive");
+}
+
+/// Evaluates `pac` with pacparser (a real PAC engine) for each URL.
+fn find_proxy(pac: &str, urls: &[&str]) -> Vec<String> {
+    let script = "import sys, pacparser\npacparser.init()\npacparser.parse_pac_string(sys.stdin.read())\n\
+                  for url in sys.argv[1:]:\n    print(pacparser.find_proxy(url))\n";
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .args(urls)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), pac.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "pacparser failed");
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_serves_a_pac_file_a_pac_engine_understands() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    // With proxy auth on: the PAC file needs none (browsers fetch it first).
+    let agent = start_agent_with(&pki, server.addr, |a| a.proxy_auth = Some("alice:s3cret".parse().unwrap())).await;
+    let url = format!("http://{}/proxy.pac", agent.addr);
+    let out = curl(&["-sS", "-D", "-", &url]).await;
+    let text = out.text();
+    let (head, pac) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: application/x-ns-proxy-autoconfig"), "{head}");
+    let origin = http_origin().await;
+    let remote = format!("http://{origin}/via-pac").replace("127.0.0.1", "example.test");
+    let answers = find_proxy(pac, &[&remote, "http://localhost:8080/", "http://intranet/"]);
+    let expected = format!("PROXY {0}; SOCKS5 {0}", agent.addr);
+    assert_eq!(answers, [expected.as_str(), "DIRECT", "DIRECT"]);
+    // What the PAC file names works: its PROXY entry carries a request.
+    let proxy = answers[0].split(';').next().unwrap().trim().strip_prefix("PROXY ").unwrap().to_owned();
+    let via =
+        curl(&["-x", &format!("http://{proxy}"), "--proxy-user", "alice:s3cret", &format!("http://{origin}/via-pac")])
+            .await;
+    assert_eq!(via.text(), "GET /via-pac");
 }

@@ -38,6 +38,8 @@ pub(super) struct Handler {
     pub(super) idle_timeout: Duration,
     pub(super) proxy_auth: Option<Secret>,
     pub(super) activity: Arc<Activity>,
+    /// The local address the agent listens on (for the PAC file).
+    pub(super) listen: std::net::SocketAddr,
 }
 
 /// A reply for the local client, already formatted.
@@ -53,7 +55,11 @@ impl Handler {
     pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Reply, Infallible> {
         let span = debug_span!("request", method = %req.method(), target = %req.uri());
         let reply = async {
-            let reply = if !self.authorized(&req) {
+            // The PAC file is served to anyone who can reach the port: a
+            // browser fetches it before it knows of any proxy credentials.
+            let reply = if is_pac_request(&req) {
+                self.pac(&req)
+            } else if !self.authorized(&req) {
                 proxy_auth_required()
             } else if req.method() == Method::CONNECT {
                 self.connect(req).await
@@ -255,6 +261,27 @@ impl Handler {
         Ok(Tunnel { stream, lost })
     }
 
+    /// The proxy auto-config file: HTTP and SOCKS5 at the address the client
+    /// used (the Host header, else the bound address), local names direct.
+    fn pac(&self, req: &Request<Incoming>) -> Reply {
+        let host = req.headers().get(HOST).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Authority>().ok());
+        let ip = self.listen.ip();
+        let fallback = if ip.is_unspecified() { "127.0.0.1".to_owned() } else { ip.to_string() };
+        let name = host.as_ref().map_or(fallback, |h| h.host().to_owned());
+        let port = host.and_then(|h| h.port_u16()).unwrap_or(self.listen.port());
+        let proxy = if name.contains(':') && !name.starts_with('[') {
+            format!("[{name}]:{port}")
+        } else {
+            format!("{name}:{port}")
+        };
+        let script = PAC_TEMPLATE.replace("{proxy}", &proxy);
+        let mut reply = Response::new(boxed(http_body_util::Full::new(bytes::Bytes::from(script))));
+        reply
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/x-ns-proxy-autoconfig"));
+        reply
+    }
+
     /// True when no proxy authentication is configured or the request carries it.
     fn authorized(&self, req: &Request<Incoming>) -> bool {
         use base64::Engine;
@@ -272,6 +299,23 @@ impl Handler {
         let decoded = base64::engine::general_purpose::STANDARD.decode(credentials.trim()).unwrap_or_default();
         constant_time_eq(&decoded, expected.expose().as_bytes())
     }
+}
+
+/// Where the agent serves its PAC file, on its own port.
+pub const PAC_PATH: &str = "/proxy.pac";
+
+/// The PAC file; `{proxy}` becomes the agent's `host:port`.
+const PAC_TEMPLATE: &str = r#"// Fluidity agent: everything through the tunnel, this machine's own names direct.
+function FindProxyForURL(url, host) {
+  if (isPlainHostName(host) || host == "localhost" || shExpMatch(host, "127.*") || host == "::1")
+    return "DIRECT";
+  return "PROXY {proxy}; SOCKS5 {proxy}";
+}
+"#;
+
+/// `GET /proxy.pac` in origin form: a request for the agent itself.
+fn is_pac_request(req: &Request<Incoming>) -> bool {
+    req.method() == Method::GET && req.uri().authority().is_none() && req.uri().path() == PAC_PATH
 }
 
 fn tunnel_down(error: &TunnelError) -> Reply {
