@@ -12,7 +12,9 @@
 //! - [`apigateway`]: the value of the agent's API key (never a stack output)
 //!   and the region's API Gateway logging setting.
 //! - [`secret`]: the server's certificates in Secrets Manager.
+//! - [`agent_config`]: the agent's configuration, written after a deploy.
 
+pub mod agent_config;
 pub mod apigateway;
 pub mod aws;
 pub mod drift;
@@ -159,6 +161,10 @@ pub struct DeployArgs {
     /// Directory with the server's ca.crt, server.crt and server.key (fluidity-certs writes them).
     #[arg(long, value_name = "DIR", default_value = "certs", env = "FLUIDITY_CERTS_DIR")]
     pub certs_dir: PathBuf,
+    /// Where to write the agent's configuration after the deploy (default
+    /// fluidity-<env>-agent.yaml here; the API key goes beside it, mode 0600).
+    #[arg(long, value_name = "FILE", env = "FLUIDITY_AGENT_CONFIG")]
+    pub agent_config: Option<PathBuf>,
     /// The skopeo program used to push the image.
     #[arg(long, value_name = "PATH", default_value = "skopeo", env = "FLUIDITY_SKOPEO")]
     pub skopeo: PathBuf,
@@ -455,7 +461,40 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
             println!("lambda package: removed {removed} older package(s) (kept the current and the previous one)");
         }
     }
-    print_outputs(&clients, stacks, false).await
+    print_outputs(&clients, stacks, false).await?;
+    write_agent_config(cli, args, stacks, &clients).await
+}
+
+/// Ends a deploy with the agent's configuration for this environment and
+/// the one command that starts the agent with it.
+async fn write_agent_config(cli: &Cli, args: &DeployArgs, stacks: &Stacks, clients: &Clients) -> Result<(), Error> {
+    let env = cli.env.as_str();
+    let Some(lambda) = stack::find(&clients.cloudformation, &stacks.lambda).await? else { return Ok(()) };
+    let Some(api_url) = stack::output(&lambda, "ApiUrl") else {
+        println!("agent configuration: not written ({} has no ApiUrl output)", stacks.lambda);
+        return Ok(());
+    };
+    // The key's value is never an output: its id is (ApiKeyId), else the
+    // key is found by the name the template gives it.
+    let key = match stack::output(&lambda, "ApiKeyId") {
+        Some(id) => Some(apigateway::key_value(clients, &id).await?),
+        None => apigateway::key_value_by_name(clients, &format!("fluidity-{env}-agent")).await?,
+    };
+    let path = args.agent_config.clone().unwrap_or_else(|| agent_config::default_path(env));
+    let written = agent_config::write(&path, env, &api_url, key.as_deref(), &args.certs_dir)?;
+    match &written.key {
+        Some(key) => println!(
+            "agent configuration: {} (the API key is in {}, mode 0600)",
+            written.config.display(),
+            key.display()
+        ),
+        None => println!(
+            "agent configuration: {} (no API key found: set FLUIDITY_API_KEY=$(fluidity-deploy --env {env} api-key --id KEY_ID))",
+            written.config.display()
+        ),
+    }
+    println!("start the agent: fluidity-agent --config {}", written.config.display());
+    Ok(())
 }
 
 /// The stack of the region's API Gateway logging setting (apigateway-account.yaml).

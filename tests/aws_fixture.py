@@ -12,8 +12,8 @@
       Prints {"task_arn","eni","public_ip"}.
   aws_fixture.py ENDPOINT network
       A VPC and one subnet (what a deploy needs from the user). Prints {"vpc","subnet"}.
-  aws_fixture.py ENDPOINT api-key VALUE
-      An API Gateway key with this value. Prints {"id"}.
+  aws_fixture.py ENDPOINT api-key VALUE [NAME]
+      An API Gateway key with this value (named fluidity-test unless NAME). Prints {"id"}.
   aws_fixture.py ENDPOINT account-role ROLE_ARN
       Sets the region's API Gateway CloudWatch role (as another stack would). Prints {"role"}.
   aws_fixture.py ENDPOINT stop-task CLUSTER TASK_ARN
@@ -95,7 +95,8 @@ def main():
     elif command == "api-key":
         apigateway = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",
                                   aws_access_key_id="test", aws_secret_access_key="test")
-        result = {"id": apigateway.create_api_key(name="fluidity-test", value=args[0], enabled=True)["id"]}
+        name = args[1] if len(args) > 1 else "fluidity-test"
+        result = {"id": apigateway.create_api_key(name=name, value=args[0], enabled=True)["id"]}
     elif command == "account-role":
         apigateway = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",
                                   aws_access_key_id="test", aws_secret_access_key="test")

@@ -68,6 +68,7 @@ impl World {
         let out = Command::new(common::bin_path("fluidity-deploy"))
             .args(["--poll-interval", "100ms", "--templates", concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation")])
             .args(args)
+            .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -660,4 +661,42 @@ async fn task_secrets(world: &World) -> Vec<(String, String)> {
     let described = ecs.describe_task_definition().task_definition(definition).send().await.unwrap();
     let container = &described.task_definition().unwrap().container_definitions()[0];
     container.secrets().iter().map(|s| (s.name().to_owned(), s.value_from().to_owned())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_ends_with_an_agent_configuration_the_agent_accepts() {
+    use std::os::unix::fs::PermissionsExt;
+    let world = World::new().await;
+    // moto's CloudFormation skips AWS::ApiGateway::ApiKey (and the ApiKeyId
+    // output): make the key the template names, as AWS would.
+    world.fixture(&["api-key", "agent-key-0123456789", "fluidity-dev-agent"]);
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (config, key) = (world.path("fluidity-dev-agent.yaml"), world.path("fluidity-dev-api-key"));
+    assert!(out.contains(&format!("the API key is in {}, mode 0600", key.display())), "{out}");
+    assert!(out.contains("start the agent: fluidity-agent --config fluidity-dev-agent.yaml"), "{out}");
+    assert!(!out.contains("agent-key-0123456789") && !err.contains("agent-key-0123456789"), "the key was printed");
+    assert_eq!(std::fs::read_to_string(&key).unwrap().trim(), "agent-key-0123456789");
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    assert!(!yaml.contains("agent-key-0123456789"), "{yaml}");
+
+    // The agent loads it as written: URL, key file, client certificates.
+    let check = |config: &Path| {
+        Command::new(common::bin_path("fluidity-agent"))
+            .args(["--config", config.to_str().unwrap(), "--check"])
+            .env_remove("FLUIDITY_API_KEY")
+            .current_dir(world.dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = check(&config);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("wakes the server through https://") && stdout.contains("execute-api"), "{stdout}");
+    // A key file others can read is refused, as ssh refuses such a key.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check(&config);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "{}", String::from_utf8_lossy(&out.stderr));
 }

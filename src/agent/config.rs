@@ -47,6 +47,7 @@ pub struct RawAgentConfig {
 pub struct RawLifecycle {
     pub api_url: Option<String>,
     pub api_key: Option<Secret>,
+    pub api_key_file: Option<std::path::PathBuf>,
     pub wake_timeout: Option<String>,
     pub poll_interval: Option<String>,
     pub kill_on_exit: Option<bool>,
@@ -128,6 +129,9 @@ pub struct LifecycleArgs {
     /// API key of the control API; never logged [YAML: lifecycle.api_key]
     #[arg(long, env = "FLUIDITY_API_KEY", value_name = "KEY", hide_env_values = true)]
     pub api_key: Option<Secret>,
+    /// File holding the API key (mode 0600; fluidity-deploy writes it) [YAML: lifecycle.api_key_file]
+    #[arg(long, env = "FLUIDITY_API_KEY_FILE", value_name = "PATH")]
+    pub api_key_file: Option<std::path::PathBuf>,
     /// Give up if the server is not running after this long (also how long a request waits for a wake on demand) [YAML: lifecycle.wake_timeout; default 180s]
     #[arg(long, env = "FLUIDITY_WAKE_TIMEOUT", value_name = "DURATION")]
     pub wake_timeout: Option<String>,
@@ -323,13 +327,16 @@ fn lifecycle(
             (key.clone(), if from_env { "FLUIDITY_API_KEY" } else { "--api-key" }.to_string())
         }
         (None, Some(key)) => (key, format!("lifecycle.api_key in {file_name}")),
-        (None, None) => {
-            return Err(ConfigError::new(
-                "lifecycle.api_key",
-                "missing",
-                "set FLUIDITY_API_KEY (or lifecycle.api_key) to the key of the deployed API",
-            ));
-        }
+        (None, None) => match args.api_key_file.clone().or(file.api_key_file) {
+            Some(path) => (read_key_file(&path)?, path.display().to_string()),
+            None => {
+                return Err(ConfigError::new(
+                    "lifecycle.api_key",
+                    "missing",
+                    "set FLUIDITY_API_KEY (or lifecycle.api_key, or lifecycle.api_key_file) to the key of the deployed API",
+                ));
+            }
+        },
     };
     if api_key.expose().trim().is_empty() {
         return Err(ConfigError::new("lifecycle.api_key", format!("empty (from {key_source})"), "set the API key"));
@@ -346,6 +353,28 @@ fn lifecycle(
         rewake: args.rewake.or(file.rewake).unwrap_or(true),
         server_port: args.server_port.or(file.server_port).unwrap_or(DEFAULT_SERVER_PORT),
     }))
+}
+
+/// The API key in `path`: one line, readable by its owner only (like an
+/// SSH key, a key file others can read is refused rather than trusted).
+fn read_key_file(path: &std::path::Path) -> Result<Secret, ConfigError> {
+    use std::os::unix::fs::PermissionsExt;
+    let key = "lifecycle.api_key_file";
+    let shown = path.display();
+    let metadata = std::fs::metadata(path).map_err(|e| {
+        ConfigError::new(key, format!("cannot read {shown}: {e}"), "run fluidity-deploy deploy, which writes it")
+    })?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        return Err(ConfigError::new(
+            key,
+            format!("{shown} is readable by other users (mode {:o})", metadata.permissions().mode() & 0o777),
+            format!("chmod 600 {shown}"),
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(key, format!("cannot read {shown}: {e}"), "run fluidity-deploy deploy, which writes it")
+    })?;
+    Ok(Secret::new(text.trim()))
 }
 
 /// An `https://` URL, or `http://` to this machine only (the key must not

@@ -17,15 +17,27 @@ use fluidity::{cli, shutdown, telemetry};
 struct Cli {
     #[command(flatten)]
     args: AgentArgs,
+    /// Load and check the configuration (files, certificates, API key), print
+    /// what would run, and exit: 0 when it is usable, 2 with the problem.
+    #[arg(long)]
+    check: bool,
 }
 
 fn main() -> ExitCode {
-    let Cli { args } = Cli::parse();
+    let Cli { args, check } = Cli::parse();
     fluidity::install_crypto_provider();
     let config = match AgentConfig::load(&args) {
         Ok(config) => config,
         Err(error) => return cli::config_error("fluidity-agent", &error),
     };
+    if check {
+        let target = match &config.lifecycle {
+            Some(lifecycle) => format!("wakes the server through {}", lifecycle.api_url),
+            None => format!("connects to {}", config.server),
+        };
+        telemetry::to_stdout(format_args!("configuration ok: listens on {}, {target}\n", config.listen));
+        return ExitCode::SUCCESS;
+    }
     telemetry::init(config.log_format);
     let result = cli::runtime()
         .map_err(anyhow::Error::from)

@@ -23,6 +23,15 @@ pub async fn key_value(clients: &Clients, id: &str) -> anyhow::Result<String> {
     json["value"].as_str().map(str::to_owned).context("GetApiKey returned no value")
 }
 
+/// The value of the API key named exactly `name`, if there is one.
+pub async fn key_value_by_name(clients: &Clients, name: &str) -> anyhow::Result<Option<String>> {
+    let query = crate::sigv4::urlencode(name);
+    let json =
+        get(clients, &format!("/apikeys?name={query}&includeValues=true"), &format!("keys named {name}")).await?;
+    let items = json["item"].as_array().map(Vec::as_slice).unwrap_or_default();
+    Ok(items.iter().find(|k| k["name"] == name).and_then(|k| k["value"].as_str()).map(str::to_owned))
+}
+
 /// The CloudWatch role ARN of this region's API Gateway account setting, if set.
 pub async fn logs_role(clients: &Clients) -> anyhow::Result<Option<String>> {
     let json = get(clients, "/account", "the account setting").await?;

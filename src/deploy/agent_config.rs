@@ -1,0 +1,102 @@
+//! The agent's configuration for a deployed environment, written at the end
+//! of `deploy` so that the next command can be `fluidity-agent --config …`:
+//! the control API's URL, the client certificate paths, and the API key in
+//! a file of its own with mode 0600 (the YAML holds no secret).
+//!
+//! Both files are written to a temporary name and renamed into place, so a
+//! symbolic link at the destination is replaced, never written through.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// What was written.
+pub struct Written {
+    pub config: PathBuf,
+    /// The key file, when the key could be read.
+    pub key: Option<PathBuf>,
+}
+
+/// The default configuration path for `env` (in the working directory).
+pub fn default_path(env: &str) -> PathBuf {
+    PathBuf::from(format!("fluidity-{env}-agent.yaml"))
+}
+
+/// Writes `config` (and the key beside it, `fluidity-<env>-api-key`).
+pub fn write(config: &Path, env: &str, api_url: &str, key: Option<&str>, certs_dir: &Path) -> anyhow::Result<Written> {
+    let certs = std::path::absolute(certs_dir).with_context(|| format!("cannot resolve {}", certs_dir.display()))?;
+    let dir = config.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let key_path = match key {
+        Some(key) => {
+            let path = std::path::absolute(dir.join(format!("fluidity-{env}-api-key")))
+                .context("cannot resolve the key file's path")?;
+            replace(&path, format!("{key}\n").as_bytes(), 0o600)?;
+            Some(path)
+        }
+        None => None,
+    };
+    let pem = |name: &str| yaml_string(&certs.join(name).display().to_string());
+    let mut text = format!(
+        "# Written by fluidity-deploy for the {env} environment. Start the agent with:\n\
+         #   fluidity-agent --config {}\n\
+         lifecycle:\n  api_url: {}\n",
+        config.display(),
+        yaml_string(api_url),
+    );
+    match &key_path {
+        Some(path) => text += &format!("  api_key_file: {}\n", yaml_string(&path.display().to_string())),
+        None => text += "  # api_key: set FLUIDITY_API_KEY=$(fluidity-deploy --env ENV api-key --id KEY_ID)\n",
+    }
+    text += &format!("tls:\n  cert: {}\n  key: {}\n  ca: {}\n", pem("client.crt"), pem("client.key"), pem("ca.crt"));
+    replace(config, text.as_bytes(), 0o644)?;
+    Ok(Written { config: config.to_path_buf(), key: key_path })
+}
+
+/// A YAML double-quoted scalar.
+fn yaml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
+
+/// Writes `bytes` to a fresh file beside `path` with `mode`, then renames it over `path`.
+fn replace(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).context("the file needs a name")?;
+    let staged = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&staged)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&staged, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&staged);
+        anyhow::anyhow!("cannot write {}: {e}", path.display())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn writes_the_config_and_a_private_key_file_through_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("fluidity-dev-agent.yaml");
+        // A link at the key's place is replaced, not followed.
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("fluidity-dev-api-key")).unwrap();
+        let written = write(&config, "dev", "https://abc.example/api", Some("k3y"), Path::new("/srv/certs")).unwrap();
+        let key = written.key.unwrap();
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "k3y\n");
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        let text = std::fs::read_to_string(&config).unwrap();
+        assert!(text.contains("api_url: \"https://abc.example/api\""), "{text}");
+        assert!(text.contains("cert: \"/srv/certs/client.crt\""), "{text}");
+        assert!(!text.contains("k3y"), "the key is not in the YAML: {text}");
+    }
+}
