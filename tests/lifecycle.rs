@@ -395,3 +395,86 @@ async fn wrong_key_and_wake_timeout_end_with_one_clear_line() {
     // Giving up stops what it woke (kill_on_exit), so nothing keeps running.
     assert_eq!(desired(&control).await, 0);
 }
+
+/// The agent under a real pseudo-terminal (util-linux `script`), its
+/// terminal output going to a file; stdin feeds the terminal (0x03 is Ctrl-C).
+struct OnTerminal {
+    child: tokio::process::Child,
+    output: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OnTerminal {
+    fn start(args: &[String]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let output = dir.path().join("terminal.out");
+        let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+        let command = format!("exec '{}' {}", bin_path("fluidity-agent"), quoted.join(" "));
+        let child = tokio::process::Command::new("script")
+            .args(["-q", "-f", "-e", "-c", &command])
+            .arg(&output)
+            .env("FLUIDITY_API_KEY", API_KEY)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self { child, output, _dir: dir }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.output).unwrap_or_default()).into_owned()
+    }
+
+    /// Types Ctrl-C on the terminal; the agent must exit 0 within 10 s.
+    async fn ctrl_c_and_wait(&mut self) {
+        tokio::io::AsyncWriteExt::write_all(self.child.stdin.as_mut().unwrap(), b"\x03").await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+        assert_eq!(status.unwrap().unwrap().code(), Some(0), "{:?}", self.text());
+    }
+
+    async fn wait_for(&self, needle: &str) -> String {
+        for _ in 0..150 {
+            let text = self.text();
+            if text.contains(needle) {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no {needle:?} on the terminal: {:?}", self.text());
+    }
+}
+
+const CLEAR_LINE: &str = "\r\x1b[2K";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wake_progress_line_on_a_terminal_clears_when_up_and_on_ctrl_c() {
+    let w = World::new("svc-terminal").await;
+    let _server = w.server_at("127.0.0.1").await;
+    let mut terminal = OnTerminal::start(&agent_args(&w.pki, &w.api, &w.port.to_string(), &[]));
+    // The line is redrawn in place while the task starts …
+    wait_desired(&w.control, 1).await;
+    terminal.wait_for("the server… 1s").await;
+    let task = run_task_at(&w.moto, &w.f, "127.0.0.1").await;
+    // … and replaced by one line when the server is up.
+    let text = terminal.wait_for("fluidity: server up at 127.0.0.1:").await;
+    let redraws = text.matches(CLEAR_LINE).count();
+    assert!(redraws >= 4, "{redraws} redraws: {text:?}");
+    let (before, after) = text.split_once("fluidity: server up at").unwrap();
+    assert!(before.ends_with(CLEAR_LINE), "the last frame was not cleared: {text:?}");
+    let summary = after.split('\n').next().unwrap();
+    assert!(summary.contains(" after ") && summary.ends_with("s\r"), "{summary:?}");
+    assert!(!after.contains("the server…"), "the spinner went on after the server was up: {after:?}");
+    terminal.ctrl_c_and_wait().await;
+    stop_task(&w.moto, task["task_arn"].as_str().unwrap()).await;
+
+    // Ctrl-C during the wait: the line is cleared, nothing is left on it.
+    let mut terminal = OnTerminal::start(&agent_args(&w.pki, &w.api, &w.port.to_string(), &[]));
+    terminal.wait_for("the server… 1s").await;
+    terminal.ctrl_c_and_wait().await;
+    let text = terminal.text();
+    let last_frame = text.rfind("the server…").unwrap();
+    assert!(text[last_frame..].contains(CLEAR_LINE), "the progress line was left behind: {text:?}");
+}

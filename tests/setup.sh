@@ -2,13 +2,14 @@
 # Installs what the test suite needs on a fresh Debian machine: curl (the real
 # client the tests drive), file (static-binary check), zip/unzip (Lambda zip
 # contract), iproute2 (the egress test's network namespace) and Debian's nix-bin
-# (flake parsing and lock checks); moto (local
+# (flake parsing and lock checks), script (a pseudo-terminal for the progress
+# line test); moto (local
 # AWS emulator), cfn-lint and pacparser from PyPI; nixfmt and deadnix from crates.io.
 # Idempotent: anything present is left alone.
 set -euo pipefail
 
 need_apt=()
-for tool in curl:curl file:file zip:zip unzip:unzip nix-instantiate:nix-bin ip:iproute2; do
+for tool in curl:curl file:file zip:zip unzip:unzip nix-instantiate:nix-bin ip:iproute2 script:bsdutils; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 if ((${#need_apt[@]})); then

@@ -209,9 +209,11 @@ impl Progress {
         info!(server = %address, elapsed_s = self.started.elapsed().as_secs(), "server is running");
     }
 
+    /// The wait ended without a server (Ctrl-C, an error): the line goes,
+    /// so what is printed next starts on a clean line.
     fn abandon(&self) {
         if self.tty {
-            to_stderr(format_args!("\n"));
+            to_stderr(format_args!("\r\x1b[2K"));
         }
     }
 }
@@ -227,7 +229,14 @@ pub async fn bring_up(api: &ControlApi, shutdown: &CancellationToken) -> Result<
     let mut last: Option<Status> = None;
     let mut pause = config.poll_interval;
     let outcome = loop {
-        match api.wake().await {
+        // The call waits server-side (up to WAKE_WAIT_SECONDS): the line keeps
+        // moving meanwhile, and Ctrl-C does not wait for the answer.
+        let answer = tokio::select! {
+            _ = shutdown.cancelled() => break Err(LifecycleError::Cancelled),
+            answer = api.wake() => answer,
+            never = keep_drawing(&mut progress) => match never {},
+        };
+        match answer {
             Ok(status) => {
                 if let Some(address) = status.address(config.server_port) {
                     progress.done(address);
@@ -251,7 +260,7 @@ pub async fn bring_up(api: &ControlApi, shutdown: &CancellationToken) -> Result<
         tokio::select! {
             _ = shutdown.cancelled() => break Err(LifecycleError::Cancelled),
             _ = tokio::time::sleep(pause) => {}
-            _ = spin(&mut progress, pause) => {}
+            never = keep_drawing(&mut progress) => match never {},
         }
     };
     if outcome.is_err() {
@@ -260,16 +269,16 @@ pub async fn bring_up(api: &ControlApi, shutdown: &CancellationToken) -> Result<
     outcome
 }
 
-/// Redraws the terminal line while a poll interval passes.
-async fn spin(progress: &mut Progress, pause: Duration) {
-    if !progress.tty {
-        return std::future::pending().await;
-    }
-    let until = Instant::now() + pause;
-    while Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if let Some(phase) = progress.last_phase {
-            progress.show(phase);
+/// Redraws the terminal line until dropped (nothing off a terminal).
+async fn keep_drawing(progress: &mut Progress) -> std::convert::Infallible {
+    loop {
+        if progress.tty {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(phase) = progress.last_phase {
+                progress.show(phase);
+            }
+        } else {
+            std::future::pending::<()>().await;
         }
     }
 }
