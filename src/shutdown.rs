@@ -1,6 +1,28 @@
-//! Turns SIGINT and SIGTERM (what ECS sends on stop) into a cancellation token.
+//! Turns SIGINT and SIGTERM (what ECS sends on stop) into a cancellation
+//! token, and the accept step both listeners stop on.
 
 use tokio_util::sync::CancellationToken;
+
+/// The next connection on `listener`, or `None` once `shutdown` fires. An
+/// accept error (out of file descriptors and the like) is logged and retried
+/// after 100 ms instead of spinning.
+pub async fn accept(
+    listener: &tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => return Some(pair),
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
 
 /// Returns a token cancelled on the first SIGINT or SIGTERM.
 ///

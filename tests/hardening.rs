@@ -510,13 +510,8 @@ async fn local_connections_that_sent_no_request_are_capped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_header_block_is_431_for_its_request_only() {
     let pki = Pki::new();
-    let server = start_server(&pki, "server").await;
-    let agent = start_agent_with(&pki, server.addr, |a| a.pool_size = Some(1)).await;
-    let origin = http_origin().await;
-    let proxy = format!("http://{}", agent.addr);
-    let url = format!("http://{origin}/fine");
-    assert_eq!(curl(&["-x", &proxy, &url]).await.text(), "GET /fine");
-    let opened = agent.pool.connections_opened();
+    let shared = SharedTunnel::start(&pki).await;
+    let (agent, origin) = (&shared.agent, shared.origin);
     // Within 64 KiB a head is served; beyond it (one header, or many whose
     // HTTP/2 list size grows by 32 bytes each) it is a 431 for that request.
     for (count, size, want) in [(1, 60_000, 200), (90, 700, 431), (99, 600, 200), (1, 70_000, 431)] {
@@ -527,9 +522,40 @@ async fn an_oversized_header_block_is_431_for_its_request_only() {
         request.push_str("\r\n");
         let status = raw(agent.addr, &request).await;
         assert!(status.starts_with(&format!("HTTP/1.1 {want}")), "{count} x {size} bytes: {status}");
-        assert_eq!(curl(&["-x", &proxy, &url]).await.text(), "GET /fine", "after {count} x {size}");
+        shared.still_fine(&format!("{count} x {size}")).await;
     }
-    assert_eq!(agent.pool.connections_opened(), opened, "the shared tunnel connection was replaced");
+}
+
+/// A server and an agent with one tunnel connection that every request shares.
+struct SharedTunnel {
+    _server: TestServer,
+    agent: TestAgent,
+    origin: std::net::SocketAddr,
+    opened: u64,
+}
+
+impl SharedTunnel {
+    async fn start(pki: &Pki) -> Self {
+        let server = start_server(pki, "server").await;
+        let agent = start_agent_with(pki, server.addr, |a| a.pool_size = Some(1)).await;
+        let origin = http_origin().await;
+        let shared = Self { _server: server, opened: 0, agent, origin };
+        shared.still_fine("start").await;
+        Self { opened: shared.agent.pool.connections_opened(), ..shared }
+    }
+
+    /// Another request goes through, on the same tunnel connection.
+    async fn still_fine(&self, after: &str) {
+        let (proxy, url) = (format!("http://{}", self.agent.addr), format!("http://{}/fine", self.origin));
+        assert_eq!(curl(&["-x", &proxy, &url]).await.text(), "GET /fine", "after {after}");
+        if self.opened > 0 {
+            assert_eq!(
+                self.agent.pool.connections_opened(),
+                self.opened,
+                "the tunnel connection was replaced after {after}"
+            );
+        }
+    }
 }
 
 /// An origin whose responses carry one header of `size` bytes.
@@ -552,20 +578,14 @@ async fn big_header_origin(size: usize) -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_response_header_block_fails_its_request_only() {
     let pki = Pki::new();
-    let server = start_server(&pki, "server").await;
-    let agent = start_agent_with(&pki, server.addr, |a| a.pool_size = Some(1)).await;
-    let origin = http_origin().await;
-    let proxy = format!("http://{}", agent.addr);
-    let url = format!("http://{origin}/fine");
-    assert_eq!(curl(&["-x", &proxy, &url]).await.text(), "GET /fine");
-    let opened = agent.pool.connections_opened();
+    let shared = SharedTunnel::start(&pki).await;
+    let agent = &shared.agent;
     for (size, want) in [(60_000, 200), (70_000, 502), (300_000, 502)] {
         let big = big_header_origin(size).await;
         let status = raw(agent.addr, &format!("GET http://{big}/ HTTP/1.1\r\nHost: {big}\r\n\r\n")).await;
         assert!(status.starts_with(&format!("HTTP/1.1 {want}")), "{size} bytes: {status}");
-        assert_eq!(curl(&["-x", &proxy, &url]).await.text(), "GET /fine", "after {size}");
+        shared.still_fine(&format!("a {size}-byte response header")).await;
     }
-    assert_eq!(agent.pool.connections_opened(), opened, "the shared tunnel connection was replaced");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

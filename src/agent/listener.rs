@@ -44,19 +44,7 @@ pub(super) async fn accept_loop(
 ) {
     let waiting = Arc::new(Semaphore::new(MAX_WAITING_CLIENTS));
     let refusals = LogBudget::new(5, Duration::from_secs(10));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) = crate::shutdown::accept(&listener, &shutdown).await {
         let Ok(permit) = waiting.clone().try_acquire_owned() else {
             if let Some(left_out) = refusals.admit() {
                 warn!(%peer, left_out, "{MAX_WAITING_CLIENTS} local connections have sent no request yet; closing a new one");

@@ -1,13 +1,11 @@
 //! The agent's configuration for a deployed environment, written at the end
 //! of `deploy` so that the next command can be `fluidity-agent --config …`:
 //! the control API's URL, the client certificate paths, and the API key in
-//! a file of its own with mode 0600 (the YAML holds no secret).
+//! a file of its own (the YAML holds no secret); both are mode 0600.
 //!
 //! Both files are written to a temporary name and renamed into place, so a
 //! symbolic link at the destination is replaced, never written through.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -32,7 +30,7 @@ pub fn write(config: &Path, env: &str, api_url: &str, key: Option<&str>, certs_d
         Some(key) => {
             let path = std::path::absolute(dir.join(format!("fluidity-{env}-api-key")))
                 .context("cannot resolve the key file's path")?;
-            replace(&path, format!("{key}\n").as_bytes(), 0o600)?;
+            replace(&path, format!("{key}\n").as_bytes())?;
             Some(path)
         }
         None => None,
@@ -50,7 +48,7 @@ pub fn write(config: &Path, env: &str, api_url: &str, key: Option<&str>, certs_d
         None => text += "  # api_key: set FLUIDITY_API_KEY=$(fluidity-deploy --env ENV api-key --id KEY_ID)\n",
     }
     text += &format!("tls:\n  cert: {}\n  key: {}\n  ca: {}\n", pem("client.crt"), pem("client.key"), pem("ca.crt"));
-    replace(config, text.as_bytes(), 0o644)?;
+    replace(config, text.as_bytes())?;
     Ok(Written { config: config.to_path_buf(), key: key_path })
 }
 
@@ -59,20 +57,17 @@ fn yaml_string(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
 
-/// Writes `bytes` to a fresh file beside `path` with `mode`, then renames it over `path`.
-fn replace(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+/// Writes `bytes` to a fresh private file beside `path` (mode 0600), then
+/// renames it over `path`.
+fn replace(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).context("the file needs a name")?;
     let staged = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&staged)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&staged, path)
-    };
-    write().map_err(|e| {
+    let written = super::publish::write_private(&staged, bytes)
+        .and_then(|()| std::fs::rename(&staged, path).with_context(|| format!("cannot write {}", path.display())));
+    if written.is_err() {
         let _ = std::fs::remove_file(&staged);
-        anyhow::anyhow!("cannot write {}: {e}", path.display())
-    })
+    }
+    written
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http_body_util::Full;
 
 use super::aws::Clients;
-use crate::http_client::OneShot;
 
 /// Reads the value of API key `id`.
 pub async fn key_value(clients: &Clients, id: &str) -> anyhow::Result<String> {
@@ -40,31 +39,17 @@ pub async fn logs_role(clients: &Clients) -> anyhow::Result<Option<String>> {
 
 /// A signed GET of `path`; the JSON answer of a 200, else one line naming `what`.
 async fn get(clients: &Clients, path: &str, what: &str) -> anyhow::Result<serde_json::Value> {
-    let base = match clients.shared.endpoint_url() {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => format!("https://apigateway.{}.amazonaws.com", clients.region),
-    };
-    let url = format!("{base}{path}");
+    let url = format!("{}{path}", super::aws::endpoint(clients, "apigateway"));
     let uri: http::Uri = url.parse().with_context(|| format!("bad API Gateway URL {url}"))?;
     let host = uri.authority().context("the API Gateway URL has no host")?.to_string();
-    let mut request = http::Request::get(uri)
+    let request = http::Request::get(uri)
         .header("host", host)
         .header("accept", "application/json")
         .body(Full::new(Bytes::new()))
         .context("cannot build the API Gateway request")?;
-    let credentials = clients.shared.credentials_provider().context("no AWS credentials configured")?;
-    crate::sigv4::sign(&credentials, &clients.region, "apigateway", &mut request, b"")
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot sign the API Gateway request: {e}"))?;
-    let client = OneShot::new().map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
-    let (status, body) = tokio::time::timeout(std::time::Duration::from_secs(30), client.send(request))
-        .await
-        .context("API Gateway did not answer within 30 s")?
-        .map_err(|e| anyhow::anyhow!("cannot reach API Gateway: {e}"))?;
-    let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let (status, json) = super::aws::signed_json(clients, "apigateway", "API Gateway", request, b"").await?;
     if status != 200 {
-        let message = json["message"].as_str().or(json["Message"].as_str()).unwrap_or("no message");
-        bail!("API Gateway answered {status} for {what}: {message}");
+        bail!("API Gateway answered {status} for {what}: {}", super::aws::json_message(&json));
     }
     Ok(json)
 }

@@ -86,3 +86,40 @@ where
         }
     }
 }
+
+/// The base URL of `service` (e.g. `apigateway`): the endpoint override, or
+/// the service's regional endpoint.
+pub fn endpoint(clients: &Clients, service: &str) -> String {
+    match clients.shared.endpoint_url() {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => format!("https://{service}.{}.amazonaws.com", clients.region),
+    }
+}
+
+/// Signs `request` (its body is `body`) for `service`, sends it with a
+/// 30 s deadline and reads the answer as JSON (`null` if it is not).
+/// `what` names the service in errors, e.g. "API Gateway".
+pub async fn signed_json(
+    clients: &Clients,
+    service: &str,
+    what: &str,
+    mut request: http::Request<http_body_util::Full<bytes::Bytes>>,
+    body: &[u8],
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    use anyhow::Context;
+    let credentials = clients.shared.credentials_provider().context("no AWS credentials configured")?;
+    crate::sigv4::sign(&credentials, &clients.region, service, &mut request, body)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot sign the {what} request: {e}"))?;
+    let client = crate::http_client::OneShot::new().map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
+    let (status, answer) = tokio::time::timeout(std::time::Duration::from_secs(30), client.send(request))
+        .await
+        .with_context(|| format!("{what} did not answer within 30 s"))?
+        .map_err(|e| anyhow::anyhow!("cannot reach {what}: {e}"))?;
+    Ok((status, serde_json::from_str(&answer).unwrap_or_default()))
+}
+
+/// The `message` (or `Message`) of a JSON error answer.
+pub fn json_message(json: &serde_json::Value) -> &str {
+    json["message"].as_str().or(json["Message"].as_str()).unwrap_or("no message")
+}

@@ -236,7 +236,8 @@ pub async fn push_image(clients: &Clients, skopeo: &Path, archive: &Path, refere
     Ok(())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes `bytes` to the new file `path` (never an existing one), mode 0600.
+pub(super) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()
         .write(true)

@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 
 use super::aws::Clients;
 use crate::config::ConfigError;
-use crate::http_client::OneShot;
 use crate::tls::{PemSource, TlsSources};
 
 /// The secret's name for environment `env`.
@@ -141,33 +140,20 @@ fn text(answer: &Value, field: &str) -> anyhow::Result<String> {
 /// One signed Secrets Manager call (JSON 1.1 protocol); its JSON answer, or
 /// one line with the service's error code and message.
 async fn call(clients: &Clients, action: &str, input: Value) -> anyhow::Result<Value> {
-    let base = match clients.shared.endpoint_url() {
-        Some(url) => url.trim_end_matches('/').to_owned(),
-        None => format!("https://secretsmanager.{}.amazonaws.com", clients.region),
-    };
+    let base = super::aws::endpoint(clients, "secretsmanager");
     let uri: http::Uri = format!("{base}/").parse().with_context(|| format!("bad Secrets Manager URL {base}"))?;
     let host = uri.authority().context("the Secrets Manager URL has no host")?.to_string();
     let body = Bytes::from(input.to_string());
-    let mut request = http::Request::post(uri)
+    let request = http::Request::post(uri)
         .header("host", host)
         .header("content-type", "application/x-amz-json-1.1")
         .header("x-amz-target", format!("secretsmanager.{action}"))
         .body(Full::new(body.clone()))
         .context("cannot build the Secrets Manager request")?;
-    let credentials = clients.shared.credentials_provider().context("no AWS credentials configured")?;
-    crate::sigv4::sign(&credentials, &clients.region, "secretsmanager", &mut request, &body)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot sign the Secrets Manager request: {e}"))?;
-    let client = OneShot::new().map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
-    let (status, answer) = tokio::time::timeout(std::time::Duration::from_secs(30), client.send(request))
-        .await
-        .context("Secrets Manager did not answer within 30 s")?
-        .map_err(|e| anyhow::anyhow!("cannot reach Secrets Manager: {e}"))?;
-    let json: Value = serde_json::from_str(&answer).unwrap_or_default();
+    let (status, json) = super::aws::signed_json(clients, "secretsmanager", "Secrets Manager", request, &body).await?;
     if status != 200 {
         let code = json["__type"].as_str().unwrap_or("error").rsplit('#').next().unwrap_or("error");
-        let message = json["message"].as_str().or(json["Message"].as_str()).unwrap_or("no message");
-        bail!("Secrets Manager {action} answered {status}: {code}: {message}");
+        bail!("Secrets Manager {action} answered {status}: {code}: {}", super::aws::json_message(&json));
     }
     Ok(json)
 }

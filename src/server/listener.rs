@@ -40,19 +40,7 @@ pub(super) async fn accept_loop(
     // lines per 10 s, each saying how many were left out before it (every
     // one is counted in `fluidity_handshake_failures_total`).
     let failure_lines = Arc::new(LogBudget::new(10, Duration::from_secs(10)));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) = crate::shutdown::accept(&listener, &shutdown).await {
         stats.connections_accepted.fetch_add(1, Ordering::Relaxed);
         // Silent or slow clients could hold every descriptor in handshakes
         // that time out one by one: past the cap, new ones are closed unheard.
