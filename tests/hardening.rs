@@ -311,6 +311,18 @@ async fn holding_target() -> (std::net::SocketAddr, Arc<std::sync::atomic::Atomi
     (addr, open)
 }
 
+/// Within 5 s of `event` the target holds no connection from the server and
+/// the server is back to about `baseline` descriptors.
+async fn all_cut_within_5s(open: &std::sync::atomic::AtomicUsize, server: &Proc, baseline: usize, event: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 0, "target connections still open 5 s after {event}");
+    let fds = open_fds(server.pid());
+    assert!(fds <= baseline + 5, "the server still holds {fds} descriptors (was {baseline} before)");
+}
+
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
 }
@@ -332,13 +344,7 @@ async fn the_server_cuts_the_tunnels_of_a_dead_agent() {
 
     // The agent dies (kill -9): its connection to the server goes with it.
     agent.signal("KILL");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(open.load(Ordering::SeqCst), 0, "target connections still open 5 s after the agent died");
-    let fds = open_fds(server.pid());
-    assert!(fds <= baseline + 5, "the server still holds {fds} descriptors (was {baseline} before)");
+    all_cut_within_5s(&open, &server, baseline, "the agent died").await;
     drop(tunnels);
 }
 
@@ -667,12 +673,6 @@ async fn the_server_cuts_the_tunnels_of_a_client_that_sends_goaway_and_closes() 
     tls.write_all(&goaway).await.unwrap();
     tls.shutdown().await.unwrap();
     drop(tls);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while open.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(open.load(Ordering::SeqCst), 0, "target connections still open 5 s after GOAWAY and close");
-    let fds = open_fds(server.pid());
-    assert!(fds <= baseline + 5, "the server still holds {fds} descriptors (was {baseline} before)");
+    all_cut_within_5s(&open, &server, baseline, "GOAWAY and close").await;
     drop((tunnels, driver));
 }
