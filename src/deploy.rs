@@ -493,6 +493,9 @@ async fn write_agent_config(cli: &Cli, args: &DeployArgs, stacks: &Stacks, clien
             written.config.display()
         ),
     }
+    if let Some(kept) = &written.kept {
+        println!("agent configuration: kept your edited {}; compare it with the new one", kept.display());
+    }
     println!("start the agent: fluidity-agent --config {}", written.config.display());
     Ok(())
 }

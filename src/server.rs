@@ -85,7 +85,12 @@ impl Server {
         if let Some(health) = self.health.take() {
             tokio::spawn(health::serve(health, self.stats.clone(), after_drain.clone()));
         }
-        let emitter = self.start_metrics(self.cloudwatch.clone(), after_drain.clone()).await;
+        // Without its metrics the Sleep function would take a busy server
+        // for an idle one: a server told to emit them and unable to is an error.
+        let emitter = self
+            .start_metrics(self.cloudwatch.clone(), after_drain.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("emit_metrics is on but cannot sign for CloudWatch: {e}"))?;
         let result = listener::accept_loop(self.listener, tls, self.config.clone(), self.stats, shutdown).await;
         after_drain.cancel();
         if let Some(emitter) = emitter {
@@ -98,27 +103,21 @@ impl Server {
         &self,
         client: Option<cloudwatch::CloudWatch>,
         stop: CancellationToken,
-    ) -> Option<tokio::task::JoinHandle<()>> {
+    ) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
         let settings = self.config.metrics.clone();
         if !settings.emit {
-            return None;
+            return Ok(None);
         }
         let Some(dims) = cloudwatch::dimensions(&settings).await else {
             tracing::warn!("emit_metrics is on but no service name is known; not publishing metrics");
-            return None;
+            return Ok(None);
         };
         let client = match client {
             Some(client) => client,
-            None => match cloudwatch::CloudWatch::from_environment(settings.endpoint_url.as_deref()) {
-                Ok(client) => client,
-                Err(error) => {
-                    tracing::warn!(%error, "emit_metrics is on but AWS cannot be reached; not publishing metrics");
-                    return None;
-                }
-            },
+            None => cloudwatch::CloudWatch::from_environment(settings.endpoint_url.as_deref())?,
         };
         let started = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        Some(tokio::spawn(cloudwatch::run(client, settings, dims, self.stats.clone(), started, stop)))
+        Ok(Some(tokio::spawn(cloudwatch::run(client, settings, dims, self.stats.clone(), started, stop))))
     }
 }
 

@@ -676,3 +676,23 @@ async fn the_server_cuts_the_tunnels_of_a_client_that_sends_goaway_and_closes() 
     all_cut_within_5s(&open, &server, baseline, "GOAWAY and close").await;
     drop((tunnels, driver));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_refused_407_keep_counting_as_waiting() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let agent = start_agent_with(&pki, server.addr, |a| a.proxy_auth = Some("alice:s3cret".parse().unwrap())).await;
+    let request = "GET http://127.0.0.1:9/ HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n";
+    let mut refused = Vec::new();
+    for _ in 0..fluidity::agent::MAX_WAITING_CLIENTS {
+        let mut tcp = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        assert!(read_head(&mut tcp).await.starts_with("HTTP/1.1 407"));
+        refused.push(tcp); // kept alive, as a client re-sending every few seconds would
+    }
+    // They never authenticated: the cap is reached and the next one is closed.
+    let mut extra = tokio::net::TcpStream::connect(agent.addr).await.unwrap();
+    let mut buf = [0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "unauthenticated clients were not capped: {read:?}");
+}

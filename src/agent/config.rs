@@ -321,22 +321,23 @@ fn lifecycle(
     };
     let api_url = parse_api_url(&url)?;
     let file_name = config_path.map(|p| p.display().to_string()).unwrap_or_else(|| "the config file".into());
-    let (api_key, key_source) = match (&args.api_key, file.api_key) {
-        (Some(key), _) => {
-            let from_env = std::env::var("FLUIDITY_API_KEY").is_ok_and(|v| v == key.expose());
-            (key.clone(), if from_env { "FLUIDITY_API_KEY" } else { "--api-key" }.to_string())
-        }
-        (None, Some(key)) => (key, format!("lifecycle.api_key in {file_name}")),
-        (None, None) => match args.api_key_file.clone().or(file.api_key_file) {
-            Some(path) => (read_key_file(&path)?, path.display().to_string()),
-            None => {
-                return Err(ConfigError::new(
-                    "lifecycle.api_key",
-                    "missing",
-                    "set FLUIDITY_API_KEY (or lifecycle.api_key, or lifecycle.api_key_file) to the key of the deployed API",
-                ));
-            }
-        },
+    // Flag or environment before the file, and within each the key itself
+    // before a key file.
+    let (api_key, key_source) = if let Some(key) = &args.api_key {
+        let from_env = std::env::var("FLUIDITY_API_KEY").is_ok_and(|v| v == key.expose());
+        (key.clone(), if from_env { "FLUIDITY_API_KEY" } else { "--api-key" }.to_string())
+    } else if let Some(path) = &args.api_key_file {
+        (read_key_file(path)?, path.display().to_string())
+    } else if let Some(key) = file.api_key {
+        (key, format!("lifecycle.api_key in {file_name}"))
+    } else if let Some(path) = &file.api_key_file {
+        (read_key_file(path)?, path.display().to_string())
+    } else {
+        return Err(ConfigError::new(
+            "lifecycle.api_key",
+            "missing",
+            "set FLUIDITY_API_KEY (or lifecycle.api_key, or lifecycle.api_key_file) to the key of the deployed API",
+        ));
     };
     if api_key.expose().trim().is_empty() {
         return Err(ConfigError::new("lifecycle.api_key", format!("empty (from {key_source})"), "set the API key"));
@@ -374,7 +375,11 @@ fn read_key_file(path: &std::path::Path) -> Result<Secret, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(key, format!("cannot read {shown}: {e}"), "run fluidity-deploy deploy, which writes it")
     })?;
-    Ok(Secret::new(text.trim()))
+    let value = text.trim();
+    if value.contains(['\n', '\r']) {
+        return Err(ConfigError::new(key, format!("{shown} holds more than one line"), "keep only the key in it"));
+    }
+    Ok(Secret::new(value))
 }
 
 /// An `https://` URL, or `http://` to this machine only (the key must not
@@ -430,6 +435,29 @@ fn parse_server(value: Option<String>) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_flag_beats_the_files_key_and_must_be_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("api-key");
+        std::fs::write(&key_file, "from-the-key-file\n").unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let args = LifecycleArgs { api_key_file: Some(key_file.clone()), ..LifecycleArgs::default() };
+        let file = RawLifecycle {
+            api_url: Some("https://abc.example/api".into()),
+            api_key: Some(Secret::new("from-the-yaml")),
+            ..RawLifecycle::default()
+        };
+        let config = lifecycle(&args, file.clone(), None).unwrap().unwrap();
+        assert_eq!(config.api_key.expose(), "from-the-key-file");
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let refused = lifecycle(&args, file.clone(), None).unwrap_err();
+        assert!(refused.to_string().contains("chmod 600"), "{refused}");
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&key_file, "one\ntwo\n").unwrap();
+        assert!(lifecycle(&args, file, None).unwrap_err().to_string().contains("more than one line"));
+    }
 
     #[test]
     fn server_addresses() {

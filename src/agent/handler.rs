@@ -261,6 +261,11 @@ impl Handler {
         Ok(Tunnel { stream, lost })
     }
 
+    /// Whether `req` is one this proxy serves: the PAC file, or authorised.
+    pub(super) fn admits(&self, req: &Request<Incoming>) -> bool {
+        is_pac_request(req) || self.authorized(req)
+    }
+
     /// The proxy auto-config file: HTTP and SOCKS5 at the address the client
     /// used (the Host header, else the bound address), local names direct.
     fn pac(&self, req: &Request<Incoming>) -> Reply {
@@ -307,7 +312,7 @@ pub const PAC_PATH: &str = "/proxy.pac";
 /// The PAC file; `{proxy}` becomes the agent's `host:port`.
 const PAC_TEMPLATE: &str = r#"// Fluidity agent: everything through the tunnel, this machine's own names direct.
 function FindProxyForURL(url, host) {
-  if (isPlainHostName(host) || host == "localhost" || shExpMatch(host, "127.*") || host == "::1")
+  if (isPlainHostName(host) || host == "localhost" || /^127\.\d+\.\d+\.\d+$/.test(host) || host == "::1")
     return "DIRECT";
   return "PROXY {proxy}; SOCKS5 {proxy}";
 }

@@ -22,9 +22,9 @@ use crate::telemetry::LogBudget;
 /// How long a local client has to send a complete request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Local connections that may be open without having sent a request yet;
-/// more are closed at once (off loopback, clients that never authenticate
-/// cannot hold an unbounded number of sockets).
+/// Local connections that may be open without having sent a request this
+/// proxy serves (an authorised one, or the PAC file); more are closed at
+/// once, so clients that never authenticate cannot hold unbounded sockets.
 pub const MAX_WAITING_CLIENTS: usize = 256;
 
 /// What the accept loop needs besides the listener.
@@ -87,8 +87,12 @@ impl Client {
         }
         let (handler, waiting) = (self.handler, Mutex::new(Some(self.permit)));
         let service = service_fn(move |req| {
-            // A request head arrived: this client no longer counts as waiting.
-            waiting.lock().unwrap_or_else(|e| e.into_inner()).take();
+            // A request this proxy will serve (authorised, or the PAC file):
+            // the client no longer counts as waiting. One refused with 407
+            // keeps its slot, so unauthenticated clients stay capped.
+            if handler.admits(&req) {
+                waiting.lock().unwrap_or_else(|e| e.into_inner()).take();
+            }
             handler.clone().handle(req)
         });
         // A client that connects and sends no request head (or one very slowly)

@@ -148,6 +148,10 @@ impl Pool {
         let mut connector = self.shared.connector.write().unwrap_or_else(|e| e.into_inner());
         // Keep the current address: the server may have moved since start-up.
         *connector = Connector { server: connector.server.clone(), ..fresh };
+        drop(connector);
+        // New material: try it now, and name its failure again if it fails.
+        lock(&self.shared.logged).clear();
+        self.shared.kick.notify_waiters();
         Ok(())
     }
 

@@ -10,11 +10,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+/// The first words of every configuration this tool writes.
+const HEADER: &str = "# Written by fluidity-deploy";
+
 /// What was written.
 pub struct Written {
     pub config: PathBuf,
     /// The key file, when the key could be read.
     pub key: Option<PathBuf>,
+    /// A configuration the user edited, left as it was (`config` is then `….yaml.new`).
+    pub kept: Option<PathBuf>,
 }
 
 /// The default configuration path for `env` (in the working directory).
@@ -37,7 +42,7 @@ pub fn write(config: &Path, env: &str, api_url: &str, key: Option<&str>, certs_d
     };
     let pem = |name: &str| yaml_string(&certs.join(name).display().to_string());
     let mut text = format!(
-        "# Written by fluidity-deploy for the {env} environment. Start the agent with:\n\
+        "{HEADER} for the {env} environment. Start the agent with:\n\
          #   fluidity-agent --config {}\n\
          lifecycle:\n  api_url: {}\n",
         config.display(),
@@ -45,11 +50,17 @@ pub fn write(config: &Path, env: &str, api_url: &str, key: Option<&str>, certs_d
     );
     match &key_path {
         Some(path) => text += &format!("  api_key_file: {}\n", yaml_string(&path.display().to_string())),
-        None => text += "  # api_key: set FLUIDITY_API_KEY=$(fluidity-deploy --env ENV api-key --id KEY_ID)\n",
+        None => {
+            text += &format!("  # api_key: set FLUIDITY_API_KEY=$(fluidity-deploy --env {env} api-key --id KEY_ID)\n")
+        }
     }
     text += &format!("tls:\n  cert: {}\n  key: {}\n  ca: {}\n", pem("client.crt"), pem("client.key"), pem("ca.crt"));
-    replace(config, text.as_bytes())?;
-    Ok(Written { config: config.to_path_buf(), key: key_path })
+    // A configuration the user has edited (it lost the header) is kept; the
+    // fresh one goes beside it.
+    let edited = std::fs::read_to_string(config).is_ok_and(|old| !old.starts_with(HEADER));
+    let target = if edited { config.with_extension("yaml.new") } else { config.to_path_buf() };
+    replace(&target, text.as_bytes())?;
+    Ok(Written { config: target, key: key_path, kept: edited.then(|| config.to_path_buf()) })
 }
 
 /// A YAML double-quoted scalar.
@@ -93,5 +104,11 @@ mod tests {
         assert!(text.contains("api_url: \"https://abc.example/api\""), "{text}");
         assert!(text.contains("cert: \"/srv/certs/client.crt\""), "{text}");
         assert!(!text.contains("k3y"), "the key is not in the YAML: {text}");
+        // Edited by hand: kept, and the fresh one goes beside it.
+        std::fs::write(&config, "listen: 127.0.0.1:9000\n").unwrap();
+        let again = write(&config, "dev", "https://abc.example/api", Some("k3y"), Path::new("/srv/certs")).unwrap();
+        assert_eq!(std::fs::read_to_string(&config).unwrap(), "listen: 127.0.0.1:9000\n");
+        assert_eq!(again.config, dir.path().join("fluidity-dev-agent.yaml.new"));
+        assert_eq!(again.kept.as_deref(), Some(config.as_path()));
     }
 }

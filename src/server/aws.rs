@@ -41,7 +41,7 @@ pub fn credentials(lookup: &dyn Fn(&str) -> Option<String>) -> Result<SharedCred
     }
     let uri = match (var("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"), var("AWS_CONTAINER_CREDENTIALS_FULL_URI")) {
         (Some(path), _) => format!("{ECS_CREDENTIALS_HOST}{path}"),
-        (None, Some(full)) => full,
+        (None, Some(full)) => checked_full_uri(&full)?,
         (None, None) => {
             return Err("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run as an ECS task with a task role".into());
         }
@@ -53,6 +53,25 @@ pub fn credentials(lookup: &dyn Fn(&str) -> Option<String>) -> Result<SharedCred
     };
     let client = OneShot::new().map_err(|e| e.to_string())?;
     Ok(SharedCredentialsProvider::new(TaskRole { uri, token, client, cached: tokio::sync::Mutex::new(None) }))
+}
+
+/// The token is sent to `AWS_CONTAINER_CREDENTIALS_FULL_URI`: only over
+/// HTTPS, or to this host or the ECS/EKS agent addresses (as the AWS SDKs
+/// allow), never in clear text across a network.
+fn checked_full_uri(full: &str) -> Result<String, String> {
+    let uri: http::Uri = full.parse().map_err(|e| format!("AWS_CONTAINER_CREDENTIALS_FULL_URI {full}: {e}"))?;
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let local = host == "localhost"
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| {
+            ip.is_loopback() || ["169.254.170.2", "169.254.170.23", "fd00:ec2::23"].contains(&ip.to_string().as_str())
+        });
+    match uri.scheme_str() {
+        Some("https") => Ok(full.to_owned()),
+        Some("http") if local => Ok(full.to_owned()),
+        _ => Err(format!(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI {full} must be https, or http to this host or the ECS agent (169.254.170.2)"
+        )),
+    }
 }
 
 enum Token {
@@ -135,7 +154,11 @@ fn parse_task_credentials(body: &str) -> Result<Credentials, String> {
     let (Some(key), Some(secret)) = (field("AccessKeyId"), field("SecretAccessKey")) else {
         return Err("the container credentials lack AccessKeyId or SecretAccessKey".into());
     };
-    let expiry = field("Expiration").and_then(|text| parse_utc(&text));
+    // Without a readable expiry the keys are fetched again after 15 minutes
+    // (task role credentials live for hours; this only bounds a surprise).
+    let expiry = field("Expiration")
+        .and_then(|text| parse_utc(&text))
+        .or_else(|| Some(SystemTime::now() + Duration::from_secs(15 * 60)));
     Ok(Credentials::new(key, secret, field("Token"), expiry, "ecs-task-role"))
 }
 
@@ -195,6 +218,16 @@ mod tests {
         let none = credentials(&lookup(&[("AWS_ACCESS_KEY_ID", "")])).map(|_| ()).unwrap_err();
         assert!(none.contains("no AWS credentials"), "{none}");
         assert!(credentials(&lookup(&[("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "/v2/credentials/x")])).is_ok());
+        for (uri, ok) in [
+            ("http://127.0.0.1:51679/creds", true),
+            ("http://169.254.170.23/v1/credentials", true),
+            ("https://creds.example/v1", true),
+            ("http://creds.example/v1", false),
+            ("http://10.0.0.5/creds", false),
+        ] {
+            let got = credentials(&lookup(&[("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri)])).map(|_| ());
+            assert_eq!(got.is_ok(), ok, "{uri}: {got:?}");
+        }
     }
 
     #[test]
@@ -204,6 +237,9 @@ mod tests {
         assert_eq!(credentials.access_key_id(), "ASIAEXAMPLE");
         assert_eq!(credentials.session_token(), Some("tok"));
         assert!(credentials.expiry().is_some());
+        let undated = parse_task_credentials(r#"{"AccessKeyId":"A","SecretAccessKey":"S"}"#).unwrap();
+        let refetch = undated.expiry().unwrap().duration_since(SystemTime::now()).unwrap();
+        assert!(refetch <= Duration::from_secs(900), "an unknown expiry is refreshed within 15 min");
         assert!(parse_task_credentials(r#"{"AccessKeyId":"A"}"#).is_err());
         assert!(parse_task_credentials("<html>").is_err());
     }

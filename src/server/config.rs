@@ -86,7 +86,7 @@ pub struct ServerArgs {
     /// HTTP/2 streams one agent connection may open at once [YAML: max_concurrent_streams; default 1024]
     #[arg(long, env = "FLUIDITY_MAX_CONCURRENT_STREAMS", value_name = "N")]
     pub max_concurrent_streams: Option<u32>,
-    /// Connections that may be in their TLS handshake at once; more are closed at once [YAML: max_handshakes; default 128]
+    /// Connections that may be in their TLS handshake at once; further ones are closed immediately (a few silent clients can fill it for handshake_timeout) [YAML: max_handshakes; default 128]
     #[arg(long, env = "FLUIDITY_MAX_HANDSHAKES", value_name = "N")]
     pub max_handshakes: Option<u32>,
     /// Allow targets on loopback addresses (local testing only) [YAML: allow_loopback; default false]
