@@ -25,25 +25,6 @@ async fn socks_connect(agent: std::net::SocketAddr, destination: &[u8]) -> (u8, 
     (reply[1], tcp)
 }
 
-/// A WebSocket origin that echoes every message.
-async fn ws_echo_origin() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() && ws.send(message).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 fn name(host: &str, port: u16) -> Vec<u8> {
     [&[3, host.len() as u8][..], host.as_bytes(), &port.to_be_bytes()].concat()
 }

@@ -134,24 +134,6 @@ async fn connect_only_and_websocket_only_sessions_count_as_activity() {
     drop((tunnel, socket));
 }
 
-async fn ws_echo_origin() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_text() && ws.send(message).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulator_outage_is_survived_with_bounded_warnings() {
     let moto = Moto::start().await;

@@ -162,26 +162,15 @@ fn parse_task_credentials(body: &str) -> Result<Credentials, String> {
     Ok(Credentials::new(key, secret, field("Token"), expiry, "ecs-task-role"))
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` → the instant, or `None` for anything else.
+/// An RFC 3339 timestamp as ECS writes it (`2026-12-01T12:00:00Z`) → the
+/// instant, or `None` for anything else.
 fn parse_utc(text: &str) -> Option<SystemTime> {
-    let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut date = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
-    let time = time.split('.').next()?;
-    let mut time = time.splitn(3, ':').map(|p| p.parse::<u64>().ok());
-    let (hour, minute, second) = (time.next()??, time.next()??, time.next()??);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    // ECS separates date and time with `T`; RFC 3339 would also take a space.
+    if text.get(10..11) != Some("T") {
         return None;
     }
-    // Days since 1970-01-01 of a proleptic Gregorian date (civil-from-days inverse).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * m + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = u64::try_from(era * 146_097 + day_of_era - 719_468).ok()?;
-    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(days * 86_400 + hour * 3600 + minute * 60 + second))
+    let parsed = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(parsed.into())
 }
 
 #[cfg(test)]

@@ -667,3 +667,23 @@ pub async fn tls_to_server(
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     connector.connect("fluidity-server".try_into().unwrap(), tcp).await.unwrap()
 }
+
+/// A WebSocket origin that echoes every message.
+pub async fn ws_echo_origin() -> std::net::SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else { return };
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_text() && ws.send(message).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
