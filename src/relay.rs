@@ -1,5 +1,5 @@
 //! Byte relay between two streams (a CONNECT tunnel, an upgraded WebSocket):
-//! both directions at once, buffers that start at 4 KiB and grow to 64 KiB
+//! both directions at once, buffers that start at 1 KiB and grow to 64 KiB
 //! once a read fills them (so a thousand idle tunnels stay small while a bulk
 //! transfer gets large reads), ends when either side finishes or
 //! when no byte moved for `idle_timeout`. Bytes and the time of the last byte
@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest size of each direction's buffer.
 pub const BUFFER: usize = 64 * 1024;
 /// Size each direction's buffer starts at.
-pub const INITIAL_BUFFER: usize = 4 * 1024;
+pub const INITIAL_BUFFER: usize = 1024;
 
 /// Traffic counters shared by every relay of a process.
 #[derive(Debug, Default)]
