@@ -93,7 +93,7 @@ pub struct AgentArgs {
     /// Cap of the reconnect backoff (it starts at 100ms and doubles, with jitter) [YAML: reconnect_max_backoff; default 10s]
     #[arg(long, env = "FLUIDITY_RECONNECT_MAX_BACKOFF", value_name = "DURATION")]
     pub reconnect_max_backoff: Option<String>,
-    /// HTTP/2 receive window per stream [YAML: stream_window; default 8MiB]
+    /// HTTP/2 receive window per stream [YAML: stream_window; default 16MiB]
     #[arg(long, env = "FLUIDITY_STREAM_WINDOW", value_name = "SIZE")]
     pub stream_window: Option<String>,
     /// HTTP/2 receive window per connection [YAML: connection_window; default 32MiB]
@@ -265,7 +265,10 @@ impl AgentConfig {
                 &file.reconnect_max_backoff,
                 10,
             )?,
-            stream_window: window("stream_window", &args.stream_window, &file.stream_window, 8 << 20)?,
+            // One download moves at most a window per round trip (16 MiB: about
+            // 210 MB/s over 50 ms), and a stalled local reader can leave that
+            // much buffered here per stream: docs/benchmarks.md has both.
+            stream_window: window("stream_window", &args.stream_window, &file.stream_window, 16 << 20)?,
             connection_window: window("connection_window", &args.connection_window, &file.connection_window, 32 << 20)?,
             max_header_bytes: size_or(
                 "max_header_bytes",

@@ -98,7 +98,7 @@ pub struct ServerArgs {
     /// Networks the server must never dial [YAML: egress.deny; repeatable]
     #[arg(long = "egress-deny", env = "FLUIDITY_EGRESS_DENY", value_delimiter = ',', value_name = "CIDR")]
     pub egress_deny: Vec<String>,
-    /// HTTP/2 receive window per stream [YAML: stream_window; default 8MiB]
+    /// HTTP/2 receive window per stream [YAML: stream_window; default 16MiB]
     #[arg(long, env = "FLUIDITY_STREAM_WINDOW", value_name = "SIZE")]
     pub stream_window: Option<String>,
     /// HTTP/2 receive window per connection [YAML: connection_window; default 32MiB]
@@ -237,7 +237,7 @@ impl ServerConfig {
             max_concurrent_streams,
             max_handshakes,
             dialer: Dialer { policy, hosts, timeout: dial_timeout },
-            stream_window: window("stream_window", &args.stream_window, &file.stream_window, 8 << 20)?,
+            stream_window: window("stream_window", &args.stream_window, &file.stream_window, 16 << 20)?,
             connection_window: window("connection_window", &args.connection_window, &file.connection_window, 32 << 20)?,
             max_header_bytes: size_or(
                 "max_header_bytes",
