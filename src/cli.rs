@@ -16,7 +16,8 @@ pub fn runtime_error(program: &str, error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Builds the multi-threaded Tokio runtime every binary uses.
-pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+/// Builds the Tokio runtime every binary uses, with `worker_threads` workers
+/// (blocking work such as DNS lookups runs on its own pool besides).
+pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads).enable_all().build()
 }

@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     telemetry::init(config.log_format);
-    let result = cli::runtime()
+    let result = cli::runtime(config.worker_threads)
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(async { agent::run(config, shutdown::on_signal()).await }));
     match result {

@@ -8,7 +8,7 @@ use fluidity::deploy::{self, Cli, Error};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     fluidity::install_crypto_provider();
-    let runtime = match fluidity::cli::runtime() {
+    let runtime = match fluidity::cli::runtime(2) {
         Ok(runtime) => runtime,
         Err(error) => return fluidity::cli::runtime_error("fluidity-deploy", &error.into()),
     };

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
     let Cli { args } = Cli::parse();
     fluidity::install_crypto_provider();
     telemetry::init(args.log_format);
-    let result = cli::runtime()
+    let result = cli::runtime(2)
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(async { local::run(args, shutdown::on_signal()).await }));
     match result {

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         Err(error) => return cli::config_error("fluidity-server", &error),
     };
     telemetry::init(config.log_format);
-    let result = cli::runtime()
+    let result = cli::runtime(config.worker_threads)
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(async { server::run(config, shutdown::on_signal()).await }));
     match result {
@@ -68,7 +68,7 @@ fn healthcheck(args: &ServerArgs, timeout: &str) -> ExitCode {
         }
         Err(error) => return cli::config_error("fluidity-server healthcheck", &error),
     };
-    let outcome = cli::runtime()
+    let outcome = cli::runtime(1)
         .map_err(|e| e.to_string())
         .and_then(|runtime| runtime.block_on(server::health::check(addr, timeout)));
     match outcome {

@@ -29,6 +29,7 @@ pub struct RawServerConfig {
     pub drain_timeout: Option<String>,
     pub max_concurrent_streams: Option<u32>,
     pub max_handshakes: Option<u32>,
+    pub worker_threads: Option<usize>,
     pub allow_loopback: Option<bool>,
     #[serde(default)]
     pub egress: RawEgress,
@@ -89,6 +90,9 @@ pub struct ServerArgs {
     /// Connections that may be in their TLS handshake at once; further ones are closed immediately (a few silent clients can fill it for handshake_timeout) [YAML: max_handshakes; default 128]
     #[arg(long, env = "FLUIDITY_MAX_HANDSHAKES", value_name = "N")]
     pub max_handshakes: Option<u32>,
+    /// Runtime worker threads; one carries a tunnel at about 1 GB/s [YAML: worker_threads; default 1]
+    #[arg(long, env = "FLUIDITY_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// Allow targets on loopback addresses (local testing only) [YAML: allow_loopback; default false]
     #[arg(long, env = "FLUIDITY_ALLOW_LOOPBACK", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub allow_loopback: Option<bool>,
@@ -150,6 +154,8 @@ pub struct ServerConfig {
     pub max_concurrent_streams: u32,
     /// Connections allowed in their TLS handshake at once.
     pub max_handshakes: u32,
+    /// Runtime worker threads (see [`crate::config::merged_workers`]).
+    pub worker_threads: usize,
     /// Egress rules, static hosts and the dial timeout.
     pub dialer: Dialer,
     pub stream_window: u32,
@@ -236,6 +242,7 @@ impl ServerConfig {
             drain_timeout: duration("drain_timeout", &args.drain_timeout, &file.drain_timeout, 25)?,
             max_concurrent_streams,
             max_handshakes,
+            worker_threads: crate::config::merged_workers(args.worker_threads, file.worker_threads)?,
             dialer: Dialer { policy, hosts, timeout: dial_timeout },
             stream_window: window("stream_window", &args.stream_window, &file.stream_window, 16 << 20)?,
             connection_window: window("connection_window", &args.connection_window, &file.connection_window, 32 << 20)?,
