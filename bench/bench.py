@@ -92,8 +92,11 @@ def tree(pid):
 class Stack:
     """The processes of one way through (none for direct)."""
 
-    def __init__(self, name, proxy_port=None, origin_map=None):
+    def __init__(self, name, proxy_port=None, origin_map=None, registry=None):
         self.name, self.proxy_port, self.procs, self.helpers = name, proxy_port, [], []
+        self.thread_per_connection = False  # its threads exit with their connections
+        if registry is not None:
+            registry.append(self)  # stopped at the end even if a later start fails
         self.origin_map = origin_map or {}  # direct over the long link: nginx port -> delayed port
 
     def origin(self, port):
@@ -142,7 +145,7 @@ def setup(work, bins):
     return certs, www
 
 
-def start_nginx(work, certs, www):
+def start_nginx(work, certs, www, stacks):
     plain, tls = free_port(), free_port()
     page = [tls] + [free_port() for _ in range(PAGE_ORIGINS - 1)]
     tls_servers = "".join(f"""
@@ -167,7 +170,7 @@ http {{
 }}
 """)
     os.makedirs(os.path.join(work, "tmp"), exist_ok=True)
-    stack = Stack("nginx")
+    stack = Stack("nginx", registry=stacks)
     stack.start(["nginx", "-p", work, "-c", conf, "-g", "daemon off;"], plain)
     for port in page:
         wait_port(port)
@@ -183,9 +186,9 @@ def start_delay(stack, bins, pairs):
         wait_port(listen)
 
 
-def start_fluidity(bins, certs, delayed=False):
+def start_fluidity(bins, certs, stacks, delayed=False):
     server_port, agent_port = free_port(), free_port()
-    stack = Stack("Fluidity", agent_port)
+    stack = Stack("Fluidity", agent_port, registry=stacks)
     env = dict(os.environ, RUST_LOG="warn")
     stack.start([os.path.join(bins, "fluidity-server"), "--listen", f"127.0.0.1:{server_port}", "--allow-loopback",
                  "--health-listen", "off", "--cert", f"{certs}/server.crt", "--key", f"{certs}/server.key",
@@ -218,12 +221,12 @@ def wait_tunnel(stack, timeout=20.0):
 SS_METHOD = "2022-blake3-aes-256-gcm"
 
 
-def start_shadowsocks(tools, bins, delayed=False):
+def start_shadowsocks(tools, bins, stacks, delayed=False):
     """sslocal (HTTP proxy listener) to ssserver, AEAD-2022 with a random key."""
     import base64
     server_port, local_port = free_port(), free_port()
     key = base64.b64encode(os.urandom(32)).decode()
-    stack = Stack("shadowsocks", local_port)
+    stack = Stack("shadowsocks", local_port, registry=stacks)
     common = ["-m", SS_METHOD, "-k", key, "--tcp-no-delay", "--log-without-time"]
     stack.start([os.path.join(tools, "ssserver"), "-s", f"127.0.0.1:{server_port}"] + common, server_port)
     dial = server_port
@@ -235,12 +238,13 @@ def start_shadowsocks(tools, bins, delayed=False):
     return stack
 
 
-def start_stunnel_tinyproxy(work, certs, origin_ports, bins=None, delayed=False):
+def start_stunnel_tinyproxy(work, certs, origin_ports, stacks, bins=None, delayed=False):
     proxy, tunnel, client = free_port(), free_port(), free_port()
     dial = free_port() if delayed else tunnel
     work = os.path.join(work, "stunnel-long" if delayed else "stunnel")
     os.makedirs(work)
-    stack = Stack("stunnel+tinyproxy", client)
+    stack = Stack("stunnel+tinyproxy", client, registry=stacks)
+    stack.thread_per_connection = True
     conf = os.path.join(work, "tinyproxy.conf")
     with open(conf, "w") as f:
         f.write(f"User nobody\nGroup nogroup\nPort {proxy}\nListen 127.0.0.1\nTimeout 600\nMaxClients 4096\n"
@@ -293,7 +297,10 @@ def download(stack, plain, path="/1g", size=GIB):
     if before:
         after = (cpu_seconds(pids), *proc_counters(pids))
         per_gib = [(a - b) * GIB / size for a, b in zip(after, before)]
-        result.update(cpu=per_gib[0], faults=per_gib[1], switches=per_gib[2])
+        # Per-thread counters of threads that already exited are gone: not
+        # comparable for a way whose threads live only as long as a connection.
+        switches = None if stack.thread_per_connection else round(per_gib[2])
+        result.update(cpu=per_gib[0], faults=round(per_gib[1]), switches=switches)
     return result
 
 
@@ -370,7 +377,10 @@ def idle_rss(stack, plain, client):
     time.sleep(1)
     loaded = {proc.args[0].rsplit("/", 1)[-1] + str(i): rss_mib(tree(proc.pid)) for i, proc in enumerate(stack.procs)}
     holder.stdin.close()
-    holder.wait(10)
+    try:
+        holder.wait(10)
+    except subprocess.TimeoutExpired:
+        holder.kill()
     return idle, loaded
 
 
@@ -386,6 +396,7 @@ def start_time(argv, port):
                 break
             except OSError:
                 if time.monotonic() - started > 5:
+                    proc.kill()
                     sys.exit(f"{argv(port)[0]} did not start")
                 time.sleep(0.0005)
         times.append((time.monotonic() - started) * 1000)
@@ -429,6 +440,8 @@ def ratio(a, b):
 def fmt(value, unit=""):
     if value is None:
         return "–"
+    if isinstance(value, int):
+        return f"{value:,}{unit}"
     return f"{value:,.0f}{unit}" if value >= 100 else f"{value:.2f}{unit}"
 
 
@@ -468,9 +481,8 @@ def repeated(ways, measure):
 
 
 def loopback(work, bins, tools, client, certs, plain, tls, stacks):
-    ways = [Stack("direct"), start_fluidity(bins, certs), start_shadowsocks(tools, bins),
-            start_stunnel_tinyproxy(work, certs, [plain, tls])]
-    stacks.extend(ways[1:])
+    ways = [Stack("direct"), start_fluidity(bins, certs, stacks), start_shadowsocks(tools, bins, stacks),
+            start_stunnel_tinyproxy(work, certs, [plain, tls], stacks)]
     table = Table()
     memory = [idle_rss(w, plain, client) for w in ways[1:]]  # first, while the processes are fresh
     print("rss", memory, flush=True)
@@ -525,14 +537,14 @@ def loopback(work, bins, tools, client, certs, plain, tls, stacks):
 
 
 def long_link(work, bins, tools, client, certs, plain, tls, page_ports, stacks):
-    direct = Stack("direct")
+    direct = Stack("direct", registry=stacks)
     pairs = [(free_port(), port) for port in [plain] + page_ports]
     start_delay(direct, bins, pairs)
     direct.origin_map = {target: listen for listen, target in pairs}
     direct.proxy_port = None
-    ways = [direct, start_fluidity(bins, certs, delayed=True), start_shadowsocks(tools, bins, delayed=True),
-            start_stunnel_tinyproxy(work, certs, [plain] + page_ports, bins, delayed=True)]
-    stacks.extend(ways)
+    ways = [direct, start_fluidity(bins, certs, stacks, delayed=True),
+            start_shadowsocks(tools, bins, stacks, delayed=True),
+            start_stunnel_tinyproxy(work, certs, [plain] + page_ports, stacks, bins, delayed=True)]
     https = repeated(ways, lambda w: first_byte(w, client, tls, certs))
     http = repeated(ways, lambda w: first_byte(w, client, plain))
     pages = repeated(ways, lambda w: page(w, client, page_ports, certs))
@@ -566,8 +578,7 @@ def main():
     stacks = []
     try:
         certs, www = setup(work, bins)
-        nginx, plain, tls, page_ports = start_nginx(work, certs, www)
-        stacks.append(nginx)
+        _, plain, tls, page_ports = start_nginx(work, certs, www, stacks)
         modes = os.environ.get("BENCH_MODES", "loopback,long-link").split(",")
         near = loopback(work, bins, tools, client, certs, plain, tls, stacks) if "loopback" in modes else None
         far = (long_link(work, bins, tools, client, certs, plain, tls, page_ports, stacks)
@@ -613,7 +624,11 @@ stunnel in client mode (TLS 1.3 only, client certificate, server name checked)
 to a stunnel server (client certificate required) in front of tinyproxy.
 Downloads: curl; CPU = user+system seconds of the tunnel's processes (agent and
 server; sslocal and ssserver; both stunnels and tinyproxy) per GiB, page faults
-and context switches likewise (all threads). 1 KiB: wrk for {KEEPALIVE_SECONDS} s per
+likewise, context switches summed over the threads (not given for
+stunnel+tinyproxy, whose per-connection threads take their counts with them).
+tinyproxy closes the client connection after each response, so its 1 KiB rows
+count reconnections (each a mutual-TLS handshake through both stunnels), which
+wrk reports as socket errors. 1 KiB: wrk for {KEEPALIVE_SECONDS} s per
 concurrency with keep-alive (absolute-form requests to the proxies). New tunnels:
 `bench-client tunnels` (CONNECT, TLS to the origin, `GET /1k`, close) from 16
 workers for {KEEPALIVE_SECONDS} s. Memory: VmRSS of the tunnel's processes, idle and with 1000
@@ -624,7 +639,12 @@ Long link: `bench-delay` (bench/delay.rs) sits between agent and server,
 sslocal and ssserver, the two stunnels, and for direct between the client and
 nginx. It holds every byte {ONE_WAY_MS} ms in each direction and charges a new connection
 one round trip before dialling on (as a SYN would); it never caps a window (64 MiB
-in flight per direction). First byte: `bench-client first-byte`, a new client
+in flight per direction). The relay ends TCP on both of its sides, so no TCP
+connection sees the delay: for direct, shadowsocks and stunnel nothing but the
+relay limits a stream, while Fluidity's HTTP/2 window still applies. Their
+stream figures are therefore upper bounds: over a real 50 ms path Linux's
+default receive buffer limit (`tcp_rmem` max 6 MiB) would hold one TCP
+stream to about 120 MB/s at most. First byte: `bench-client first-byte`, a new client
 connection to the proxy each time (HTTPS: CONNECT, TLS to nginx, `GET /1k`;
 HTTP: an absolute-form `GET`), median of 3 per run. Page: `bench-client page`,
 one new HTTPS connection per origin, all {PAGE_ORIGINS} at once, 10 × `GET /10k` on each.

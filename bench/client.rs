@@ -44,7 +44,7 @@ struct Args {
 fn parse() -> Result<Args, String> {
     let mut raw = std::env::args().skip(1);
     let mut args = Args { concurrency: 16, seconds: 10, count: 1000, path: "/1k".into(), ..Default::default() };
-    args.mode = raw.next().ok_or("usage: bench-client tunnels|hold [options] (see bench/client.rs)")?;
+    args.mode = raw.next().ok_or("usage: bench-client tunnels|hold|first-byte|page [options] (see bench/client.rs)")?;
     while let Some(flag) = raw.next() {
         let mut value = || raw.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -62,13 +62,18 @@ fn parse() -> Result<Args, String> {
     if args.target.is_empty() {
         return Err("--target HOST:PORT is required".into());
     }
+    if args.count == 0 {
+        return Err("-n must be at least 1".into());
+    }
     Ok(args)
 }
 
 /// A TCP stream to `target`, through `proxy` with CONNECT when given.
 async fn open(proxy: Option<&str>, target: &str) -> std::io::Result<TcpStream> {
     let Some(proxy) = proxy else {
-        return TcpStream::connect(target).await;
+        let tcp = TcpStream::connect(target).await?;
+        tcp.set_nodelay(true)?;
+        return Ok(tcp);
     };
     let mut tcp = TcpStream::connect(proxy).await?;
     tcp.set_nodelay(true)?;
@@ -96,11 +101,7 @@ async fn one_tunnel(args: &Args, tls: &tokio_rustls::TlsConnector) -> std::io::R
         .write_all(format!("GET /1k HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", args.name).as_bytes())
         .await?;
     let mut response = Vec::with_capacity(2048);
-    let _ = stream.read_to_end(&mut response).await; // a peer without close_notify still ends the body
-    if !response.starts_with(b"HTTP/1.1 200") || response.len() < 1024 {
-        return Err(std::io::Error::other("bad response"));
-    }
-    Ok(())
+    read_response(&mut stream, &mut response).await
 }
 
 fn tls_connector(ca: &str) -> Result<tokio_rustls::TlsConnector, String> {

@@ -45,7 +45,14 @@ fn parse() -> Result<(Duration, Vec<(String, String)>), String> {
 
 async fn serve(listener: TcpListener, target: String, delay: Duration) {
     loop {
-        let Ok((client, _)) = listener.accept().await else { continue };
+        let client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(error) => {
+                eprintln!("bench-delay: accept: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let target = target.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay * 2).await;
@@ -53,27 +60,31 @@ async fn serve(listener: TcpListener, target: String, delay: Duration) {
             let _ = (client.set_nodelay(true), server.set_nodelay(true));
             let (client_read, client_write) = client.into_split();
             let (server_read, server_write) = server.into_split();
-            tokio::join!(direction(client_read, server_write, delay), direction(server_read, client_write, delay));
+            // An error either way drops both sockets (a reset, not a clean end).
+            let _ = tokio::try_join!(
+                direction(client_read, server_write, delay),
+                direction(server_read, client_write, delay)
+            );
         });
     }
 }
 
 /// Moves `from` to `to`, each chunk written `delay` after it was read; the
-/// end of stream is passed on just as late.
-async fn direction(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) {
+/// end of stream is passed on just as late. Fails on the first I/O error.
+async fn direction(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Duration) -> std::io::Result<()> {
     let budget = Arc::new(Semaphore::new(IN_FLIGHT));
     let (queue, mut due) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let reader = {
         let budget = budget.clone();
         async move {
+            let mut buffer = vec![0u8; CHUNK];
             loop {
-                let mut chunk = vec![0u8; CHUNK];
-                let n = from.read(&mut chunk).await.unwrap_or(0);
-                chunk.truncate(n);
-                let Ok(permit) = budget.acquire_many(n as u32).await else { return };
+                let n = from.read(&mut buffer).await?;
+                // Each chunk is its own exact-size copy, so the budget bounds memory.
+                let permit = budget.acquire_many(n as u32).await.map_err(std::io::Error::other)?;
                 permit.forget();
-                if queue.send((Instant::now() + delay, chunk)).is_err() || n == 0 {
-                    return;
+                if queue.send((Instant::now() + delay, buffer[..n].to_vec())).is_err() || n == 0 {
+                    return Ok::<(), std::io::Error>(());
                 }
             }
         }
@@ -82,17 +93,14 @@ async fn direction(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Durat
         while let Some((at, chunk)) = due.recv().await {
             tokio::time::sleep_until(at).await;
             if chunk.is_empty() {
-                let _ = to.shutdown().await;
-                return;
+                return to.shutdown().await;
             }
-            if to.write_all(&chunk).await.is_err() {
-                budget.close();
-                return;
-            }
+            to.write_all(&chunk).await?;
             budget.add_permits(chunk.len());
         }
+        Ok(())
     };
-    tokio::join!(reader, writer);
+    tokio::try_join!(reader, writer).map(|_| ())
 }
 
 #[tokio::main]

@@ -602,6 +602,10 @@ async fn the_server_certificates_reach_the_task_through_secrets_manager() {
             ("FLUIDITY_TLS_KEY_PEM".to_owned(), format!("{arn}:server_key::{version}")),
         ]
     );
+    // The default task (Cpu 256) runs the server on one runtime thread.
+    let env = task_container(&world).await.environment().to_vec();
+    let threads = env.iter().find(|e| e.name() == Some("FLUIDITY_WORKER_THREADS")).and_then(|e| e.value());
+    assert_eq!(threads, Some("1"), "{env:?}");
 
     // The same files again: no new version. New ones: a new version, and the
     // task definition follows it.
@@ -651,15 +655,20 @@ async fn missing_or_broken_server_certificates_change_nothing() {
     assert!(world.fixture(&["secret", "fluidity-dev-server-tls"])["arn"].is_null());
 }
 
-/// The container secrets of the Fargate service's task definition: (name, valueFrom).
-async fn task_secrets(world: &World) -> Vec<(String, String)> {
+/// The server container of the Fargate service's task definition.
+async fn task_container(world: &World) -> aws_sdk_ecs::types::ContainerDefinition {
     let config = world.moto.sdk_config().await;
     let ecs = aws_sdk_ecs::Client::new(&config);
     let services =
         ecs.describe_services().cluster("fluidity-dev").services("fluidity-server-dev").send().await.unwrap();
     let definition = services.services()[0].task_definition().unwrap().to_owned();
     let described = ecs.describe_task_definition().task_definition(definition).send().await.unwrap();
-    let container = &described.task_definition().unwrap().container_definitions()[0];
+    described.task_definition().unwrap().container_definitions()[0].clone()
+}
+
+/// The container secrets of the Fargate service's task definition: (name, valueFrom).
+async fn task_secrets(world: &World) -> Vec<(String, String)> {
+    let container = task_container(world).await;
     container.secrets().iter().map(|s| (s.name().to_owned(), s.value_from().to_owned())).collect()
 }
 

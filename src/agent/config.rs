@@ -74,7 +74,7 @@ pub struct AgentArgs {
     /// Number of long-lived TLS connections to the server [YAML: pool_size; default 2]
     #[arg(long, env = "FLUIDITY_POOL_SIZE", value_name = "N")]
     pub pool_size: Option<usize>,
-    /// Runtime worker threads; one carries a tunnel at about 1 GB/s [YAML: worker_threads; default 1]
+    /// Runtime worker threads; one carried a tunnel at 0.8–0.9 GB/s in the benchmark [YAML: worker_threads; default 1]
     #[arg(long, env = "FLUIDITY_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
     #[command(flatten)]
@@ -272,7 +272,7 @@ impl AgentConfig {
                 10,
             )?,
             // One download moves at most a window per round trip (16 MiB: about
-            // 210 MB/s over 50 ms), and a stalled local reader can leave that
+            // 200 MB/s over 50 ms), and a stalled local reader can leave that
             // much buffered here per stream: docs/benchmarks.md has both.
             stream_window: window("stream_window", &args.stream_window, &file.stream_window, 16 << 20)?,
             connection_window: window("connection_window", &args.connection_window, &file.connection_window, 32 << 20)?,

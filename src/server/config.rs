@@ -90,7 +90,7 @@ pub struct ServerArgs {
     /// Connections that may be in their TLS handshake at once; further ones are closed immediately (a few silent clients can fill it for handshake_timeout) [YAML: max_handshakes; default 128]
     #[arg(long, env = "FLUIDITY_MAX_HANDSHAKES", value_name = "N")]
     pub max_handshakes: Option<u32>,
-    /// Runtime worker threads; one carries a tunnel at about 1 GB/s [YAML: worker_threads; default 1]
+    /// Runtime worker threads; one carried a tunnel at 0.8–0.9 GB/s in the benchmark [YAML: worker_threads; default 1]
     #[arg(long, env = "FLUIDITY_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
     /// Allow targets on loopback addresses (local testing only) [YAML: allow_loopback; default false]
