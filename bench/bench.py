@@ -13,6 +13,7 @@ docs/benchmarks.md.
 
 usage: bench.py BIN_DIR TOOLS_DIR   (BIN_DIR: release binaries and examples/; TOOLS_DIR: sslocal, ssserver)
 """
+import base64
 import json
 import os
 import platform
@@ -223,7 +224,6 @@ SS_METHOD = "2022-blake3-aes-256-gcm"
 
 def start_shadowsocks(tools, bins, stacks, delayed=False):
     """sslocal (HTTP proxy listener) to ssserver, AEAD-2022 with a random key."""
-    import base64
     server_port, local_port = free_port(), free_port()
     key = base64.b64encode(os.urandom(32)).decode()
     stack = Stack("shadowsocks", local_port, registry=stacks)

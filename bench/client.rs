@@ -93,10 +93,19 @@ async fn open(proxy: Option<&str>, target: &str) -> std::io::Result<TcpStream> {
     Ok(tcp)
 }
 
-async fn one_tunnel(args: &Args, tls: &tokio_rustls::TlsConnector) -> std::io::Result<()> {
-    let tcp = open(args.proxy.as_deref(), &args.target).await?;
+/// A TLS connection to `target` (through `proxy` with CONNECT when given), checked against `args.name`.
+async fn open_tls(
+    args: &Args,
+    target: &str,
+    tls: &tokio_rustls::TlsConnector,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = open(args.proxy.as_deref(), target).await?;
     let name = rustls::pki_types::ServerName::try_from(args.name.clone()).map_err(std::io::Error::other)?;
-    let mut stream = tls.connect(name, tcp).await?;
+    tls.connect(name, tcp).await
+}
+
+async fn one_tunnel(args: &Args, tls: &tokio_rustls::TlsConnector) -> std::io::Result<()> {
+    let mut stream = open_tls(args, &args.target, tls).await?;
     stream
         .write_all(format!("GET /1k HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", args.name).as_bytes())
         .await?;
@@ -204,9 +213,7 @@ async fn one_first_byte(args: &Args, tls: Option<&tokio_rustls::TlsConnector>) -
     let mut first = [0u8; 1];
     match tls {
         Some(tls) => {
-            let tcp = open(args.proxy.as_deref(), &args.target).await?;
-            let name = rustls::pki_types::ServerName::try_from(args.name.clone()).map_err(std::io::Error::other)?;
-            let mut stream = tls.connect(name, tcp).await?;
+            let mut stream = open_tls(args, &args.target, tls).await?;
             let request = format!("GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", args.path, args.name);
             stream.write_all(request.as_bytes()).await?;
             stream.read_exact(&mut first).await?;
@@ -242,9 +249,7 @@ async fn first_byte(args: Args) -> Result<(), String> {
 
 /// One origin's share of a page: a new HTTPS connection, `count` requests on it.
 async fn page_origin(args: Arc<Args>, target: String, tls: tokio_rustls::TlsConnector) -> std::io::Result<usize> {
-    let tcp = open(args.proxy.as_deref(), &target).await?;
-    let name = rustls::pki_types::ServerName::try_from(args.name.clone()).map_err(std::io::Error::other)?;
-    let mut stream = tls.connect(name, tcp).await?;
+    let mut stream = open_tls(&args, &target, &tls).await?;
     let mut buffer = Vec::with_capacity(32 * 1024);
     for _ in 0..args.count {
         stream.write_all(format!("GET {} HTTP/1.1\r\nHost: {}\r\n\r\n", args.path, args.name).as_bytes()).await?;
