@@ -7,7 +7,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how much disk is left: a full disk fails a test far from its cause.
+step() { printf '\n==> %s   (disk free: %s)\n' "$*" "$(df -h --output=avail . | tail -1 | tr -d ' ')"; }
+
+# CI builds each profile once from scratch: incremental caches would only take disk.
+if [[ ${CI:-} == true ]]; then export CARGO_INCREMENTAL=0; fi
 
 step "setup"
 tests/setup.sh
@@ -43,4 +47,4 @@ tests/contracts.sh
 step "nix checks"
 tests/nix-checks.sh
 
-printf '\nall checks passed\n'
+printf '\nall checks passed (disk free: %s)\n' "$(df -h --output=avail . | tail -1 | tr -d ' ')"
