@@ -222,7 +222,9 @@ async fn concurrent_requests_share_the_pool() {
     assert!(fluidity::server::Stats::get(&server.stats.streams) >= 200);
 }
 
-/// An origin that counts the TCP connections it accepts and answers "ok".
+/// An origin that counts the TCP connections it accepts and answers "ok":
+/// chunked for `/chunked`, with a length otherwise, and 204 without a body
+/// for `/empty`.
 async fn counting_origin() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -232,10 +234,20 @@ async fn counting_origin() -> (std::net::SocketAddr, std::sync::Arc<std::sync::a
         while let Ok((tcp, _)) = listener.accept().await {
             counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_req| async {
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::from_static(b"ok"),
-                    )))
+                let service = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                    use http_body_util::BodyExt;
+                    let frames =
+                        ["o", "k"].map(|s| Ok(hyper::body::Frame::data(bytes::Bytes::from_static(s.as_bytes()))));
+                    let (status, body) = match req.uri().path() {
+                        "/chunked" => {
+                            (200, BodyExt::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(frames))))
+                        }
+                        "/empty" => (204, http_body_util::Empty::new().boxed()),
+                        _ => (200, http_body_util::Full::new(bytes::Bytes::from_static(b"ok")).boxed()),
+                    };
+                    let mut response = hyper::Response::new(body);
+                    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                    Ok::<_, std::convert::Infallible>(response)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
@@ -257,4 +269,29 @@ async fn origin_connections_are_reused_across_requests() {
         assert_eq!(out.text(), "ok", "{}", out.stderr);
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "the server should keep the origin connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_connections_are_reused_after_chunked_and_empty_responses() {
+    let (_pki, _server, agent) = tunnel().await;
+    let (origin, accepted) = counting_origin().await;
+    let proxy = format!("http://{}", agent.addr);
+    // A chunked body ends with its terminating chunk, a sized one with its
+    // last byte, a 204 and a HEAD with their headers: each must give the
+    // connection back.
+    let status = ["-w", "%{http_code}"];
+    let head = ["-I", "-o", "/dev/null", "-w", "%{http_code}"];
+    for (path, args, expect) in [
+        ("chunked", &[][..], "ok"),
+        ("empty", &status[..], "204"),
+        ("chunked", &head[..], "200"),
+        ("chunked", &[], "ok"),
+    ] {
+        let url = format!("http://{origin}/{path}");
+        let out = curl(&[args, &["-x", &proxy, &url]].concat()).await;
+        assert_eq!(out.text(), expect, "{url} {args:?}: {}", out.stderr);
+    }
+    let plain = curl(&["-sS", "-x", &proxy, &format!("http://{origin}/")]).await;
+    assert_eq!(plain.text(), "ok", "{}", plain.stderr);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "every response should give the connection back");
 }

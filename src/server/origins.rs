@@ -1,5 +1,5 @@
 //! Kept-alive HTTP/1.1 connections to origins. Once a forwarded response has
-//! been read to its end, the connection waits (up to [`IDLE`]) for the next
+//! been read to its end (its body, [`Returning`], is dropped), the connection waits (up to [`IDLE`]) for the next
 //! request to the same `host:port`, so keep-alive clients do not pay a TCP
 //! handshake per request. Upgraded connections never come back; at most
 //! [`MAX_IDLE_PER_ORIGIN`] wait per origin. Connections were checked by the
@@ -7,7 +7,9 @@
 //! same authority.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
@@ -50,27 +52,92 @@ impl Origins {
         None
     }
 
-    /// Returns `sender` to the pool once its response has been fully read
-    /// (or drops it if the connection closes first).
+    /// Returns `pooled` to the pool for the next request to `key`: at once
+    /// if its connection is ready again (the usual case once the response
+    /// has been read to its end), else once it is (a request body still
+    /// being sent), or never if the connection closes first.
     pub(super) fn give_back(self: &Arc<Self>, key: String, mut pooled: Pooled) {
         pooled.used += 1;
-        if pooled.used >= MAX_REQUESTS_PER_CONNECTION {
+        if pooled.used >= MAX_REQUESTS_PER_CONNECTION || pooled.sender.is_closed() {
             return;
         }
+        if pooled.sender.is_ready() {
+            self.park(key, pooled);
+            return;
+        }
+        // Bodies are dropped inside the runtime; a shutdown drops them without one.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let origins = self.clone();
-        tokio::spawn(async move {
-            if pooled.sender.ready().await.is_err() {
-                return;
-            }
-            let mut idle = origins.idle.lock().unwrap_or_else(|e| e.into_inner());
-            idle.retain(|_, waiting| {
-                waiting.retain(|(p, since)| since.elapsed() < IDLE && !p.sender.is_closed());
-                !waiting.is_empty()
-            });
-            let waiting = idle.entry(key).or_default();
-            if waiting.len() < MAX_IDLE_PER_ORIGIN {
-                waiting.push((pooled, Instant::now()));
+        runtime.spawn(async move {
+            if pooled.sender.ready().await.is_ok() {
+                origins.park(key, pooled);
             }
         });
+    }
+
+    fn park(&self, key: String, pooled: Pooled) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, waiting| {
+            waiting.retain(|(p, since)| since.elapsed() < IDLE && !p.sender.is_closed());
+            !waiting.is_empty()
+        });
+        let waiting = idle.entry(key).or_default();
+        if waiting.len() < MAX_IDLE_PER_ORIGIN {
+            waiting.push((pooled, Instant::now()));
+        }
+    }
+}
+
+/// A forwarded response's body that gives its origin connection back to the
+/// pool when it is dropped after its end, so no task has to wait for the
+/// connection per request. Dropped before its end (the client went away), it
+/// drops the connection too: the rest of that response could not be skipped.
+pub(super) struct Returning<B: http_body::Body> {
+    inner: B,
+    ended: bool,
+    home: Option<(Arc<Origins>, String, Pooled)>,
+}
+
+impl<B: http_body::Body> Returning<B> {
+    pub(super) fn new(inner: B, origins: Arc<Origins>, key: String, pooled: Pooled) -> Self {
+        Self { inner, ended: false, home: Some((origins, key, pooled)) }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Returning<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // hyper stops polling once `is_end_stream` says so, so a body of known
+        // length ends with its last frame, not with a `None`.
+        match &polled {
+            Poll::Ready(None) => self.ended = true,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.ended = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: http_body::Body> Drop for Returning<B> {
+    fn drop(&mut self) {
+        if let Some((origins, key, pooled)) = self.home.take()
+            && (self.ended || self.inner.is_end_stream())
+        {
+            origins.give_back(key, pooled);
+        }
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, debug, debug_span, warn};
 
 use super::dial::DialError;
-use super::origins::{Origins, Pooled};
+use super::origins::{Origins, Pooled, Returning};
 use super::{ServerConfig, Stats};
 use crate::http_util::{Body, boxed, empty, strip_hop_by_hop, text_response, wants_upgrade};
 use crate::relay::relay;
@@ -165,11 +165,16 @@ impl Proxy {
                 .in_current_span(),
             );
         }
-        if !upgrade && !switching {
-            self.origins.give_back(key, Pooled { sender, used });
-        }
         strip_hop_by_hop(response.headers_mut(), switching);
-        response.map(|body| boxed(CountingBody { inner: body, stats: self.stats.clone(), up: false }))
+        let stats = self.stats.clone();
+        if upgrade || switching {
+            return response.map(|body| boxed(CountingBody { inner: body, stats, up: false }));
+        }
+        let origins = self.origins.clone();
+        response.map(|body| {
+            let counted = CountingBody { inner: body, stats, up: false };
+            boxed(Returning::new(counted, origins, key, Pooled { sender, used }))
+        })
     }
 
     /// Dials `authority` (egress policy included) and opens HTTP/1.1 on it.
