@@ -1,7 +1,7 @@
 //! Kept-alive HTTP/1.1 connections to origins. Once a forwarded response has
-//! been read to its end (its body, [`Returning`], is dropped), the connection waits (up to [`IDLE`]) for the next
-//! request to the same `host:port`, so keep-alive clients do not pay a TCP
-//! handshake per request. Upgraded connections never come back; at most
+//! been read to its end and its body ([`Returning`]) dropped, the connection
+//! waits (up to [`IDLE`]) for the next request to the same `host:port`, so
+//! keep-alive clients do not pay a TCP handshake per request. Upgraded connections never come back; at most
 //! [`MAX_IDLE_PER_ORIGIN`] wait per origin. Connections were checked by the
 //! egress policy when dialled, and a pooled one is only ever reused for the
 //! same authority.
@@ -65,7 +65,8 @@ impl Origins {
             self.park(key, pooled);
             return;
         }
-        // Bodies are dropped inside the runtime; a shutdown drops them without one.
+        // Dropped off any runtime (a plain thread), the connection just goes;
+        // during a shutdown the waiter spawned here is cancelled at once.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let origins = self.clone();
         runtime.spawn(async move {
@@ -91,7 +92,7 @@ impl Origins {
 /// A forwarded response's body that gives its origin connection back to the
 /// pool when it is dropped after its end, so no task has to wait for the
 /// connection per request. Dropped before its end (the client went away), it
-/// drops the connection too: the rest of that response could not be skipped.
+/// drops the connection too: the rest of that response is not drained.
 pub(super) struct Returning<B: http_body::Body> {
     inner: B,
     ended: bool,
@@ -113,11 +114,12 @@ impl<B: http_body::Body + Unpin> http_body::Body for Returning<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        // hyper stops polling once `is_end_stream` says so, so a body of known
-        // length ends with its last frame, not with a `None`.
+        // hyper stops polling after trailers (always the last frame) and
+        // once `is_end_stream` says so: a body of known length ends with its
+        // last byte, which `drop` sees, not with a `None`.
         match &polled {
             Poll::Ready(None) => self.ended = true,
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.ended = true,
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => self.ended = true,
             _ => {}
         }
         polled
