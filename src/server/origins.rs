@@ -1,10 +1,10 @@
 //! Kept-alive HTTP/1.1 connections to origins. Once a forwarded response has
 //! been read to its end and its body ([`Returning`]) dropped, the connection
 //! waits (up to [`IDLE`]) for the next request to the same `host:port`, so
-//! keep-alive clients do not pay a TCP handshake per request. Upgraded connections never come back; at most
-//! [`MAX_IDLE_PER_ORIGIN`] wait per origin. Connections were checked by the
-//! egress policy when dialled, and a pooled one is only ever reused for the
-//! same authority.
+//! keep-alive clients do not pay a TCP handshake per request. Upgraded
+//! connections never come back; at most [`MAX_IDLE_PER_ORIGIN`] wait per
+//! origin. Connections were checked by the egress policy when dialled, and a
+//! pooled one is only ever reused for the same authority.
 
 use std::collections::HashMap;
 use std::pin::Pin;
