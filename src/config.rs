@@ -95,13 +95,10 @@ pub fn merged_duration(
 ///
 /// One thread by default: a tunnel moves each chunk through several tasks
 /// (client connection, HTTP/2 connection, relay), and on one thread each
-/// hand-off is a queue push instead of a wake-up of another thread. On this
-/// project's 2-core benchmark machine one thread was as fast as two or faster
-/// (in one set of runs 8 % more MB/s, 8 % less CPU per GiB and a 17 % lower
-/// median keep-alive latency; in another, equal within the noise), with 40 %
-/// fewer context switches per GiB and a lower peak RSS. One thread moved
-/// 0.8–0.9 GB/s, far above the links the tunnel crosses, and the default
-/// Fargate task's 0.25 vCPU could not use a second one.
+/// hand-off is a queue push instead of a wake-up of another thread. One
+/// thread was as fast as two or faster, with fewer context switches and a
+/// lower peak RSS (docs/benchmarks.md, "The data-plane pass"), and the
+/// default Fargate task's 0.25 vCPU could not use a second one.
 pub fn merged_workers(arg: Option<usize>, file: Option<usize>) -> Result<usize, ConfigError> {
     let workers = arg.or(file).unwrap_or(1);
     if !(1..=64).contains(&workers) {

@@ -76,15 +76,18 @@ impl Origins {
         });
     }
 
+    /// Parks a ready connection, first dropping expired and closed ones (of
+    /// every origin, so origins never asked for again do not keep theirs).
     fn park(&self, key: String, pooled: Pooled) {
+        let now = Instant::now(); // one clock read per request, not one per idle connection
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|_, waiting| {
-            waiting.retain(|(p, since)| since.elapsed() < IDLE && !p.sender.is_closed());
+            waiting.retain(|(p, since)| now.duration_since(*since) < IDLE && !p.sender.is_closed());
             !waiting.is_empty()
         });
         let waiting = idle.entry(key).or_default();
         if waiting.len() < MAX_IDLE_PER_ORIGIN {
-            waiting.push((pooled, Instant::now()));
+            waiting.push((pooled, now));
         }
     }
 }

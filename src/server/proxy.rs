@@ -167,14 +167,12 @@ impl Proxy {
         }
         strip_hop_by_hop(response.headers_mut(), switching);
         let stats = self.stats.clone();
+        let counted = |body| CountingBody { inner: body, stats, up: false };
         if upgrade || switching {
-            return response.map(|body| boxed(CountingBody { inner: body, stats, up: false }));
+            return response.map(|body| boxed(counted(body)));
         }
         let origins = self.origins.clone();
-        response.map(|body| {
-            let counted = CountingBody { inner: body, stats, up: false };
-            boxed(Returning::new(counted, origins, key, Pooled { sender, used }))
-        })
+        response.map(|body| boxed(Returning::new(counted(body), origins, key, Pooled { sender, used })))
     }
 
     /// Dials `authority` (egress policy included) and opens HTTP/1.1 on it.
