@@ -8,9 +8,11 @@
 //! control API ([`lifecycle`]), follows it if it moves, and stops it on exit.
 
 pub mod config;
+mod dial;
 mod handler;
 pub mod lifecycle;
 mod listener;
+mod pac;
 pub mod pool;
 pub mod socks;
 pub mod target;
@@ -83,6 +85,7 @@ impl Agent {
             proxy_auth: self.config.proxy_auth.clone(),
             activity: Arc::default(),
             listen: self.local_addr(),
+            pac_direct: Arc::new(self.config.pac_direct.clone()),
         });
         tokio::spawn(reload_on_hangup(self.config.clone(), self.pool.clone(), shutdown.clone()));
         let limits = listener::Limits {
@@ -118,11 +121,43 @@ async fn listen(config: &AgentConfig) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {} (is another proxy running there?)", config.listen))
 }
 
+/// `--check`: really connects, printing each step on the way to the server
+/// (the proxy and where it was set, its answer, TLS, the server's identity,
+/// its first HTTP/2 frames) and, with a control API, one `status` call.
+/// The error says at which step it stopped.
+pub async fn check(config: AgentConfig) -> anyhow::Result<()> {
+    let say = |line: String| crate::telemetry::to_stdout(format_args!("  ok  {line}\n"));
+    say(format!("configuration: listens on {}", config.listen));
+    for note in &config.upstream.notes {
+        say(format!("note: {note}"));
+    }
+    let mut config = config;
+    if let Some(settings) = config.lifecycle.clone() {
+        let host = settings.api_url.split("://").nth(1).unwrap_or_default();
+        let host = host.split(['/', ':']).next().unwrap_or_default();
+        say(format!("control API {}: reached {}", settings.api_url, config.upstream.describe(true, host)));
+        let api = lifecycle::ControlApi::new(&settings, &config.upstream)?;
+        let status = api.status().await.context("control API status call")?;
+        say(format!("control API: the key from {} is accepted; the server is {}", settings.key_source, status.state));
+        let Some(address) = status.address(settings.server_port) else {
+            say("server: not running, so the tunnel was not tried (the agent wakes it when it starts)".into());
+            return Ok(());
+        };
+        config.server = address.to_string();
+    }
+    let connector = dial::Connector::new(&config).context("building the agent TLS configuration")?;
+    connector.check(&mut |line| say(line)).await.context("the tunnel to the server")?;
+    Ok(())
+}
+
 /// Binds, checks the server and runs with `config` until `shutdown` fires.
 /// With lifecycle settings the server is woken first (the local port is
 /// taken before the wait, so a busy port fails at once), followed while the
 /// agent runs, and stopped after the drain when `kill_on_exit` is on.
 pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    for note in &config.upstream.notes {
+        warn!("{note}");
+    }
     let Some(settings) = config.lifecycle.clone() else {
         let agent = Agent::bind(config).await?;
         info!(addr = %agent.local_addr(), "local proxy listening");
@@ -130,7 +165,7 @@ pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> anyhow
         return agent.run(shutdown).await;
     };
     let listener = listen(&config).await?;
-    let api = lifecycle::ControlApi::new(&settings)?;
+    let api = lifecycle::ControlApi::new(&settings, &config.upstream)?;
     let address = match lifecycle::bring_up(&api, &shutdown).await {
         Ok(address) => address,
         // Whatever was woken is stopped again, unless the API refused us.

@@ -5,7 +5,9 @@
 //! TLS 1.2+ as public endpoints need); the body is collected as text. The
 //! request goes out in origin form (`GET /path?query`, RFC 9112 §3.2.1) with
 //! a `Host` header, as servers other than proxies expect. Callers bound it
-//! with their own timeout.
+//! with their own timeout. The agent's client goes out through its upstream
+//! proxy when one applies ([`OneShot::with_upstream`]): a `CONNECT` tunnel
+//! (or SOCKS5) to the host, then the same request inside.
 
 use std::sync::Arc;
 
@@ -21,6 +23,8 @@ pub enum HttpClientError {
     BadUrl { url: String, reason: String },
     #[error("connect to {host}: {source}")]
     Connect { host: String, source: std::io::Error },
+    #[error("{0}")]
+    Upstream(crate::upstream::UpstreamError),
     #[error("TLS with {host}: {source}")]
     Tls { host: String, source: std::io::Error },
     #[error("HTTP with {host}: {source}")]
@@ -33,6 +37,7 @@ pub enum HttpClientError {
 #[derive(Clone)]
 pub struct OneShot {
     tls: tokio_rustls::TlsConnector,
+    upstream: Arc<crate::upstream::Upstream>,
 }
 
 impl OneShot {
@@ -44,7 +49,12 @@ impl OneShot {
             .map_err(|e| HttpClientError::Setup(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self { tls: tokio_rustls::TlsConnector::from(Arc::new(tls)) })
+        Ok(Self { tls: tokio_rustls::TlsConnector::from(Arc::new(tls)), upstream: Arc::default() })
+    }
+
+    /// Sends requests through `upstream`'s proxy where it applies.
+    pub fn with_upstream(self, upstream: crate::upstream::Upstream) -> Self {
+        Self { upstream: Arc::new(upstream), ..self }
     }
 
     /// Sends `request` (its URI absolute: scheme and host say where) and
@@ -62,9 +72,14 @@ impl OneShot {
         let port = host.port_u16().unwrap_or(if https { 443 } else { 80 });
         let hostname = host.host().trim_start_matches('[').trim_end_matches(']');
         let shown = host.to_string();
-        let tcp = TcpStream::connect((hostname, port))
-            .await
-            .map_err(|source| HttpClientError::Connect { host: shown.clone(), source })?;
+        let tcp = match self.upstream.for_target(https, hostname) {
+            Some(proxy) => {
+                crate::upstream::open(Some(proxy), hostname, port).await.map_err(HttpClientError::Upstream)?
+            }
+            None => TcpStream::connect((hostname, port))
+                .await
+                .map_err(|source| HttpClientError::Connect { host: shown.clone(), source })?,
+        };
         if https {
             let name = rustls::pki_types::ServerName::try_from(hostname.to_string())
                 .map_err(|e| bad(&format!("not a host name: {e}")))?;

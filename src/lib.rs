@@ -13,6 +13,8 @@
 //! - [`http_util`]: body type, hop-by-hop header handling and short text replies.
 //! - [`protocol`]: the contracts between components (control API JSON, metric names).
 //! - [`relay`]: two-way byte relay with idle timeout and activity counters.
+//! - `upstream`: the agent's way out through a corporate HTTP or SOCKS5 proxy
+//!   (used by the tunnel dial path and the control API client).
 //! - [`telemetry`]: `tracing` subscriber setup (text or JSON).
 //! - [`shutdown`]: SIGINT/SIGTERM to a [`tokio_util::sync::CancellationToken`].
 //! - `certs` (feature `certs`): CA, server and client certificate generation.
@@ -35,6 +37,8 @@ pub mod shutdown;
 pub mod sigv4;
 pub mod telemetry;
 pub mod tls;
+#[cfg(any(feature = "agent", feature = "server", feature = "lambda", feature = "deploy"))]
+pub mod upstream;
 
 #[cfg(feature = "agent")]
 pub mod agent;

@@ -69,6 +69,8 @@ async fn run_in(args: &LocalArgs, dir: &std::path::Path, shutdown: CancellationT
         server: Some(server_addr.to_string()),
         tls: tls("client.crt", "client.key"),
         drain_timeout: Some("2s".into()),
+        // Both ends are on this machine: a corporate HTTPS_PROXY must not carry them.
+        reach: crate::agent::config::ReachArgs { upstream_proxy: Some("none".into()), server_sni: None },
         ..AgentArgs::default()
     };
     let agent = Agent::bind(AgentConfig::from_parts(&agent_args, Default::default())?).await?;

@@ -8,7 +8,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
@@ -160,7 +162,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub enum TlsError {
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("client certificate verifier: {0}")]
+    #[error("certificate verifier: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
@@ -177,6 +179,7 @@ impl TlsMaterial {
 
         let mut roots = RootCertStore::empty();
         for cert in ca {
+            check_is_ca(cert.as_ref(), &ca_key, &sources.ca.to_string())?;
             roots.add(cert).map_err(|e| {
                 ConfigError::new(
                     &ca_key,
@@ -228,6 +231,108 @@ impl TlsMaterial {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(config))
     }
+}
+
+/// The agent side with the server's identity decoupled from the handshake's
+/// name: the certificate must be valid for `name` (fixed, our CA's), while
+/// the SNI sent is the caller's choice (`sni` off sends none). An untrusted
+/// certificate's error names its issuer ([`UntrustedIssuer`]).
+pub fn client_config_for(
+    material: &TlsMaterial,
+    alpn: &[&[u8]],
+    name: ServerName<'static>,
+    sni: bool,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let inner = WebPkiServerVerifier::builder_with_provider(material.roots.clone(), provider()).build()?;
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(FixedName { inner, name }))
+        .with_client_auth_cert(material.certs.clone(), material.key.clone_key())?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.enable_sni = sni;
+    Ok(Arc::new(config))
+}
+
+/// The certificate presented was not issued by a CA this side trusts; `issuer`
+/// is the subject of the CA that did issue it (an intercepting proxy's, say).
+#[derive(Debug, thiserror::Error)]
+#[error("the certificate was issued by {issuer}, which is not a trusted CA")]
+pub struct UntrustedIssuer {
+    pub issuer: String,
+}
+
+/// Verifies against a fixed name with webpki, whatever name the handshake used.
+#[derive(Debug)]
+struct FixedName {
+    inner: Arc<WebPkiServerVerifier>,
+    name: ServerName<'static>,
+}
+
+impl ServerCertVerifier for FixedName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _sent_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError::{BadSignature, UnknownIssuer};
+        let verified = self.inner.verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now);
+        match verified {
+            Err(rustls::Error::InvalidCertificate(UnknownIssuer | BadSignature)) => {
+                let issuer = x509_parser::parse_x509_certificate(end_entity.as_ref())
+                    .map(|(_, cert)| cert.issuer().to_string())
+                    .unwrap_or_else(|_| "an unreadable issuer".into());
+                let other = rustls::OtherError(Arc::new(UntrustedIssuer { issuer }));
+                Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Refuses a trust anchor that is not a CA certificate (a leaf given as
+/// `tls.ca` would otherwise fail every handshake with "unknown issuer").
+fn check_is_ca(der: &[u8], key: &str, source: &str) -> Result<(), ConfigError> {
+    let fix = "point it at the ca.crt written by fluidity-certs";
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| ConfigError::new(key, format!("{source} is not a readable certificate: {e}"), fix))?;
+    let is_ca = cert.basic_constraints().ok().flatten().is_some_and(|bc| bc.value.ca);
+    if !is_ca {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{source} holds {}, which is not a CA certificate (a server or client certificate?)",
+                cert.subject()
+            ),
+            fix,
+        ));
+    }
+    Ok(())
 }
 
 fn parse_certs(pem: &str, key: &str, origin: &str) -> Result<Vec<CertificateDer<'static>>, ConfigError> {

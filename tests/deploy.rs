@@ -699,10 +699,13 @@ async fn a_deploy_ends_with_an_agent_configuration_the_agent_accepts() {
             .output()
             .unwrap()
     };
+    // --check then calls the API, which this machine cannot reach: a
+    // failure at that step (exit 1), not a configuration error (exit 2).
     let out = check(&config);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("wakes the server through https://") && stdout.contains("execute-api"), "{stdout}");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("control API https://") && stdout.contains("execute-api"), "{stdout}");
+    assert!(stderr.contains("control API status call"), "{stderr}");
     // A key file others can read is refused, as ssh refuses such a key.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = check(&config);

@@ -38,8 +38,20 @@ pub struct RawAgentConfig {
     pub proxy_auth: Option<Secret>,
     pub allow_open_proxy: Option<bool>,
     pub log_format: Option<LogFormat>,
+    pub upstream_proxy: Option<String>,
+    pub server_sni: Option<String>,
+    #[serde(default)]
+    pub pac: RawPac,
     #[serde(default)]
     pub lifecycle: Option<RawLifecycle>,
+}
+
+/// The `pac:` section: what `/proxy.pac` sends around the tunnel.
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPac {
+    /// Name suffixes and CIDR blocks sent DIRECT (default: the NO_PROXY entries).
+    pub direct: Option<Vec<String>>,
 }
 
 /// The `lifecycle:` section: wake the server through the control API.
@@ -119,7 +131,36 @@ pub struct AgentArgs {
     #[arg(long, env = "FLUIDITY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     #[command(flatten)]
+    pub reach: ReachArgs,
+    #[command(flatten)]
     pub lifecycle: LifecycleArgs,
+}
+
+/// How the agent gets out of a restrictive network.
+#[derive(Debug, Default, Clone, clap::Args)]
+#[command(next_help_heading = "Reaching the server (corporate proxies, filtering)")]
+pub struct ReachArgs {
+    /// Proxy for the tunnel and the control API: http://[USER:PASSWORD@]HOST:PORT (Basic or NTLM; DOMAIN%5Cuser),
+    /// socks5://… or socks5h://…; `none` ignores the environment. Unset: HTTPS_PROXY, then ALL_PROXY, with NO_PROXY,
+    /// as curl reads them [YAML: upstream_proxy]
+    #[arg(long, env = "FLUIDITY_UPSTREAM_PROXY", value_name = "URL|none", hide_env_values = true)]
+    pub upstream_proxy: Option<String>,
+    /// TLS SNI sent to the server: a name, or `none`; the certificate is checked against --server-name either way
+    /// [YAML: server_sni; default: none for an IP address, the dialled name for a DNS name]
+    #[arg(long, env = "FLUIDITY_SERVER_SNI", value_name = "NAME|none")]
+    pub server_sni: Option<String>,
+}
+
+/// The SNI the agent sends (verification is against `server_name` regardless).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ServerSni {
+    /// None for an IP address, the dialled name for a DNS name (as browsers).
+    #[default]
+    Auto,
+    /// Never send SNI.
+    Off,
+    /// Always send this name.
+    Name(rustls::pki_types::ServerName<'static>),
 }
 
 /// Lifecycle flags: with an API URL the agent wakes the server, waits for it
@@ -203,6 +244,13 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// Wake-on-demand settings; `None` means a fixed `server` (manual mode).
     pub lifecycle: Option<LifecycleConfig>,
+    /// Direct or through which proxy the server and the control API are reached.
+    pub upstream: crate::upstream::Upstream,
+    /// Where the upstream proxy setting came from, for `--check`.
+    pub upstream_setting: crate::upstream::ProxySetting,
+    pub server_sni: ServerSni,
+    /// Name suffixes and CIDR blocks that `/proxy.pac` sends DIRECT.
+    pub pac_direct: Vec<String>,
 }
 
 impl AgentConfig {
@@ -217,6 +265,15 @@ impl AgentConfig {
 
     /// Merges flags/env over the file and validates everything in one step.
     pub fn from_parts(args: &AgentArgs, file: RawAgentConfig) -> Result<Self, ConfigError> {
+        Self::from_parts_with_env(args, file, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Self::from_parts`], reading proxy variables through `env` (tests pass a map).
+    pub fn from_parts_with_env(
+        args: &AgentArgs,
+        file: RawAgentConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             ConfigError::new(
@@ -225,6 +282,7 @@ impl AgentConfig {
                 "write ADDRESS:PORT, e.g. 127.0.0.1:8080",
             )
         })?;
+        let (upstream_setting, upstream) = reach(args, file.upstream_proxy.as_deref(), listen, env)?;
         let lifecycle = lifecycle(&args.lifecycle, file.lifecycle.unwrap_or_default(), args.config.as_deref())?;
         let server_text = args.server.clone().or(file.server);
         let server = match (&lifecycle, server_text) {
@@ -302,7 +360,29 @@ impl AgentConfig {
                 "set proxy_auth (USER:PASSWORD, or FLUIDITY_PROXY_AUTH) or pass --allow-open-proxy to run an open proxy on purpose",
             ));
         }
+        let server_sni = server_sni(args.reach.server_sni.as_deref().or(file.server_sni.as_deref()))?;
+        let pac_direct = match file.pac.direct {
+            Some(list) => {
+                if let Some(bad) = list.iter().find(|e| !super::pac::is_valid_entry(e)) {
+                    return Err(ConfigError::new(
+                        "pac.direct",
+                        format!("`{bad}` is neither a name suffix nor an IPv4 CIDR block"),
+                        "write entries such as corp.example, .intranet or 10.0.0.0/8",
+                    ));
+                }
+                list
+            }
+            None => ["NO_PROXY", "no_proxy"]
+                .iter()
+                .find_map(|name| env(name))
+                .map(|v| v.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect())
+                .unwrap_or_default(),
+        };
         Ok(Self {
+            upstream,
+            upstream_setting,
+            server_sni,
+            pac_direct,
             listen,
             server,
             server_name,
@@ -317,6 +397,48 @@ impl AgentConfig {
             tls: TlsMaterial::load(&sources, "tls")?,
             tls_sources: sources,
         })
+    }
+}
+
+/// The upstream proxy setting (flag or variable, else YAML, else the
+/// environment) resolved into a per-destination choice.
+fn reach(
+    args: &AgentArgs,
+    file: Option<&str>,
+    listen: SocketAddr,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(crate::upstream::ProxySetting, crate::upstream::Upstream), ConfigError> {
+    use crate::upstream::ProxySetting;
+    let from_env = env("FLUIDITY_UPSTREAM_PROXY");
+    let (text, source) = match (args.reach.upstream_proxy.as_deref(), file) {
+        (Some(text), _) if from_env.as_deref() == Some(text) => (Some(text), "FLUIDITY_UPSTREAM_PROXY"),
+        (Some(text), _) => (Some(text), "--upstream-proxy"),
+        (None, Some(text)) => (Some(text), "upstream_proxy in the config file"),
+        (None, None) => (None, ""),
+    };
+    let setting = match text.map(|t| t.trim()) {
+        None => ProxySetting::FromEnvironment,
+        Some(t) if t.eq_ignore_ascii_case("none") => ProxySetting::Direct,
+        Some(t) => ProxySetting::Url { url: t.to_string(), source: source.to_string() },
+    };
+    let upstream = crate::upstream::Upstream::resolve(&setting, env, &[listen]).map_err(|problem| {
+        ConfigError::new(
+            "upstream_proxy",
+            problem,
+            "write http://[USER:PASSWORD@]HOST:PORT, socks5h://HOST:PORT or none (percent-encode a \\ as %5C)",
+        )
+    })?;
+    Ok((setting, upstream))
+}
+
+fn server_sni(text: Option<&str>) -> Result<ServerSni, ConfigError> {
+    let Some(text) = text.map(str::trim) else { return Ok(ServerSni::Auto) };
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(ServerSni::Off);
+    }
+    match rustls::pki_types::ServerName::try_from(text.to_string()) {
+        Ok(name @ rustls::pki_types::ServerName::DnsName(_)) => Ok(ServerSni::Name(name)),
+        _ => Err(ConfigError::new("server_sni", format!("`{text}` is not a DNS name"), "write a DNS name or none")),
     }
 }
 

@@ -40,6 +40,8 @@ pub(super) struct Handler {
     pub(super) activity: Arc<Activity>,
     /// The local address the agent listens on (for the PAC file).
     pub(super) listen: std::net::SocketAddr,
+    /// Name suffixes and CIDR blocks the PAC file sends DIRECT.
+    pub(super) pac_direct: Arc<Vec<String>>,
 }
 
 /// A reply for the local client, already formatted.
@@ -279,7 +281,7 @@ impl Handler {
         } else {
             format!("{name}:{port}")
         };
-        let script = PAC_TEMPLATE.replace("{proxy}", &proxy);
+        let script = super::pac::script(&proxy, &self.pac_direct);
         let mut reply = Response::new(boxed(http_body_util::Full::new(bytes::Bytes::from(script))));
         reply
             .headers_mut()
@@ -308,15 +310,6 @@ impl Handler {
 
 /// Where the agent serves its PAC file, on its own port.
 pub const PAC_PATH: &str = "/proxy.pac";
-
-/// The PAC file; `{proxy}` becomes the agent's `host:port`.
-const PAC_TEMPLATE: &str = r#"// Fluidity agent: everything through the tunnel, this machine's own names direct.
-function FindProxyForURL(url, host) {
-  if (isPlainHostName(host) || host == "localhost" || /^127\.\d+\.\d+\.\d+$/.test(host) || host == "::1")
-    return "DIRECT";
-  return "PROXY {proxy}; SOCKS5 {proxy}";
-}
-"#;
 
 /// `GET /proxy.pac` in origin form: a request for the agent itself.
 fn is_pac_request(req: &Request<Incoming>) -> bool {

@@ -108,8 +108,11 @@ pub struct ControlApi {
 }
 
 impl ControlApi {
-    pub fn new(config: &LifecycleConfig) -> anyhow::Result<Self> {
-        let client = OneShot::new().map_err(|e| anyhow::anyhow!("building the control API client: {e}"))?;
+    /// A client that calls the API directly or through `upstream`'s proxy.
+    pub fn new(config: &LifecycleConfig, upstream: &crate::upstream::Upstream) -> anyhow::Result<Self> {
+        let client = OneShot::new()
+            .map_err(|e| anyhow::anyhow!("building the control API client: {e}"))?
+            .with_upstream(upstream.clone());
         Ok(Self { config: config.clone(), client })
     }
 

@@ -10,22 +10,22 @@
 //! now), and the first request asks the lifecycle to wake the server
 //! ([`Pool::demanded`]) and waits for it, up to the wake timeout.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::AgentConfig;
 use super::config::TunnelSettings;
+use super::dial::Connector;
 use crate::http_util::Body;
+
+/// While the server stays unreachable, a reminder is logged this often.
+const REMINDER_EVERY: Duration = Duration::from_secs(60);
 
 /// Why no tunnel connection could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,6 +44,12 @@ pub enum TunnelError {
     Http2 { server: String, reason: String },
     #[error("the server at {server} refused this agent: {reason}")]
     Rejected { server: String, reason: String },
+    #[error("{error}")]
+    Upstream { server: String, error: crate::upstream::UpstreamError },
+    #[error(
+        "the network is intercepting TLS: the certificate presented for the Fluidity server at {server} was issued by {issuer}, not by the Fluidity CA; mutual TLS cannot pass an intercepting proxy, so ask the network's owners for a TLS-inspection bypass for the server's address (or check tls.ca if this is your own CA)"
+    )]
+    Intercepted { server: String, issuer: String },
     #[error("the tunnel to the Fluidity server is down and reconnecting ({last}); retry shortly")]
     Down { last: String },
     #[error("{reason}")]
@@ -53,7 +59,7 @@ pub enum TunnelError {
 impl TunnelError {
     /// True when retrying cannot help until the configuration changes.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, Self::Certificate { .. } | Self::NoH2 { .. })
+        matches!(self, Self::Certificate { .. } | Self::NoH2 { .. } | Self::Intercepted { .. })
     }
 }
 
@@ -70,6 +76,9 @@ struct Shared {
     /// The failures logged by any slot since a connection was last up: each
     /// reason is logged once, not on every retry.
     logged: Mutex<std::collections::HashSet<String>>,
+    /// Failed attempts since a connection was last up, and when that was
+    /// last said (a reminder every [`REMINDER_EVERY`]).
+    reminder: Mutex<(u64, tokio::time::Instant)>,
     opened: AtomicU64,
     connector: RwLock<Connector>,
     settings: TunnelSettings,
@@ -115,6 +124,7 @@ impl Pool {
             changes: watch::Sender::new(0),
             last_error: Mutex::new(None),
             logged: Mutex::default(),
+            reminder: Mutex::new((0, tokio::time::Instant::now())),
             opened: AtomicU64::new(0),
             connector: RwLock::new(connector),
             settings: config.tunnel.clone(),
@@ -144,10 +154,11 @@ impl Pool {
 
     /// Replaces the TLS material used for new connections (certificate reload).
     pub fn set_tls(&self, config: &AgentConfig) -> Result<(), crate::tls::TlsError> {
-        let fresh = Connector::new(config)?;
+        let mut fresh = Connector::new(config)?;
         let mut connector = self.shared.connector.write().unwrap_or_else(|e| e.into_inner());
         // Keep the current address: the server may have moved since start-up.
-        *connector = Connector { server: connector.server.clone(), ..fresh };
+        fresh.server = connector.server.clone();
+        *connector = fresh;
         drop(connector);
         // New material: try it now, and name its failure again if it fails.
         lock(&self.shared.logged).clear();
@@ -342,6 +353,7 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
             Ok((sender, connection)) => {
                 failures = 0;
                 lock(&shared.logged).clear();
+                *lock(&shared.reminder) = (0, tokio::time::Instant::now());
                 let id = shared.opened.fetch_add(1, Ordering::Relaxed);
                 let lost = CancellationToken::new();
                 *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = Some((id, sender, lost.clone()));
@@ -380,8 +392,19 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                     }
                     logged.insert(error.to_string())
                 };
+                let attempts = {
+                    let mut reminder = lock(&shared.reminder);
+                    reminder.0 += 1;
+                    let due = reminder.1.elapsed() >= REMINDER_EVERY;
+                    if due || fresh {
+                        reminder.1 = tokio::time::Instant::now();
+                    }
+                    due.then_some(reminder.0)
+                };
                 if fresh {
                     warn!(%error, failures, "tunnel connection attempt failed");
+                } else if let Some(attempts) = attempts {
+                    warn!(%error, attempts, "still cannot reach the server; retrying");
                 } else {
                     debug!(%error, failures, "tunnel connection attempt failed");
                 }
@@ -413,258 +436,6 @@ fn jitter() -> f64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(0);
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// A running connection: its driver task and whether its transport broke
-/// (an I/O error, or EOF without TLS close_notify) rather than closing cleanly.
-struct Connection {
-    task: tokio::task::JoinHandle<Result<(), hyper::Error>>,
-    broken: Arc<AtomicBool>,
-}
-
-pin_project_lite::pin_project! {
-    /// Transport wrapper that records a broken read and tells when the first
-    /// bytes from the server arrive.
-    struct Watched<T> {
-        #[pin]
-        inner: T,
-        broken: Arc<AtomicBool>,
-        heard: Option<tokio::sync::oneshot::Sender<()>>,
-        failure: Arc<Mutex<Option<TransportFailure>>>,
-    }
-}
-
-/// What broke a transport: HTTP/2 errors do not carry their I/O cause, so
-/// the wrapper keeps it (an alert from the server wins over later errors).
-#[derive(Debug, Clone)]
-enum TransportFailure {
-    Alert(rustls::AlertDescription),
-    Io(String),
-}
-
-fn record(failure: &Mutex<Option<TransportFailure>>, error: &std::io::Error) {
-    let mut failure = lock(failure);
-    if let Some(rustls::Error::AlertReceived(alert)) = error.get_ref().and_then(|e| e.downcast_ref()) {
-        *failure = Some(TransportFailure::Alert(*alert));
-    } else if failure.is_none() {
-        *failure = Some(TransportFailure::Io(error.to_string()));
-    }
-}
-
-impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Watched<T> {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let polled = this.inner.poll_read(cx, buf);
-        match &polled {
-            std::task::Poll::Ready(Err(error)) => {
-                this.broken.store(true, Ordering::Relaxed);
-                record(this.failure, error);
-            }
-            std::task::Poll::Ready(Ok(())) if buf.filled().len() > before => {
-                if let Some(heard) = this.heard.take() {
-                    let _ = heard.send(());
-                }
-            }
-            _ => {}
-        }
-        polled
-    }
-}
-
-impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Watched<T> {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let this = self.project();
-        let polled = this.inner.poll_write(cx, buf);
-        if let std::task::Poll::Ready(Err(error)) = &polled {
-            this.broken.store(true, Ordering::Relaxed);
-            record(this.failure, error);
-        }
-        polled
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
-    }
-}
-
-#[derive(Clone)]
-struct Connector {
-    server: String,
-    server_name: ServerName<'static>,
-    tls: TlsConnector,
-    settings: TunnelSettings,
-}
-
-impl Connector {
-    fn new(config: &AgentConfig) -> Result<Self, crate::tls::TlsError> {
-        Ok(Self {
-            server: config.server.clone(),
-            server_name: config.server_name.clone(),
-            tls: TlsConnector::from(config.tls.client_config(&[b"h2"])?),
-            settings: config.tunnel.clone(),
-        })
-    }
-
-    async fn connect(&self) -> Result<(SendRequest<Body>, Connection), TunnelError> {
-        let after = self.settings.connect_timeout;
-        match tokio::time::timeout(after, self.handshake()).await {
-            Ok(result) => result,
-            Err(_) => Err(TunnelError::Timeout { server: self.server.clone(), after }),
-        }
-    }
-
-    async fn handshake(&self) -> Result<(SendRequest<Body>, Connection), TunnelError> {
-        let server = self.server.clone();
-        let tcp = TcpStream::connect(&server)
-            .await
-            .map_err(|e| TunnelError::Unreachable { server: server.clone(), reason: e.to_string() })?;
-        let _ = tcp.set_nodelay(true);
-        let tls = self.tls.connect(self.server_name.clone(), tcp).await.map_err(|e| self.tls_error(&e))?;
-        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err(TunnelError::NoH2 { server });
-        }
-        let s = &self.settings;
-        let broken = Arc::new(AtomicBool::new(false));
-        let (heard, first_bytes) = tokio::sync::oneshot::channel();
-        let failure = Arc::new(Mutex::new(None));
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(s.stream_window)
-            .initial_connection_window_size(s.connection_window)
-            .max_send_buf_size(1024 * 1024)
-            // Larger DATA frames from the server: fewer frames and writes per MiB.
-            .max_frame_size(crate::tls::MAX_H2_FRAME)
-            .max_header_list_size(s.max_header_bytes)
-            .keep_alive_interval(s.keepalive_interval)
-            .keep_alive_timeout(s.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(Watched {
-                inner: tls,
-                broken: broken.clone(),
-                heard: Some(heard),
-                failure: failure.clone(),
-            }))
-            .await
-            .map_err(|e| TunnelError::Http2 { server: server.clone(), reason: e.to_string() })?;
-        let mut task = tokio::spawn(connection);
-        // Dropped by the connect timeout, the unconfirmed connection goes too.
-        let unconfirmed = AbortOnDrop(Some(task.abort_handle()));
-        // In TLS 1.3 the client's handshake ends before the server has judged
-        // its certificate: the server's verdict is its first record, an alert
-        // or its HTTP/2 SETTINGS. Only the latter makes the connection "up".
-        tokio::select! {
-            heard = first_bytes => match heard {
-                Ok(()) => {
-                    unconfirmed.disarm();
-                    Ok((sender, Connection { task, broken }))
-                }
-                // The transport was dropped unheard: the task has ended.
-                Err(_) => Err(self.ended_unheard((&mut task).await, lock(&failure).clone())),
-            },
-            ended = &mut task => Err(self.ended_unheard(ended, lock(&failure).clone())),
-        }
-    }
-
-    /// The error for a connection that ended before the server sent a byte.
-    fn ended_unheard(
-        &self,
-        ended: Result<Result<(), hyper::Error>, tokio::task::JoinError>,
-        failure: Option<TransportFailure>,
-    ) -> TunnelError {
-        let server = self.server.clone();
-        let reason = match (failure, ended) {
-            (Some(TransportFailure::Alert(alert)), _) => {
-                return TunnelError::Rejected { server, reason: alert_meaning(alert) };
-            }
-            (Some(TransportFailure::Io(io)), _) => format!("the connection broke before the server answered ({io})"),
-            (None, Ok(Ok(()))) => "the server closed the connection before it answered".to_owned(),
-            (None, Ok(Err(error))) => error.to_string(),
-            (None, Err(error)) => error.to_string(),
-        };
-        TunnelError::Http2 { server, reason }
-    }
-
-    fn tls_error(&self, error: &std::io::Error) -> TunnelError {
-        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
-        let server = self.server.clone();
-        let name = self.server_name.to_str();
-        match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
-            Some(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. })) => {
-                TunnelError::Certificate {
-                    server,
-                    reason: format!(
-                        "its certificate is not valid for the name {name}; set server_name to the name it carries or reissue it with fluidity-certs --san"
-                    ),
-                }
-            }
-            Some(rustls::Error::InvalidCertificate(reason)) => TunnelError::Certificate {
-                server,
-                reason: format!(
-                    "its certificate is not trusted ({reason:?}); check tls.ca points at the CA that signed it"
-                ),
-            },
-            Some(other) => TunnelError::Tls { server, reason: other.to_string() },
-            None => TunnelError::Tls { server, reason: error.to_string() },
-        }
-    }
-}
-
-/// Aborts a task when dropped, unless disarmed first.
-struct AbortOnDrop(Option<tokio::task::AbortHandle>);
-
-impl AbortOnDrop {
-    fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
-}
-
-/// What a server's TLS alert means for this agent, and what to do about it.
-fn alert_meaning(alert: rustls::AlertDescription) -> String {
-    use rustls::AlertDescription as A;
-    match alert {
-        A::CertificateExpired => {
-            "its TLS alert says this agent's client certificate has expired (or is not valid yet); issue a new one with fluidity-certs and send SIGHUP".into()
-        }
-        A::UnknownCA => {
-            "its TLS alert says this agent's client certificate is from a CA it does not trust; use a client certificate issued by the server's CA".into()
-        }
-        A::CertificateRequired => "its TLS alert says a client certificate is required; set tls.cert and tls.key".into(),
-        A::DecryptError => {
-            "its TLS alert says this agent's client certificate fails verification (a CA of the same name but another key?)".into()
-        }
-        A::CertificateRevoked => "its TLS alert says this agent's client certificate was revoked".into(),
-        A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
-            format!("its TLS alert says this agent's client certificate is not acceptable ({alert:?})")
-        }
-        other => format!("it ended the TLS session with the alert {other:?}"),
-    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,11 @@ use fluidity::{cli, shutdown, telemetry};
 struct Cli {
     #[command(flatten)]
     args: AgentArgs,
-    /// Load and check the configuration (files, certificates, API key), print
-    /// what would run, and exit: 0 when it is usable, 2 with the problem.
+    /// Check the configuration, then really connect: print each step on the
+    /// way to the server (upstream proxy and where it was set, its answer,
+    /// TLS, the server's identity, HTTP/2) and, with a control API, one status
+    /// call; exit 0 when all pass, 1 naming the step that failed, 2 for a bad
+    /// configuration.
     #[arg(long)]
     check: bool,
 }
@@ -31,12 +34,15 @@ fn main() -> ExitCode {
         Err(error) => return cli::config_error("fluidity-agent", &error),
     };
     if check {
-        let target = match &config.lifecycle {
-            Some(lifecycle) => format!("wakes the server through {}", lifecycle.api_url),
-            None => format!("connects to {}", config.server),
+        let result =
+            cli::runtime(1).map_err(anyhow::Error::from).and_then(|runtime| runtime.block_on(agent::check(config)));
+        return match result {
+            Ok(()) => {
+                telemetry::to_stdout(format_args!("check passed: the tunnel to the server works\n"));
+                ExitCode::SUCCESS
+            }
+            Err(error) => cli::runtime_error("fluidity-agent --check", &error),
         };
-        telemetry::to_stdout(format_args!("configuration ok: listens on {}, {target}\n", config.listen));
-        return ExitCode::SUCCESS;
     }
     telemetry::init(config.log_format);
     let result = cli::runtime(config.worker_threads)

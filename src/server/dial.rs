@@ -20,7 +20,9 @@ pub enum DialError {
     Refused { target: String },
     #[error("timed out after {after:?} connecting to {target}")]
     Timeout { target: String, after: Duration },
-    #[error("{target} resolves to {addr}, which is not allowed ({reason})")]
+    #[error(
+        "{target} resolves to {addr}, which is not allowed ({reason}); for a machine on your own network, have the agent's PAC send it DIRECT (pac.direct), or allow it on the server with egress.allow"
+    )]
     Denied { target: String, addr: IpAddr, reason: String },
     #[error("cannot connect to {target}: {reason}")]
     Other { target: String, reason: String },

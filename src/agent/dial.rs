@@ -1,0 +1,404 @@
+//! The agent's dial path to the server, one small step per layer:
+//!
+//! ```text
+//! transport()  TCP, direct or through the upstream proxy (crate::upstream)
+//!   secure()   TLS 1.3 with the client certificate; SNI chosen apart from
+//!              the name verified (fixed, our CA's)
+//!   http2()    the HTTP/2 handshake, "up" once the server's first bytes arrive
+//! ```
+//!
+//! Each step names its own failure as a [`TunnelError`] (the proxy said 407,
+//! TLS saw a certificate from another CA, the server's alert), so the line a
+//! person reads says which step stopped and why. A new layer (another
+//! transport) is one more step here, not a branch in the pool.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::AgentConfig;
+use super::config::{ServerSni, TunnelSettings};
+use super::pool::TunnelError;
+use crate::http_util::Body;
+use crate::upstream::{Upstream, split_host_port};
+
+/// ALPN offered to the server, as browsers do; the server must pick `h2`.
+const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Dials the server: the layers above, with the settings they need.
+#[derive(Clone)]
+pub(super) struct Connector {
+    pub(super) server: String,
+    server_name: ServerName<'static>,
+    sni: ServerSni,
+    upstream: Arc<Upstream>,
+    /// One TLS configuration sending SNI and one sending none.
+    with_sni: TlsConnector,
+    without_sni: TlsConnector,
+    settings: TunnelSettings,
+}
+
+/// A running connection: its driver task and whether its transport broke
+/// (an I/O error, or EOF without TLS close_notify) rather than closing cleanly.
+pub(super) struct Connection {
+    pub(super) task: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    pub(super) broken: Arc<AtomicBool>,
+}
+
+impl Connector {
+    pub(super) fn new(config: &AgentConfig) -> Result<Self, crate::tls::TlsError> {
+        let tls = |sni| crate::tls::client_config_for(&config.tls, &ALPN, config.server_name.clone(), sni);
+        Ok(Self {
+            server: config.server.clone(),
+            server_name: config.server_name.clone(),
+            sni: config.server_sni.clone(),
+            upstream: Arc::new(config.upstream.clone()),
+            with_sni: TlsConnector::from(tls(true)?),
+            without_sni: TlsConnector::from(tls(false)?),
+            settings: config.tunnel.clone(),
+        })
+    }
+
+    /// The server address, with the proxy it is reached through.
+    pub(super) fn shown(&self) -> String {
+        let host = split_host_port(&self.server, super::config::DEFAULT_SERVER_PORT).map(|(h, _)| h);
+        match host.ok().and_then(|host| self.upstream.for_target(true, &host).map(|p| p.to_string())) {
+            Some(proxy) => format!("{} (through {proxy})", self.server),
+            None => self.server.clone(),
+        }
+    }
+
+    /// All layers, bounded by the connect timeout.
+    pub(super) async fn connect(&self) -> Result<(SendRequest<Body>, Connection), TunnelError> {
+        let after = self.settings.connect_timeout;
+        let layers = async {
+            let (tcp, _) = self.transport().await?;
+            let tls = self.secure(tcp).await?;
+            self.http2(tls).await
+        };
+        match tokio::time::timeout(after, layers).await {
+            Ok(result) => result,
+            Err(_) => Err(TunnelError::Timeout { server: self.shown(), after }),
+        }
+    }
+
+    /// Runs each layer once for `--check`, reporting every step it passes;
+    /// the first failure ends it (each step bounded by the connect timeout).
+    pub(super) async fn check(&self, report: &mut dyn FnMut(String)) -> Result<(), TunnelError> {
+        let after = self.settings.connect_timeout;
+        let timeout = TunnelError::Timeout { server: self.shown(), after };
+        let host = split_host_port(&self.server, 0).map(|(h, _)| h).unwrap_or_default();
+        report(format!("server {}: reached {}", self.server, self.upstream.describe(true, &host)));
+        let (tcp, how) = tokio::time::timeout(after, self.transport()).await.map_err(|_| timeout.clone())??;
+        report(how);
+        let tls = tokio::time::timeout(after, self.secure(tcp)).await.map_err(|_| timeout.clone())??;
+        let sni = self.sni().map_or_else(|| "none".to_string(), |name| name.to_str().into_owned());
+        report(format!(
+            "TLS 1.3: the server's certificate is from the Fluidity CA and valid for {} (SNI sent: {sni}); ALPN h2",
+            self.server_name.to_str()
+        ));
+        let (_sender, connection) = tokio::time::timeout(after, self.http2(tls)).await.map_err(|_| timeout)??;
+        report("HTTP/2: the server accepted this agent's client certificate and sent its settings".into());
+        connection.task.abort();
+        Ok(())
+    }
+
+    /// TCP to the server, directly or through the upstream proxy; with a
+    /// line saying how.
+    async fn transport(&self) -> Result<(TcpStream, String), TunnelError> {
+        let (host, port) = split_host_port(&self.server, super::config::DEFAULT_SERVER_PORT)
+            .map_err(|reason| TunnelError::Unreachable { server: self.server.clone(), reason })?;
+        let proxy = self.upstream.for_target(true, &host);
+        crate::upstream::open_described(proxy, &host, port).await.map_err(|error| match error {
+            crate::upstream::UpstreamError::Direct { reason, .. } => {
+                TunnelError::Unreachable { server: self.server.clone(), reason }
+            }
+            error => TunnelError::Upstream { server: self.server.clone(), error },
+        })
+    }
+
+    /// The SNI for this dial: the configured name, none, or (by default)
+    /// the dialled host when it is a name and none for an IP address.
+    fn sni(&self) -> Option<ServerName<'static>> {
+        match &self.sni {
+            ServerSni::Off => None,
+            ServerSni::Name(name) => Some(name.clone()),
+            ServerSni::Auto => {
+                let (host, _) = split_host_port(&self.server, 0).ok()?;
+                if host.parse::<std::net::IpAddr>().is_ok() {
+                    return None;
+                }
+                ServerName::try_from(host).ok()
+            }
+        }
+    }
+
+    /// TLS 1.3 with the client certificate, verified against `server_name`.
+    async fn secure(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, TunnelError> {
+        let (connector, name) = match self.sni() {
+            Some(sni) => (&self.with_sni, sni),
+            None => (&self.without_sni, self.server_name.clone()),
+        };
+        let tls = connector.connect(name, tcp).await.map_err(|e| self.tls_error(&e))?;
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(TunnelError::NoH2 { server: self.shown() });
+        }
+        Ok(tls)
+    }
+
+    /// The HTTP/2 handshake; up only when the server has sent its first bytes.
+    async fn http2(&self, tls: TlsStream<TcpStream>) -> Result<(SendRequest<Body>, Connection), TunnelError> {
+        let s = &self.settings;
+        let broken = Arc::new(AtomicBool::new(false));
+        let (heard, first_bytes) = tokio::sync::oneshot::channel();
+        let failure = Arc::new(Mutex::new(None));
+        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .initial_stream_window_size(s.stream_window)
+            .initial_connection_window_size(s.connection_window)
+            .max_send_buf_size(1024 * 1024)
+            // Larger DATA frames from the server: fewer frames and writes per MiB.
+            .max_frame_size(crate::tls::MAX_H2_FRAME)
+            .max_header_list_size(s.max_header_bytes)
+            .keep_alive_interval(s.keepalive_interval)
+            .keep_alive_timeout(s.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(Watched {
+                inner: tls,
+                broken: broken.clone(),
+                heard: Some(heard),
+                failure: failure.clone(),
+            }))
+            .await
+            .map_err(|e| TunnelError::Http2 { server: self.shown(), reason: e.to_string() })?;
+        let mut task = tokio::spawn(connection);
+        // Dropped by the connect timeout, the unconfirmed connection goes too.
+        let unconfirmed = AbortOnDrop(Some(task.abort_handle()));
+        // In TLS 1.3 the client's handshake ends before the server has judged
+        // its certificate: the server's verdict is its first record, an alert
+        // or its HTTP/2 SETTINGS. Only the latter makes the connection "up".
+        tokio::select! {
+            heard = first_bytes => match heard {
+                Ok(()) => {
+                    unconfirmed.disarm();
+                    Ok((sender, Connection { task, broken }))
+                }
+                // The transport was dropped unheard: the task has ended.
+                Err(_) => Err(self.ended_unheard((&mut task).await, lock(&failure).clone())),
+            },
+            ended = &mut task => Err(self.ended_unheard(ended, lock(&failure).clone())),
+        }
+    }
+
+    /// The error for a connection that ended before the server sent a byte.
+    fn ended_unheard(
+        &self,
+        ended: Result<Result<(), hyper::Error>, tokio::task::JoinError>,
+        failure: Option<TransportFailure>,
+    ) -> TunnelError {
+        let server = self.shown();
+        let reason = match (failure, ended) {
+            (Some(TransportFailure::Alert(alert)), _) => {
+                return TunnelError::Rejected { server, reason: alert_meaning(alert) };
+            }
+            // The server accepted the handshake, then cut the connection
+            // before a word: what a server that refused the client
+            // certificate looks like when its alert is lost with the reset.
+            (Some(TransportFailure::Io(kind, io)), _) if is_cut(kind) => {
+                return TunnelError::Rejected {
+                    server,
+                    reason: format!(
+                        "it cut the connection right after the TLS handshake ({io}), which is how a refused client certificate looks; check tls.cert is issued by the server's CA and the server's log"
+                    ),
+                };
+            }
+            (Some(TransportFailure::Io(_, io)), _) => format!("the connection broke before the server answered ({io})"),
+            (None, Ok(Ok(()))) => "the server closed the connection before it answered".to_owned(),
+            (None, Ok(Err(error))) => error.to_string(),
+            (None, Err(error)) => error.to_string(),
+        };
+        TunnelError::Http2 { server, reason }
+    }
+
+    fn tls_error(&self, error: &std::io::Error) -> TunnelError {
+        let server = self.shown();
+        let name = self.server_name.to_str();
+        match error.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::InvalidCertificate(reason)) => certificate_error(server, &name, reason),
+            Some(rustls::Error::InvalidMessage(_)) => TunnelError::Tls {
+                server,
+                reason: "what answered does not speak TLS (an HTTP server or proxy on that port?)".into(),
+            },
+            Some(rustls::Error::AlertReceived(alert)) => {
+                TunnelError::Rejected { server, reason: alert_meaning(*alert) }
+            }
+            Some(other) => TunnelError::Tls { server, reason: other.to_string() },
+            None if is_cut(error.kind()) || error.kind() == std::io::ErrorKind::UnexpectedEof => TunnelError::Tls {
+                server,
+                reason: format!("the connection was cut during the TLS handshake ({error}); is it a Fluidity server?"),
+            },
+            None => TunnelError::Tls { server, reason: error.to_string() },
+        }
+    }
+}
+
+/// What a refused server certificate means, and what to do about it.
+fn certificate_error(server: String, name: &str, reason: &rustls::CertificateError) -> TunnelError {
+    use rustls::CertificateError as E;
+    let reason = match reason {
+        E::Other(other) => match other.0.downcast_ref::<crate::tls::UntrustedIssuer>() {
+            Some(untrusted) => {
+                return TunnelError::Intercepted { server, issuer: untrusted.issuer.clone() };
+            }
+            None => format!("its certificate is not trusted ({other}); check tls.ca points at the CA that signed it"),
+        },
+        E::NotValidForName | E::NotValidForNameContext { .. } => format!(
+            "its certificate is not valid for the name {name}; set server_name to the name it carries or reissue it with fluidity-certs --san"
+        ),
+        E::InvalidPurpose | E::InvalidPurposeContext { .. } => {
+            "it presented a certificate made for clients, not for a server (wrong purpose); give the server the server.crt written by fluidity-certs".into()
+        }
+        E::Expired | E::ExpiredContext { .. } => {
+            "its certificate has expired; issue a new server certificate with fluidity-certs".into()
+        }
+        other => format!("its certificate is not trusted ({other:?}); check tls.ca points at the CA that signed it"),
+    };
+    TunnelError::Certificate { server, reason }
+}
+
+fn is_cut(kind: std::io::ErrorKind) -> bool {
+    matches!(kind, std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pin_project_lite::pin_project! {
+    /// Transport wrapper that records a broken read and tells when the first
+    /// bytes from the server arrive.
+    struct Watched<T> {
+        #[pin]
+        inner: T,
+        broken: Arc<AtomicBool>,
+        heard: Option<tokio::sync::oneshot::Sender<()>>,
+        failure: Arc<Mutex<Option<TransportFailure>>>,
+    }
+}
+
+/// What broke a transport: HTTP/2 errors do not carry their I/O cause, so
+/// the wrapper keeps it (an alert from the server wins over later errors).
+#[derive(Debug, Clone)]
+enum TransportFailure {
+    Alert(rustls::AlertDescription),
+    Io(std::io::ErrorKind, String),
+}
+
+fn record(failure: &Mutex<Option<TransportFailure>>, error: &std::io::Error) {
+    let mut failure = lock(failure);
+    if let Some(rustls::Error::AlertReceived(alert)) = error.get_ref().and_then(|e| e.downcast_ref()) {
+        *failure = Some(TransportFailure::Alert(*alert));
+    } else if failure.is_none() {
+        *failure = Some(TransportFailure::Io(error.kind(), error.to_string()));
+    }
+}
+
+impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.inner.poll_read(cx, buf);
+        match &polled {
+            std::task::Poll::Ready(Err(error)) => {
+                this.broken.store(true, Ordering::Relaxed);
+                record(this.failure, error);
+            }
+            std::task::Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                if let Some(heard) = this.heard.take() {
+                    let _ = heard.send(());
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        if let std::task::Poll::Ready(Err(error)) = &polled {
+            this.broken.store(true, Ordering::Relaxed);
+            record(this.failure, error);
+        }
+        polled
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// Aborts a task when dropped, unless disarmed first.
+struct AbortOnDrop(Option<tokio::task::AbortHandle>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+/// What a server's TLS alert means for this agent, and what to do about it.
+fn alert_meaning(alert: rustls::AlertDescription) -> String {
+    use rustls::AlertDescription as A;
+    match alert {
+        A::CertificateExpired => {
+            "its TLS alert says this agent's client certificate has expired (or is not valid yet); issue a new one with fluidity-certs and send SIGHUP".into()
+        }
+        A::UnknownCA => {
+            "its TLS alert says this agent's client certificate is from a CA it does not trust; use a client certificate issued by the server's CA".into()
+        }
+        A::CertificateRequired => "its TLS alert says a client certificate is required; set tls.cert and tls.key".into(),
+        A::DecryptError => {
+            "its TLS alert says this agent's client certificate fails verification (a CA of the same name but another key?)".into()
+        }
+        A::CertificateRevoked => "its TLS alert says this agent's client certificate was revoked".into(),
+        A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+            format!("its TLS alert says this agent's client certificate is not acceptable ({alert:?})")
+        }
+        other => format!("it ended the TLS session with the alert {other:?}"),
+    }
+}
