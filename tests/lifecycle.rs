@@ -224,6 +224,36 @@ async fn a_session_costs_at_most_five_api_calls() {
     assert!((2..=5).contains(&calls), "a whole session cost {calls} control API calls");
 }
 
+/// Behind a corporate proxy: the control API calls (wake, kill) and the
+/// tunnel all go through it, as its access log shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_and_the_tunnel_go_through_the_upstream_proxy() {
+    let w = World::new("svc-proxied").await;
+    let (moto, f, control) = (&w.moto, &w.f, &w.control);
+    let proxy = common::connect_proxy::ConnectProxy::start(None).await;
+    let origin = http_origin().await;
+    let _server = w.server_at("127.0.0.1").await;
+    let mut agent = w.agent(&["--upstream-proxy", &proxy.url()]);
+
+    wait_desired(control, 1).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run_task_at(moto, f, "127.0.0.1").await;
+    agent.wait_for("tunnel to server established").await;
+    let local = agent.logged_addr("local proxy listening").await;
+    assert!(carries(local, &format!("http://{origin}/hello")).await);
+    agent.signal("INT");
+    assert_eq!(agent.wait_exit().await, Some(0));
+    assert_eq!(desired(control).await, 0);
+
+    let api = w.api.trim_start_matches("http://").to_string();
+    let targets = proxy.targets();
+    let api_calls = targets.iter().filter(|t| **t == api).count();
+    assert_eq!(api_calls, w.calls(), "every control API call through the proxy: {targets:?}");
+    assert!(api_calls >= 2, "wake and kill at least: {targets:?}");
+    let server = format!("127.0.0.1:{}", w.port);
+    assert!(targets.contains(&server), "the tunnel through the proxy: {targets:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_request() {
     let w = World::new("svc-lifecycle").await;

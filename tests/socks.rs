@@ -164,3 +164,56 @@ async fn the_agent_serves_a_pac_file_a_pac_engine_understands() {
             .await;
     assert_eq!(via.text(), "GET /via-pac");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pac_file_keeps_the_local_network_local() {
+    use fluidity::agent::config::{RawAgentConfig, RawPac};
+    use fluidity::agent::{AgentArgs, AgentConfig};
+    let pki = Pki::new();
+    let args = AgentArgs {
+        listen: Some("127.0.0.1:0".into()),
+        server: Some("127.0.0.1:9".into()),
+        tls: pki.tls_args("client"),
+        ..AgentArgs::default()
+    };
+    let pac_of = |file: RawAgentConfig, env: &'static [(&'static str, &'static str)]| {
+        let args = args.clone();
+        async move {
+            let lookup = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+            let config = AgentConfig::from_parts_with_env(&args, file, &lookup).unwrap();
+            let agent = fluidity::agent::Agent::bind(config).await.unwrap();
+            let addr = agent.local_addr();
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn(agent.run(stop.clone()));
+            let text = curl(&["-sS", &format!("http://{addr}/proxy.pac")]).await.text();
+            stop.cancel();
+            (addr, text)
+        }
+    };
+    // By default the NO_PROXY entries are sent DIRECT too. (No IPv6 literals
+    // here: pacparser cuts a bracketed host at its first colon.)
+    let (addr, pac) = pac_of(RawAgentConfig::default(), &[("NO_PROXY", "corp.example, 198.18.0.0/15")]).await;
+    let tunnel = format!("PROXY {addr}; SOCKS5 {addr}");
+    let cases = [
+        ("http://10.1.2.3/", "DIRECT"),
+        ("http://172.20.0.1/", "DIRECT"),
+        ("http://192.168.1.1/", "DIRECT"),
+        ("http://169.254.169.254/", "DIRECT"),
+        ("http://wiki.corp.example/", "DIRECT"),
+        ("http://198.19.0.1/", "DIRECT"),
+        ("http://8.8.8.8/", &tunnel),
+        ("http://172.32.0.1/", &tunnel),
+        ("http://example.com/", &tunnel),
+        ("http://corp.example.evil.test/", &tunnel),
+    ];
+    let urls: Vec<&str> = cases.iter().map(|(url, _)| *url).collect();
+    for ((url, want), got) in cases.iter().zip(find_proxy(&pac, &urls)) {
+        assert_eq!(&got, want, "{url}");
+    }
+    // pac.direct replaces the NO_PROXY default.
+    let file = RawAgentConfig { pac: RawPac { direct: Some(vec![".intra.test".into()]) }, ..Default::default() };
+    let (addr, pac) = pac_of(file, &[("NO_PROXY", "corp.example")]).await;
+    let tunnel = format!("PROXY {addr}; SOCKS5 {addr}");
+    let got = find_proxy(&pac, &["http://git.intra.test/", "http://wiki.corp.example/", "http://10.0.0.1/"]);
+    assert_eq!(got, ["DIRECT", tunnel.as_str(), "DIRECT"]);
+}

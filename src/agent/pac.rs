@@ -34,7 +34,10 @@ pub fn script(proxy: &str, direct: &[String]) -> String {
     );
     out.push_str("function FindProxyForURL(url, host) {\n");
     out.push_str("  host = host.toLowerCase();\n");
-    out.push_str("  if (isPlainHostName(host) || host == \"localhost\") return \"DIRECT\";\n");
+    // An IPv6 literal has no dot either: it is not a plain host name.
+    out.push_str(
+        "  if ((isPlainHostName(host) && host.indexOf(\":\") < 0) || host == \"localhost\") return \"DIRECT\";\n",
+    );
     out.push_str("  if (/^\\d+\\.\\d+\\.\\d+\\.\\d+$/.test(host)) {\n");
     for (net, mask) in &nets {
         out.push_str(&format!("    if (isInNet(host, \"{net}\", \"{mask}\")) return \"DIRECT\";\n"));

@@ -1,0 +1,182 @@
+//! The agent's dial path on loopback, through `fluidity-agent --check` (which
+//! really connects and prints each step): the SNI and ALPN it sends (read
+//! from the ClientHello a test listener receives), the failures a person must
+//! be able to act on — TLS interception naming the issuer, a certificate
+//! made for clients, a port that does not speak TLS, nothing listening, a
+//! proxy refusing, a wrong API key, a leaf certificate given as the CA — and
+//! a passing check through an upstream proxy set by flag or `HTTPS_PROXY`.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::connect_proxy::ConnectProxy;
+use common::*;
+use fluidity::certs::Validity;
+
+/// `fluidity-agent --check` against `server` with the test client pair.
+async fn check(pki: &Pki, server: &str, extra: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let (cert, key, ca) = (pki.path("client.crt"), pki.path("client.key"), pki.path("ca.crt"));
+    let mut args = vec!["--check", "--server", server, "--connect-timeout", "5s"];
+    args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    run_bin("fluidity-agent", &args, envs).await
+}
+
+/// A listener that reads one ClientHello: (SNI, ALPN offered).
+async fn hello_reader() -> (SocketAddr, tokio::task::JoinHandle<(Option<String>, Vec<String>)>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+        let start = acceptor.await.unwrap();
+        let hello = start.client_hello();
+        let alpn = hello.alpn().map(|a| a.map(|p| String::from_utf8_lossy(p).into_owned()).collect());
+        (hello.server_name().map(str::to_string), alpn.unwrap_or_default())
+    });
+    (addr, task)
+}
+
+/// A TLS listener presenting `pair` (no client certificate asked).
+async fn presenting(pair: &fluidity::certs::Pair) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tls_acceptor(pair);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_follows_what_is_dialled_and_alpn_is_a_browsers() {
+    let pki = Pki::new();
+    let cases: [(&str, &[&str], Option<&str>); 3] = [
+        ("127.0.0.1", &[], None),
+        ("localhost", &[], Some("localhost")),
+        ("127.0.0.1", &["--server-sni", "www.example.com"], Some("www.example.com")),
+    ];
+    for (host, extra, want) in cases {
+        let (addr, hello) = hello_reader().await;
+        let _ = check(&pki, &format!("{host}:{}", addr.port()), extra, &[]).await;
+        let (sni, alpn) = hello.await.unwrap();
+        assert_eq!(sni.as_deref(), want, "{host} {extra:?}");
+        assert_eq!(alpn, ["h2", "http/1.1"]);
+    }
+    let (addr, hello) = hello_reader().await;
+    let _ = check(&pki, &format!("localhost:{}", addr.port()), &["--server-sni", "none"], &[]).await;
+    assert_eq!(hello.await.unwrap().0, None, "--server-sni none");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_failures_say_what_happened() {
+    let pki = Pki::new();
+    // An intercepting proxy re-signs with its own root.
+    let corp = fluidity::certs::Ca::new("Corp Inspection CA", Validity::days(2)).unwrap();
+    let forged = corp.issue_server(&["fluidity-server".into(), "127.0.0.1".into()], Validity::days(2)).unwrap();
+    let (code, _, err) = check(&pki, &presenting(&forged).await.to_string(), &[], &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the network is intercepting TLS") && err.contains("CN=Corp Inspection CA"), "{err}");
+    assert!(err.contains("mutual TLS cannot pass an intercepting proxy"), "{err}");
+
+    let client_cert = pki.ca.issue_client("fluidity-server", Validity::days(2)).unwrap();
+    let (code, _, err) = check(&pki, &presenting(&client_cert).await.to_string(), &[], &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("a certificate made for clients, not for a server"), "{err}");
+    assert!(!err.contains("InvalidPurpose"), "{err}");
+
+    let plain = http_origin().await;
+    let (code, _, err) = check(&pki, &plain.to_string(), &[], &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("does not speak TLS") && !err.contains("InvalidContentType"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_step_that_failed() {
+    let pki = Pki::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (code, out, err) = check(&pki, &closed.to_string(), &[], &[]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("reached directly (no upstream proxy set)"), "{out}");
+    assert!(err.contains("the tunnel to the server: cannot reach the Fluidity server"), "{err}");
+
+    let refusing = ConnectProxy::start(Some("403 Forbidden")).await;
+    let (code, out, err) = check(&pki, &closed.to_string(), &["--upstream-proxy", &refusing.url()], &[]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    let line = format!("the proxy {} refused CONNECT to {closed}: 403 Forbidden", refusing.url());
+    assert!(err.contains(&line) && err.contains("allow CONNECT only to port 443"), "{err}");
+
+    // A leaf certificate given as the CA is a configuration error (exit 2).
+    let leaf = Pki::new();
+    std::fs::copy(leaf.path("client.crt"), leaf.path("ca.crt")).unwrap();
+    let (code, _, err) = check(&leaf, &closed.to_string(), &[], &[]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("tls.ca") && err.contains("not a CA certificate"), "{err}");
+
+    // A control API that refuses the key.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 4096];
+            let _ = tcp.read(&mut buf).await;
+            let body = r#"{"message":"Forbidden"}"#;
+            let answer = format!("HTTP/1.1 403 Forbidden\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+            let _ = tcp.write_all(answer.as_bytes()).await;
+        }
+    });
+    let (cert, key, ca) = (pki.path("client.crt"), pki.path("client.key"), pki.path("ca.crt"));
+    let args = ["--check", "--api-url", &api, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
+    let (code, out, err) = run_bin(
+        "fluidity-agent",
+        &[&args[..], &["--ca", ca.to_str().unwrap()]].concat(),
+        &[("FLUIDITY_API_KEY", "wrong")],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("control API status call") && err.contains("refused the API key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_through_a_proxy_from_the_flag_or_the_environment() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let proxy = ConnectProxy::start(None).await;
+    let target = server.addr.to_string();
+
+    let (code, out, err) = check(&pki, &target, &["--upstream-proxy", &proxy.url()], &[]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    for step in [
+        format!("reached through the upstream proxy {} (from --upstream-proxy)", proxy.url()),
+        format!("CONNECT {target} answered 200"),
+        "TLS 1.3: the server's certificate is from the Fluidity CA and valid for fluidity-server (SNI sent: none)"
+            .into(),
+        "HTTP/2: the server accepted this agent's client certificate".into(),
+        "check passed".into(),
+    ] {
+        assert!(out.contains(&step), "missing {step:?} in {out}");
+    }
+
+    let (code, out, err) = check(&pki, &target, &[], &[("HTTPS_PROXY", &proxy.url())]).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("(from HTTPS_PROXY)"), "{out}");
+    // NO_PROXY lifts it; `none` ignores the environment.
+    let env = [("HTTPS_PROXY", proxy.url()), ("NO_PROXY", "127.0.0.0/8".to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, _) = check(&pki, &target, &[], &env).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("directly: NO_PROXY lists it"), "{out}");
+    let (_, out, _) = check(&pki, &target, &["--upstream-proxy", "none"], &[("HTTPS_PROXY", &proxy.url())]).await;
+    assert!(out.contains("reached directly (no upstream proxy set)"), "{out}");
+    assert_eq!(proxy.targets().len(), 2, "only the flag and HTTPS_PROXY runs used the proxy");
+
+    // Never itself: HTTPS_PROXY naming the agent's own address is ignored, in one line.
+    let own = [("HTTPS_PROXY", "http://127.0.0.1:18080")];
+    let (code, out, _) = check(&pki, &target, &["--listen", "127.0.0.1:18080"], &own).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("ignoring HTTPS_PROXY=http://127.0.0.1:18080: that is this agent's own address"), "{out}");
+}
