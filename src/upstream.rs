@@ -208,15 +208,15 @@ impl Upstream {
                 upstream.http = Some(proxy);
             }
             ProxySetting::FromEnvironment => {
-                upstream.https = upstream.from_env(first(&HTTPS_VARS), own);
-                upstream.http = upstream.from_env(first(&HTTP_VARS), own);
+                upstream.https = upstream.env_proxy(first(&HTTPS_VARS), own);
+                upstream.http = upstream.env_proxy(first(&HTTP_VARS), own);
             }
         }
         Ok(upstream)
     }
 
     /// The proxy a variable names, unless it is unusable or the agent itself.
-    fn from_env(&mut self, found: Option<(String, String)>, own: &[SocketAddr]) -> Option<UpstreamProxy> {
+    fn env_proxy(&mut self, found: Option<(String, String)>, own: &[SocketAddr]) -> Option<UpstreamProxy> {
         let (value, name) = found?;
         let note = match UpstreamProxy::parse(&value, &name) {
             Ok(proxy) if !proxy.is_one_of(own) => return Some(proxy),

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: curl (the real
 # client the tests drive), file (static-binary check), zip/unzip (Lambda zip
-# contract), iproute2 (the egress test's network namespace) and Debian's nix-bin
+# contract), iproute2 (the egress and reach tests' network namespaces) and Debian's nix-bin
 # (flake parsing and lock checks), script (a pseudo-terminal for the progress
-# line test); moto (local
+# line test), the reach test's corporate proxies (tests/common/corpnet.rs):
+# squid-openssl (Squid with ssl-bump; it replaces the plain squid package),
+# dante-server, apache2-utils (htpasswd) and openssl; moto (local
 # AWS emulator), cfn-lint and pacparser from PyPI; nixfmt and deadnix from crates.io.
 # Idempotent: anything present is left alone.
 set -euo pipefail
 
 need_apt=()
-for tool in curl:curl file:file zip:zip unzip:unzip nix-instantiate:nix-bin ip:iproute2 script:bsdutils; do
+for tool in curl:curl file:file zip:zip unzip:unzip nix-instantiate:nix-bin ip:iproute2 script:bsdutils \
+    /usr/lib/squid/security_file_certgen:squid-openssl /usr/sbin/danted:dante-server htpasswd:apache2-utils openssl:openssl; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done
 if ((${#need_apt[@]})); then

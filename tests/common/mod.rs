@@ -3,8 +3,10 @@
 //! WebSocket, TCP echo) and a `curl` runner.
 #![allow(dead_code)]
 
+pub mod connect_proxy;
 #[cfg(feature = "lambda")]
 pub mod control;
+pub mod corpnet;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
