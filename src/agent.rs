@@ -121,33 +121,44 @@ async fn listen(config: &AgentConfig) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {} (is another proxy running there?)", config.listen))
 }
 
+/// How far `--check` got.
+pub enum Checked {
+    /// The whole dial path works.
+    Tunnel,
+    /// The control API works; the server is asleep, so no tunnel was tried.
+    ApiOnly { state: String },
+}
+
 /// `--check`: really connects, printing each step on the way to the server
 /// (the proxy and where it was set, its answer, TLS, the server's identity,
 /// its first HTTP/2 frames) and, with a control API, one `status` call.
 /// The error says at which step it stopped.
-pub async fn check(config: AgentConfig) -> anyhow::Result<()> {
-    let say = |line: String| crate::telemetry::to_stdout(format_args!("  ok  {line}\n"));
-    say(format!("configuration: listens on {}", config.listen));
+pub async fn check(config: AgentConfig) -> anyhow::Result<Checked> {
+    let say = |mark: &str, line: String| crate::telemetry::to_stdout(format_args!("  {mark:<4}{line}\n"));
+    say("ok", format!("configuration: listens on {}", config.listen));
     for note in &config.upstream.notes {
-        say(format!("note: {note}"));
+        say("note", note.clone());
     }
     let mut config = config;
     if let Some(settings) = config.lifecycle.clone() {
-        let host = settings.api_url.split("://").nth(1).unwrap_or_default();
-        let host = host.split(['/', ':']).next().unwrap_or_default();
-        say(format!("control API {}: reached {}", settings.api_url, config.upstream.describe(true, host)));
+        let uri: http::Uri = settings.api_url.parse().context("lifecycle.api_url")?;
+        let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+        let route = config.upstream.describe(uri.scheme_str() == Some("https"), host);
+        say("..", format!("control API {}: to be reached {route}", settings.api_url));
         let api = lifecycle::ControlApi::new(&settings, &config.upstream)?;
         let status = api.status().await.context("control API status call")?;
-        say(format!("control API: the key from {} is accepted; the server is {}", settings.key_source, status.state));
+        say(
+            "ok",
+            format!("control API: the key from {} is accepted; the server is {}", settings.key_source, status.state),
+        );
         let Some(address) = status.address(settings.server_port) else {
-            say("server: not running, so the tunnel was not tried (the agent wakes it when it starts)".into());
-            return Ok(());
+            return Ok(Checked::ApiOnly { state: status.state.to_string() });
         };
         config.server = address.to_string();
     }
     let connector = dial::Connector::new(&config).context("building the agent TLS configuration")?;
-    connector.check(&mut |line| say(line)).await.context("the tunnel to the server")?;
-    Ok(())
+    connector.check(&mut |mark, line| say(mark, line)).await.context("the tunnel to the server")?;
+    Ok(Checked::Tunnel)
 }
 
 /// Binds, checks the server and runs with `config` until `shutdown` fires.

@@ -70,7 +70,10 @@ async fn run_in(args: &LocalArgs, dir: &std::path::Path, shutdown: CancellationT
         tls: tls("client.crt", "client.key"),
         drain_timeout: Some("2s".into()),
         // Both ends are on this machine: a corporate HTTPS_PROXY must not carry them.
-        reach: crate::agent::config::ReachArgs { upstream_proxy: Some("none".into()), server_sni: None },
+        reach: crate::agent::config::ReachArgs {
+            upstream_proxy: Some(crate::config::Secret::new("none")),
+            server_sni: None,
+        },
         ..AgentArgs::default()
     };
     let agent = Agent::bind(AgentConfig::from_parts(&agent_args, Default::default())?).await?;

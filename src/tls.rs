@@ -260,6 +260,10 @@ pub fn client_config_for(
 #[error("the certificate was issued by {issuer}, which is not a trusted CA")]
 pub struct UntrustedIssuer {
     pub issuer: String,
+    /// The issuer looks like a CA made by `fluidity-certs` (its name, or a
+    /// CA of the trusted one's name whose key differs): the certificates
+    /// were regenerated on one side, not intercepted.
+    pub fluidity: bool,
 }
 
 /// Verifies against a fixed name with webpki, whatever name the handshake used.
@@ -281,11 +285,15 @@ impl ServerCertVerifier for FixedName {
         use rustls::CertificateError::{BadSignature, UnknownIssuer};
         let verified = self.inner.verify_server_cert(end_entity, intermediates, &self.name, ocsp_response, now);
         match verified {
-            Err(rustls::Error::InvalidCertificate(UnknownIssuer | BadSignature)) => {
-                let issuer = x509_parser::parse_x509_certificate(end_entity.as_ref())
-                    .map(|(_, cert)| cert.issuer().to_string())
-                    .unwrap_or_else(|_| "an unreadable issuer".into());
-                let other = rustls::OtherError(Arc::new(UntrustedIssuer { issuer }));
+            Err(rustls::Error::InvalidCertificate(reason @ (UnknownIssuer | BadSignature))) => {
+                let parsed = x509_parser::parse_x509_certificate(end_entity.as_ref());
+                let issuer =
+                    parsed.as_ref().map_or_else(|_| "an unreadable issuer".into(), |(_, c)| c.issuer().to_string());
+                let fluidity_name = parsed.as_ref().is_ok_and(|(_, cert)| {
+                    cert.issuer().iter_common_name().any(|cn| cn.as_str().is_ok_and(|cn| cn.starts_with("Fluidity CA")))
+                });
+                let fluidity = fluidity_name || reason == BadSignature;
+                let other = rustls::OtherError(Arc::new(UntrustedIssuer { issuer, fluidity }));
                 Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)))
             }
             other => other,

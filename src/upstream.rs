@@ -22,6 +22,9 @@ mod socks5;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper_util::client::proxy::matcher::Matcher;
 
 use tokio::net::TcpStream;
 
@@ -65,6 +68,12 @@ impl UpstreamProxy {
             }
         };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if rest[authority.len()..].contains('@') {
+            // A password holding `/`, `?` or `#` cut the URL short: never quote it back.
+            return Err(
+                "the URL has an @ after a /, ? or #: percent-encode those in the password (%2F, %3F, %23)".into()
+            );
+        }
         let (userinfo, host_port) = match authority.rsplit_once('@') {
             Some((userinfo, host_port)) => (Some(userinfo), host_port),
             None => (None, authority),
@@ -83,14 +92,24 @@ impl UpstreamProxy {
         join_host_port(&self.host, self.port)
     }
 
-    /// Whether this proxy is one of `own` addresses (the agent itself).
+    /// Whether this proxy is one of `own` addresses (the agent itself). An
+    /// agent on a wildcard address is itself at every address of this
+    /// machine: loopback, `localhost`, and any address a socket can be bound
+    /// to here (binding sends nothing).
     fn is_one_of(&self, own: &[SocketAddr]) -> bool {
         let host = self.host.as_str();
+        let ip = host.parse::<std::net::IpAddr>().ok();
+        let local = || {
+            host.eq_ignore_ascii_case("localhost")
+                || ip.is_some_and(|ip| ip.is_loopback() || std::net::UdpSocket::bind((ip, 0)).is_ok())
+        };
         own.iter().any(|addr| {
             addr.port() == self.port
-                && (host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip == addr.ip() || addr.ip().is_unspecified())
-                    || (host.eq_ignore_ascii_case("localhost")
-                        && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+                && if addr.ip().is_unspecified() {
+                    local()
+                } else {
+                    ip == Some(addr.ip()) || (host.eq_ignore_ascii_case("localhost") && addr.ip().is_loopback())
+                }
         })
     }
 }
@@ -121,21 +140,28 @@ fn decode(text: &str) -> String {
 }
 
 /// `host[:port]`, with IPv6 in brackets; the port defaults to `default`.
+/// Errors quote the host at most, never what follows a colon (in a proxy
+/// URL written without `@`, that could be a password).
 pub fn split_host_port(text: &str, default: u16) -> Result<(String, u16), String> {
     let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']').ok_or_else(|| format!("`{text}` has an unclosed IPv6 bracket"))?;
-        (host, after.strip_prefix(':'))
+        let (host, after) = rest.split_once(']').ok_or("an IPv6 address has no closing bracket")?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':').ok_or("text follows the IPv6 address's bracket")?)),
+        }
+    } else if text.parse::<std::net::Ipv6Addr>().is_ok() {
+        (text, None)
     } else {
-        match text.rsplit_once(':') {
-            Some((host, port)) if !host.contains(':') => (host, Some(port)),
-            _ => (text, None),
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
         }
     };
     if host.is_empty() {
-        return Err(format!("`{text}` names no host"));
+        return Err("no host is named".into());
     }
     let port = match port {
-        Some(port) => port.parse().map_err(|_| format!("`{text}` has an invalid port"))?,
+        Some(port) => port.parse().map_err(|_| format!("the port after {host} is not a number from 0 to 65535"))?,
         None => default,
     };
     Ok((host.to_string(), port))
@@ -154,8 +180,8 @@ pub enum ProxySetting {
     FromEnvironment,
     /// `none`: always dial directly, whatever the environment says.
     Direct,
-    /// A proxy URL and where it was set.
-    Url { url: String, source: String },
+    /// A proxy URL (it may hold a password: `Debug` hides it) and where it was set.
+    Url { url: Secret, source: String },
 }
 
 /// Per-destination choice between a direct connection and a proxy.
@@ -165,18 +191,20 @@ pub struct Upstream {
     https: Option<UpstreamProxy>,
     /// For plain `http://` destinations (a control API on this machine).
     http: Option<UpstreamProxy>,
-    /// The `NO_PROXY` list and the variable it came from.
-    no_proxy: Option<(String, String)>,
+    /// The `NO_PROXY` rules and the variable they came from. hyper-util's
+    /// matcher implements curl's rules (suffixes, CIDR blocks, `*`); the
+    /// proxy URL given to it only marks a match.
+    no_proxy: Option<(Arc<Matcher>, String)>,
     /// Lines to log once at start (a variable that was ignored, and why).
     pub notes: Vec<String>,
 }
 
-/// Environment variables in curl's order of preference, upper case first.
-const HTTPS_VARS: [&str; 4] = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"];
+/// Environment variables in curl's order of preference (lower case first).
+const HTTPS_VARS: [&str; 4] = ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"];
 /// Only the lower-case `http_proxy`, as curl (a CGI program may receive an
 /// upper-case one from a request's `Proxy:` header).
-const HTTP_VARS: [&str; 3] = ["http_proxy", "ALL_PROXY", "all_proxy"];
-const NO_PROXY_VARS: [&str; 2] = ["NO_PROXY", "no_proxy"];
+const HTTP_VARS: [&str; 3] = ["http_proxy", "all_proxy", "ALL_PROXY"];
+const NO_PROXY_VARS: [&str; 2] = ["no_proxy", "NO_PROXY"];
 
 impl Upstream {
     /// Always direct.
@@ -196,11 +224,15 @@ impl Upstream {
         let first = |names: &[&str]| {
             names.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()).map(|v| (v, name.to_string())))
         };
-        let mut upstream = Self { no_proxy: first(&NO_PROXY_VARS), ..Self::default() };
+        let no_proxy = first(&NO_PROXY_VARS).map(|(list, name)| {
+            let matcher = Matcher::builder().all(String::from("http://proxy.invalid")).no(list).build();
+            (Arc::new(matcher), name)
+        });
+        let mut upstream = Self { no_proxy, ..Self::default() };
         match setting {
             ProxySetting::Direct => upstream.no_proxy = None,
             ProxySetting::Url { url, source } => {
-                let proxy = UpstreamProxy::parse(url, source).map_err(|e| format!("{source}: {e}"))?;
+                let proxy = UpstreamProxy::parse(url.expose(), source).map_err(|e| format!("{source}: {e}"))?;
                 if proxy.is_one_of(own) {
                     return Err(format!("{source} points at this agent's own address {}", proxy.address()));
                 }
@@ -235,13 +267,7 @@ impl Upstream {
     /// direct connection (no proxy set, or `NO_PROXY` matches `host`).
     pub fn for_target(&self, tls: bool, host: &str) -> Option<&UpstreamProxy> {
         let proxy = if tls { self.https.as_ref() } else { self.http.as_ref() }?;
-        let Some((list, _)) = &self.no_proxy else { return Some(proxy) };
-        // hyper-util's matcher implements curl's NO_PROXY rules (suffixes,
-        // CIDR blocks, `*`); the proxy URL given to it only marks a match.
-        let matcher = hyper_util::client::proxy::matcher::Matcher::builder()
-            .all(String::from("http://proxy.invalid"))
-            .no(list.clone())
-            .build();
+        let Some((matcher, _)) = &self.no_proxy else { return Some(proxy) };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let uri: http::Uri = format!("https://{}/", join_host_port(host, 443)).parse().ok()?;
         matcher.intercept(&uri).is_some().then_some(proxy)
@@ -267,8 +293,8 @@ pub enum UpstreamError {
     Direct { target: String, reason: String },
     #[error("cannot reach the upstream proxy {proxy}: {reason}")]
     ProxyUnreachable { proxy: String, reason: String },
-    #[error("proxy authentication failed at {proxy} (it offers: {offers})")]
-    AuthFailed { proxy: String, offers: String },
+    #[error("proxy authentication failed at {proxy} (it offers: {offers}; tried {tried})")]
+    AuthFailed { proxy: String, offers: String, tried: &'static str },
     #[error(
         "the proxy {proxy} requires authentication (it offers: {offers}); put USER:PASSWORD in the proxy URL (DOMAIN%5Cuser for NTLM)"
     )]
@@ -279,12 +305,26 @@ pub enum UpstreamError {
     UnsupportedAuth { proxy: String, offers: String },
     #[error("the proxy {proxy} refused CONNECT to {target}: {status}{hint}")]
     Refused { proxy: String, target: String, status: String, hint: &'static str },
+    #[error("the proxy {proxy} could not connect to {target}: {status}{detail}")]
+    ProxyCouldNotConnect { proxy: String, target: String, status: String, detail: String },
     #[error("the SOCKS5 proxy {proxy} could not connect to {target}: {meaning}")]
     SocksRefused { proxy: String, target: String, meaning: String },
     #[error("the SOCKS5 proxy {proxy} refused this agent: {reason}")]
     SocksAuth { proxy: String, reason: String },
     #[error("the upstream proxy {proxy} broke the protocol: {reason}")]
     Protocol { proxy: String, reason: String },
+}
+
+impl UpstreamError {
+    /// The proxy refused this agent's credentials (or wants some): retrying
+    /// cannot help and, against a directory-backed proxy, would lock the
+    /// account.
+    pub fn is_authentication(&self) -> bool {
+        matches!(
+            self,
+            Self::AuthFailed { .. } | Self::AuthRequired { .. } | Self::UnsupportedAuth { .. } | Self::SocksAuth { .. }
+        )
+    }
 }
 
 /// A hint for a refused `CONNECT` to another port than 443.
@@ -325,7 +365,7 @@ pub async fn open_described(
 /// A TCP connection to the proxy itself.
 async fn dial_proxy(proxy: &UpstreamProxy) -> Result<TcpStream, UpstreamError> {
     let stream = TcpStream::connect((proxy.host.as_str(), proxy.port)).await.map_err(|e| {
-        let reason = if e.kind() == std::io::ErrorKind::Other && e.to_string().contains("lookup") {
+        let reason = if e.to_string().contains("lookup address") {
             format!("its name does not resolve ({e})")
         } else {
             e.to_string()
@@ -373,7 +413,8 @@ mod tests {
         ]);
         let up = Upstream::resolve(&ProxySetting::FromEnvironment, &vars, &own).unwrap();
         let proxy = up.for_target(true, "203.0.113.7").unwrap();
-        assert_eq!((proxy.host.as_str(), proxy.source.as_str()), ("up", "HTTPS_PROXY"));
+        // curl reads the lower-case variable first.
+        assert_eq!((proxy.host.as_str(), proxy.source.as_str()), ("low", "https_proxy"));
         // http:// destinations take ALL_PROXY when no http_proxy is set.
         assert_eq!(up.for_target(false, "127.0.0.1").unwrap().host, "all");
 
@@ -383,7 +424,7 @@ mod tests {
         let none = Upstream::resolve(&ProxySetting::Direct, &vars, &own).unwrap();
         assert!(none.for_target(true, "x.example").is_none());
 
-        let flag = ProxySetting::Url { url: "http://flag:8080".into(), source: "--upstream-proxy".into() };
+        let flag = ProxySetting::Url { url: Secret::new("http://flag:8080"), source: "--upstream-proxy".into() };
         let explicit = Upstream::resolve(&flag, &vars, &own).unwrap();
         assert_eq!(explicit.for_target(true, "x.example").unwrap().host, "flag");
     }
@@ -420,7 +461,34 @@ mod tests {
         assert!(Upstream::resolve(&ProxySetting::FromEnvironment, &other_port, &own).unwrap().https.is_some());
         let wildcard: [SocketAddr; 1] = ["0.0.0.0:8080".parse().unwrap()];
         assert!(Upstream::resolve(&ProxySetting::FromEnvironment, &vars, &wildcard).unwrap().https.is_none());
-        let flag = ProxySetting::Url { url: "http://localhost:8080".into(), source: "--upstream-proxy".into() };
+        // On a wildcard address, a proxy elsewhere on the network at the same port is not the agent.
+        let corporate = env(&[("HTTPS_PROXY", "http://10.1.2.3:8080")]);
+        assert!(Upstream::resolve(&ProxySetting::FromEnvironment, &corporate, &wildcard).unwrap().https.is_some());
+        let flag = ProxySetting::Url { url: Secret::new("http://localhost:8080"), source: "--upstream-proxy".into() };
         assert!(Upstream::resolve(&flag, &vars, &own).unwrap_err().contains("own address"));
+        let secret = ProxySetting::Url { url: Secret::new("http://u:hunter2@p:1"), source: "--upstream-proxy".into() };
+        assert!(!format!("{secret:?}").contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn a_closed_proxy_port_is_named() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let proxy = UpstreamProxy::parse(&format!("socks5h://{closed}"), "test").unwrap();
+        let error = open(Some(&proxy), "fluidity.test", 443).await.unwrap_err().to_string();
+        assert!(error.contains(&format!("cannot reach the upstream proxy socks5h://{closed}: ")), "{error}");
+        assert!(error.to_lowercase().contains("refused"), "{error}");
+    }
+
+    #[test]
+    fn parse_errors_never_quote_a_password() {
+        for (url, want, secret) in [
+            ("http://jane:s3cr/et@proxy:3128", "percent-encode", "s3cr"),
+            ("jane:hunter2", "not a number", "hunter2"),
+            ("http://jane:1234/xy@127.0.0.1:3128", "percent-encode", "1234"),
+            ("http://proxy.corp:3128:1", "not a number", "3128:1"),
+        ] {
+            let error = UpstreamProxy::parse(url, "t").unwrap_err();
+            assert!(error.contains(want) && !error.contains(secret), "{url}: {error}");
+        }
     }
 }

@@ -12,7 +12,7 @@
 //! `CONNECT !SSL_ports` rule (the refused-CONNECT line with its hint); SOCKS5
 //! through Dante with and without a login; TLS interception by Squid's
 //! ssl-bump (the interception line naming the bump CA); and real traffic
-//! through the agent and the proxy.
+//! through the agent and the proxy; a proxy name that does not resolve.
 
 mod common;
 
@@ -94,6 +94,13 @@ async fn only_the_proxy_gets_through_from_the_flag_or_any_variable() {
         assert_eq!(code, Some(0), "{var}: {out}{err}");
         assert!(out.contains(&format!("through the upstream proxy {proxy} (from {var})")), "{out}");
     }
+    // A proxy name the client cannot resolve is named as such.
+    let (code, _, err) = site.check(&["--upstream-proxy", "http://proxy.corp.test:3128"], &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot reach the upstream proxy http://proxy.corp.test:3128: its name does not resolve"),
+        "{err}"
+    );
     let (code, out, _) = site.check(&[], &[("HTTPS_PROXY", &proxy), ("NO_PROXY", ".test")]).await;
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("directly: NO_PROXY lists it"), "{out}");
@@ -119,7 +126,7 @@ async fn basic_and_ntlm_pass_and_a_wrong_password_is_named() {
     assert!(out.contains("after Basic authentication"), "{out}");
     let (code, out, err) = site.check(&[], &[("HTTPS_PROXY", "http://alice:wrong-pw@198.18.1.1:3128")]).await;
     assert_eq!(code, Some(1), "{out}{err}");
-    let line = "proxy authentication failed at http://alice:***@198.18.1.1:3128 (it offers: Basic)";
+    let line = "proxy authentication failed at http://alice:***@198.18.1.1:3128 (it offers: Basic; tried Basic)";
     assert!(err.contains(line), "{err}");
     assert!(!err.contains("wrong-pw") && !out.contains("wrong-pw"), "the password was printed");
     drop(squid);

@@ -691,21 +691,24 @@ async fn a_deploy_ends_with_an_agent_configuration_the_agent_accepts() {
     assert!(!yaml.contains("agent-key-0123456789"), "{yaml}");
 
     // The agent loads it as written: URL, key file, client certificates.
+    // --check then calls the API: through a local proxy that refuses it, so
+    // nothing leaves this machine and the call is seen to go to the URL.
+    let proxy = common::connect_proxy::ConnectProxy::start(Some("403 Forbidden")).await;
     let check = |config: &Path| {
         Command::new(common::bin_path("fluidity-agent"))
-            .args(["--config", config.to_str().unwrap(), "--check"])
+            .args(["--config", config.to_str().unwrap(), "--check", "--upstream-proxy", &proxy.url()])
             .env_remove("FLUIDITY_API_KEY")
             .current_dir(world.dir.path())
             .output()
             .unwrap()
     };
-    // --check then calls the API, which this machine cannot reach: a
-    // failure at that step (exit 1), not a configuration error (exit 2).
     let out = check(&config);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(1), "a failed call, not a bad configuration: {stdout}{stderr}");
     assert!(stdout.contains("control API https://") && stdout.contains("execute-api"), "{stdout}");
-    assert!(stderr.contains("control API status call"), "{stderr}");
+    assert!(stderr.contains("control API status call") && stderr.contains("refused CONNECT"), "{stderr}");
+    let targets = proxy.targets();
+    assert!(targets.len() == 1 && targets[0].contains(".execute-api.") && targets[0].ends_with(":443"), "{targets:?}");
     // A key file others can read is refused, as ssh refuses such a key.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = check(&config);

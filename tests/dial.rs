@@ -82,6 +82,14 @@ async fn tls_failures_say_what_happened() {
     assert!(err.contains("the network is intercepting TLS") && err.contains("CN=Corp Inspection CA"), "{err}");
     assert!(err.contains("mutual TLS cannot pass an intercepting proxy"), "{err}");
 
+    // A server certificate from a regenerated Fluidity CA is not interception.
+    let regenerated = fluidity::certs::Ca::new("Fluidity CA", Validity::days(2)).unwrap();
+    let other = regenerated.issue_server(&["fluidity-server".into()], Validity::days(2)).unwrap();
+    let (code, _, err) = check(&pki, &presenting(&other).await.to_string(), &[], &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("a Fluidity CA other than the one in tls.ca: the certificates were regenerated"), "{err}");
+    assert!(!err.contains("intercepting"), "{err}");
+
     let client_cert = pki.ca.issue_client("fluidity-server", Validity::days(2)).unwrap();
     let (code, _, err) = check(&pki, &presenting(&client_cert).await.to_string(), &[], &[]).await;
     assert_eq!(code, Some(1), "{err}");
@@ -100,7 +108,7 @@ async fn check_names_the_step_that_failed() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (code, out, err) = check(&pki, &closed.to_string(), &[], &[]).await;
     assert_eq!(code, Some(1), "{out}{err}");
-    assert!(out.contains("reached directly (no upstream proxy set)"), "{out}");
+    assert!(out.contains("to be reached directly (no upstream proxy set)"), "{out}");
     assert!(err.contains("the tunnel to the server: cannot reach the Fluidity server"), "{err}");
 
     let refusing = ConnectProxy::start(Some("403 Forbidden")).await;
@@ -151,7 +159,7 @@ async fn check_passes_through_a_proxy_from_the_flag_or_the_environment() {
     let (code, out, err) = check(&pki, &target, &["--upstream-proxy", &proxy.url()], &[]).await;
     assert_eq!(code, Some(0), "{out}{err}");
     for step in [
-        format!("reached through the upstream proxy {} (from --upstream-proxy)", proxy.url()),
+        format!("to be reached through the upstream proxy {} (from --upstream-proxy)", proxy.url()),
         format!("CONNECT {target} answered 200"),
         "TLS 1.3: the server's certificate is from the Fluidity CA and valid for fluidity-server (SNI sent: none)"
             .into(),
@@ -171,12 +179,32 @@ async fn check_passes_through_a_proxy_from_the_flag_or_the_environment() {
     assert_eq!(code, Some(0));
     assert!(out.contains("directly: NO_PROXY lists it"), "{out}");
     let (_, out, _) = check(&pki, &target, &["--upstream-proxy", "none"], &[("HTTPS_PROXY", &proxy.url())]).await;
-    assert!(out.contains("reached directly (no upstream proxy set)"), "{out}");
+    assert!(out.contains("to be reached directly (no upstream proxy set)"), "{out}");
     assert_eq!(proxy.targets().len(), 2, "only the flag and HTTPS_PROXY runs used the proxy");
 
     // Never itself: HTTPS_PROXY naming the agent's own address is ignored, in one line.
-    let own = [("HTTPS_PROXY", "http://127.0.0.1:18080")];
-    let (code, out, _) = check(&pki, &target, &["--listen", "127.0.0.1:18080"], &own).await;
+    // (--check binds nothing: a port found free is named, not taken.)
+    let own = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let value = format!("http://{own}");
+    let (code, out, _) = check(&pki, &target, &["--listen", &own.to_string()], &[("HTTPS_PROXY", &value)]).await;
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("ignoring HTTPS_PROXY=http://127.0.0.1:18080: that is this agent's own address"), "{out}");
+    assert!(out.contains(&format!("ignoring HTTPS_PROXY={value}: that is this agent's own address")), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_proxy_password_stops_the_agent_instead_of_retrying() {
+    let pki = Pki::new();
+    let challenge = "407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"corp\"";
+    let proxy = ConnectProxy::start(Some(challenge)).await;
+    let url = proxy.url().replace("http://", "http://jane:wrong-pw@");
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut agent = agent_process_with(&pki, unused, &["--upstream-proxy", &url]).await;
+    // Each retry against a directory-backed proxy counts towards locking the account.
+    assert_eq!(agent.wait_exit().await, Some(1));
+    let lines = agent.lines().join("\n");
+    let line = format!("proxy authentication failed at http://jane:***@{} (it offers: Basic; tried Basic)", proxy.addr);
+    assert!(lines.contains(&line), "{lines}");
+    assert!(!lines.contains("wrong-pw"), "{lines}");
+    let attempts = proxy.targets().len();
+    assert!(attempts <= 4, "{attempts} CONNECTs: at most two per pool slot (unauthenticated, then Basic)");
 }

@@ -38,7 +38,7 @@ pub struct RawAgentConfig {
     pub proxy_auth: Option<Secret>,
     pub allow_open_proxy: Option<bool>,
     pub log_format: Option<LogFormat>,
-    pub upstream_proxy: Option<String>,
+    pub upstream_proxy: Option<Secret>,
     pub server_sni: Option<String>,
     #[serde(default)]
     pub pac: RawPac,
@@ -144,7 +144,7 @@ pub struct ReachArgs {
     /// socks5://… or socks5h://…; `none` ignores the environment. Unset: HTTPS_PROXY, then ALL_PROXY, with NO_PROXY,
     /// as curl reads them [YAML: upstream_proxy]
     #[arg(long, env = "FLUIDITY_UPSTREAM_PROXY", value_name = "URL|none", hide_env_values = true)]
-    pub upstream_proxy: Option<String>,
+    pub upstream_proxy: Option<Secret>,
     /// TLS SNI sent to the server: a name, or `none`; the certificate is checked against --server-name either way
     /// [YAML: server_sni; default: none for an IP address, the dialled name for a DNS name]
     #[arg(long, env = "FLUIDITY_SERVER_SNI", value_name = "NAME|none")]
@@ -282,7 +282,7 @@ impl AgentConfig {
                 "write ADDRESS:PORT, e.g. 127.0.0.1:8080",
             )
         })?;
-        let (upstream_setting, upstream) = reach(args, file.upstream_proxy.as_deref(), listen, env)?;
+        let (upstream_setting, upstream) = reach(args, file.upstream_proxy.as_ref().map(Secret::expose), listen, env)?;
         let lifecycle = lifecycle(&args.lifecycle, file.lifecycle.unwrap_or_default(), args.config.as_deref())?;
         let server_text = args.server.clone().or(file.server);
         let server = match (&lifecycle, server_text) {
@@ -367,14 +367,14 @@ impl AgentConfig {
                     return Err(ConfigError::new(
                         "pac.direct",
                         format!("`{bad}` is neither a name suffix nor an IPv4 CIDR block"),
-                        "write entries such as corp.example, .intranet or 10.0.0.0/8",
+                        "write entries such as corp.example, .intranet, *.corp.example or 10.0.0.0/8",
                     ));
                 }
                 list
             }
-            None => ["NO_PROXY", "no_proxy"]
+            None => ["no_proxy", "NO_PROXY"]
                 .iter()
-                .find_map(|name| env(name))
+                .find_map(|name| env(name).filter(|v| !v.trim().is_empty()))
                 .map(|v| v.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect())
                 .unwrap_or_default(),
         };
@@ -410,7 +410,7 @@ fn reach(
 ) -> Result<(crate::upstream::ProxySetting, crate::upstream::Upstream), ConfigError> {
     use crate::upstream::ProxySetting;
     let from_env = env("FLUIDITY_UPSTREAM_PROXY");
-    let (text, source) = match (args.reach.upstream_proxy.as_deref(), file) {
+    let (text, source) = match (args.reach.upstream_proxy.as_ref().map(Secret::expose), file) {
         (Some(text), _) if from_env.as_deref() == Some(text) => (Some(text), "FLUIDITY_UPSTREAM_PROXY"),
         (Some(text), _) => (Some(text), "--upstream-proxy"),
         (None, Some(text)) => (Some(text), "upstream_proxy in the config file"),
@@ -419,7 +419,7 @@ fn reach(
     let setting = match text.map(|t| t.trim()) {
         None => ProxySetting::FromEnvironment,
         Some(t) if t.eq_ignore_ascii_case("none") => ProxySetting::Direct,
-        Some(t) => ProxySetting::Url { url: t.to_string(), source: source.to_string() },
+        Some(t) => ProxySetting::Url { url: Secret::new(t), source: source.to_string() },
     };
     let upstream = crate::upstream::Upstream::resolve(&setting, env, &[listen]).map_err(|problem| {
         ConfigError::new(
@@ -438,7 +438,14 @@ fn server_sni(text: Option<&str>) -> Result<ServerSni, ConfigError> {
     }
     match rustls::pki_types::ServerName::try_from(text.to_string()) {
         Ok(name @ rustls::pki_types::ServerName::DnsName(_)) => Ok(ServerSni::Name(name)),
-        _ => Err(ConfigError::new("server_sni", format!("`{text}` is not a DNS name"), "write a DNS name or none")),
+        Ok(_) => Err(ConfigError::new(
+            "server_sni",
+            format!("`{text}` is an IP address, which TLS cannot send as SNI (it carries names only)"),
+            "write a DNS name, or none to send no SNI",
+        )),
+        Err(_) => {
+            Err(ConfigError::new("server_sni", format!("`{text}` is not a DNS name"), "write a DNS name or none"))
+        }
     }
 }
 

@@ -12,7 +12,7 @@
 //! person reads says which step stopped and why. A new layer (another
 //! transport) is one more step here, not a branch in the pool.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hyper::client::conn::http2::SendRequest;
@@ -74,37 +74,57 @@ impl Connector {
         }
     }
 
-    /// All layers, bounded by the connect timeout.
+    /// All layers, bounded by the connect timeout; a timeout names the step
+    /// it stopped in.
     pub(super) async fn connect(&self) -> Result<(SendRequest<Body>, Connection), TunnelError> {
         let after = self.settings.connect_timeout;
+        let step = AtomicUsize::new(0);
         let layers = async {
             let (tcp, _) = self.transport().await?;
+            step.store(1, Ordering::Relaxed);
             let tls = self.secure(tcp).await?;
+            step.store(2, Ordering::Relaxed);
             self.http2(tls).await
         };
         match tokio::time::timeout(after, layers).await {
             Ok(result) => result,
-            Err(_) => Err(TunnelError::Timeout { server: self.shown(), after }),
+            Err(_) => Err(self.timeout(step.load(Ordering::Relaxed))),
         }
+    }
+
+    /// The timeout error for layer `step` (0 transport, 1 TLS, 2 HTTP/2).
+    fn timeout(&self, step: usize) -> TunnelError {
+        let proxied =
+            split_host_port(&self.server, 0).is_ok_and(|(host, _)| self.upstream.for_target(true, &host).is_some());
+        let step = match step {
+            0 if proxied => "no answer through the upstream proxy: is it one, of the scheme given?",
+            0 => "no answer to the TCP connection: a firewall dropping it, or the wrong address?",
+            1 => "in the TLS handshake: is it a Fluidity server?",
+            _ => "waiting for the server's first HTTP/2 frames",
+        };
+        TunnelError::Timeout { server: self.shown(), after: self.settings.connect_timeout, step }
     }
 
     /// Runs each layer once for `--check`, reporting every step it passes;
     /// the first failure ends it (each step bounded by the connect timeout).
-    pub(super) async fn check(&self, report: &mut dyn FnMut(String)) -> Result<(), TunnelError> {
+    pub(super) async fn check(&self, report: &mut dyn FnMut(&str, String)) -> Result<(), TunnelError> {
         let after = self.settings.connect_timeout;
-        let timeout = TunnelError::Timeout { server: self.shown(), after };
         let host = split_host_port(&self.server, 0).map(|(h, _)| h).unwrap_or_default();
-        report(format!("server {}: reached {}", self.server, self.upstream.describe(true, &host)));
-        let (tcp, how) = tokio::time::timeout(after, self.transport()).await.map_err(|_| timeout.clone())??;
-        report(how);
-        let tls = tokio::time::timeout(after, self.secure(tcp)).await.map_err(|_| timeout.clone())??;
+        report("..", format!("server {}: to be reached {}", self.server, self.upstream.describe(true, &host)));
+        let (tcp, how) = tokio::time::timeout(after, self.transport()).await.map_err(|_| self.timeout(0))??;
+        report("ok", how);
+        let tls = tokio::time::timeout(after, self.secure(tcp)).await.map_err(|_| self.timeout(1))??;
         let sni = self.sni().map_or_else(|| "none".to_string(), |name| name.to_str().into_owned());
-        report(format!(
-            "TLS 1.3: the server's certificate is from the Fluidity CA and valid for {} (SNI sent: {sni}); ALPN h2",
-            self.server_name.to_str()
-        ));
-        let (_sender, connection) = tokio::time::timeout(after, self.http2(tls)).await.map_err(|_| timeout)??;
-        report("HTTP/2: the server accepted this agent's client certificate and sent its settings".into());
+        report(
+            "ok",
+            format!(
+                "TLS 1.3: the server's certificate is from the Fluidity CA and valid for {} (SNI sent: {sni}); ALPN h2",
+                self.server_name.to_str()
+            ),
+        );
+        let (_sender, connection) =
+            tokio::time::timeout(after, self.http2(tls)).await.map_err(|_| self.timeout(2))??;
+        report("ok", "HTTP/2: the server accepted this agent's client certificate and sent its settings".into());
         connection.task.abort();
         Ok(())
     }
@@ -253,6 +273,10 @@ fn certificate_error(server: String, name: &str, reason: &rustls::CertificateErr
     use rustls::CertificateError as E;
     let reason = match reason {
         E::Other(other) => match other.0.downcast_ref::<crate::tls::UntrustedIssuer>() {
+            Some(untrusted) if untrusted.fluidity => format!(
+                "its certificate was issued by {}, a Fluidity CA other than the one in tls.ca: the certificates were regenerated on one side; give the agent the ca.crt made with the server's certificate (or redeploy the server with the new one)",
+                untrusted.issuer
+            ),
             Some(untrusted) => {
                 return TunnelError::Intercepted { server, issuer: untrusted.issuer.clone() };
             }

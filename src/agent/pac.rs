@@ -26,7 +26,7 @@ pub fn script(proxy: &str, direct: &[String]) -> String {
         if let Some((net, mask)) = ipv4_cidr(entry) {
             nets.push((net, mask));
         } else if is_name_suffix(entry) {
-            names.push(entry.trim_start_matches('.').to_ascii_lowercase());
+            names.push(suffix_of(entry).to_ascii_lowercase());
         }
     }
     let mut out = String::from(
@@ -53,6 +53,11 @@ pub fn script(proxy: &str, direct: &[String]) -> String {
     out
 }
 
+/// `corp.example` from `corp.example`, `.corp.example` or `*.corp.example`.
+fn suffix_of(entry: &str) -> &str {
+    entry.trim_start_matches('*').trim_start_matches('.')
+}
+
 /// `a.b.c.d/n` as a network and a dotted mask.
 fn ipv4_cidr(entry: &str) -> Option<(String, String)> {
     let (net, bits) = entry.split_once('/').unwrap_or((entry, "32"));
@@ -66,8 +71,8 @@ fn ipv4_cidr(entry: &str) -> Option<(String, String)> {
 /// A DNS name or suffix (`corp.example`, `.corp.example`): nothing that could
 /// break out of a JavaScript string.
 fn is_name_suffix(entry: &str) -> bool {
-    let name = entry.trim_start_matches('.');
-    !name.is_empty()
+    let name = suffix_of(entry);
+    name.bytes().any(|b| b.is_ascii_alphanumeric())
         && name.parse::<std::net::IpAddr>().is_err()
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }

@@ -27,13 +27,18 @@ use crate::http_util::Body;
 /// While the server stays unreachable, a reminder is logged this often.
 const REMINDER_EVERY: Duration = Duration::from_secs(60);
 
+/// After the upstream proxy refused this agent's credentials, a slot tries
+/// again only this long after (or at SIGHUP): quick retries with a wrong
+/// password would lock a directory account behind the proxy.
+const AUTH_RETRY: Duration = Duration::from_secs(300);
+
 /// Why no tunnel connection could be had.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TunnelError {
     #[error("cannot reach the Fluidity server at {server}: {reason}")]
     Unreachable { server: String, reason: String },
-    #[error("timed out after {after:?} connecting to the Fluidity server at {server}")]
-    Timeout { server: String, after: Duration },
+    #[error("timed out after {after:?} connecting to the Fluidity server at {server} ({step})")]
+    Timeout { server: String, after: Duration, step: &'static str },
     #[error("refusing the server at {server}: {reason}")]
     Certificate { server: String, reason: String },
     #[error("TLS with the Fluidity server at {server} failed: {reason}")]
@@ -60,6 +65,12 @@ impl TunnelError {
     /// True when retrying cannot help until the configuration changes.
     pub fn is_fatal(&self) -> bool {
         matches!(self, Self::Certificate { .. } | Self::NoH2 { .. } | Self::Intercepted { .. })
+            || self.is_proxy_authentication()
+    }
+
+    /// The upstream proxy refused this agent's credentials.
+    pub fn is_proxy_authentication(&self) -> bool {
+        matches!(self, Self::Upstream { error, .. } if error.is_authentication())
     }
 }
 
@@ -392,6 +403,7 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                     }
                     logged.insert(error.to_string())
                 };
+                let anyone_up = shared.slots.iter().any(|slot| live(slot).is_some());
                 let attempts = {
                     let mut reminder = lock(&shared.reminder);
                     reminder.0 += 1;
@@ -399,17 +411,26 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                     if due || fresh {
                         reminder.1 = tokio::time::Instant::now();
                     }
-                    due.then_some(reminder.0)
+                    (due && !anyone_up).then_some(reminder.0)
                 };
                 if fresh {
                     warn!(%error, failures, "tunnel connection attempt failed");
                 } else if let Some(attempts) = attempts {
-                    warn!(%error, attempts, "still cannot reach the server; retrying");
+                    warn!(%error, attempts, "still cannot reach the server (attempts by all slots since the last connection); retrying");
                 } else {
                     debug!(%error, failures, "tunnel connection attempt failed");
                 }
+                let authentication = error.is_proxy_authentication();
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
                 shared.bump();
+                if authentication {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(AUTH_RETRY) => {}
+                        _ = shared.kick.notified() => failures = 0,
+                    }
+                    continue;
+                }
             }
         }
         let delay = backoff(failures, shared.settings.reconnect_base, shared.settings.reconnect_max);

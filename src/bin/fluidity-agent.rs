@@ -37,8 +37,14 @@ fn main() -> ExitCode {
         let result =
             cli::runtime(1).map_err(anyhow::Error::from).and_then(|runtime| runtime.block_on(agent::check(config)));
         return match result {
-            Ok(()) => {
+            Ok(agent::Checked::Tunnel) => {
                 telemetry::to_stdout(format_args!("check passed: the tunnel to the server works\n"));
+                ExitCode::SUCCESS
+            }
+            Ok(agent::Checked::ApiOnly { state }) => {
+                telemetry::to_stdout(format_args!(
+                    "check passed up to the control API: the server is {state}, so the tunnel itself was not tried (the agent wakes the server when it starts)\n"
+                ));
                 ExitCode::SUCCESS
             }
             Err(error) => cli::runtime_error("fluidity-agent --check", &error),

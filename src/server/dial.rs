@@ -20,9 +20,7 @@ pub enum DialError {
     Refused { target: String },
     #[error("timed out after {after:?} connecting to {target}")]
     Timeout { target: String, after: Duration },
-    #[error(
-        "{target} resolves to {addr}, which is not allowed ({reason}); for a machine on your own network, have the agent's PAC send it DIRECT (pac.direct), or allow it on the server with egress.allow"
-    )]
+    #[error("{target} resolves to {addr}, which is not allowed ({reason}){}", local_hint(reason))]
     Denied { target: String, addr: IpAddr, reason: String },
     #[error("cannot connect to {target}: {reason}")]
     Other { target: String, reason: String },
@@ -89,6 +87,17 @@ impl Dialer {
     }
 }
 
+/// For a private or shared address, most likely a machine on the user's own
+/// network that the browser sent into the tunnel: how to keep it local.
+/// (Loopback, link-local metadata and explicit denials get no such advice.)
+fn local_hint(reason: &str) -> &'static str {
+    if ["a private network", "shared address space", "a unique-local network"].iter().any(|r| reason.starts_with(r)) {
+        "; for a machine on your own network, have the agent's PAC send it DIRECT (pac.direct), or allow it on the server with egress.allow"
+    } else {
+        ""
+    }
+}
+
 /// A host name as the static `hosts` map keys it: lower case, without the
 /// one trailing dot of a fully qualified name (`EVIL.test.` is `evil.test`).
 pub fn normalize_name(name: &str) -> String {
@@ -129,6 +138,23 @@ fn dns_reason(error: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_private_targets_get_the_keep_it_local_hint() {
+        let denied = |reason: &str| {
+            let addr = "10.0.0.1".parse().unwrap();
+            DialError::Denied { target: "nas.home".into(), addr, reason: reason.into() }.to_string()
+        };
+        assert!(denied("a private network (the server's VPC neighbours)").ends_with("egress.allow"));
+        assert!(denied("shared address space (carrier-grade NAT, VPC secondary ranges)").contains("pac.direct"));
+        for reason in [
+            "loopback",
+            "link-local, where instance metadata and ECS credentials live",
+            "inside egress.deny 10.0.0.0/8",
+        ] {
+            assert!(!denied(reason).contains("pac.direct"), "{reason}");
+        }
+    }
 
     #[tokio::test]
     async fn refused_denied_and_dns_map_to_statuses() {

@@ -25,10 +25,13 @@ const MAX_DRAINED_BODY: usize = 64 * 1024;
 struct Answer {
     status: u16,
     reason: String,
-    /// `Proxy-Authenticate` (or `WWW-Authenticate`) values, as sent.
+    /// Each challenge of the `Proxy-Authenticate` (or `WWW-Authenticate`)
+    /// headers, one header possibly holding several (RFC 9110 §11.6.1).
     challenges: Vec<String>,
-    /// Whether the connection may carry the next request.
-    reusable: bool,
+    /// Whether the connection may carry the next request, and if not why.
+    reusable: Result<(), &'static str>,
+    /// Squid's `X-Squid-Error` (e.g. `ERR_DNS_FAIL 0`), naming why it failed.
+    squid_error: Option<String>,
 }
 
 impl Answer {
@@ -73,7 +76,7 @@ pub(super) async fn tunnel(proxy: &UpstreamProxy, host: &str, port: u16) -> Resu
     let Some((user, password)) = &proxy.credentials else {
         return Err(UpstreamError::AuthRequired { proxy: proxy.to_string(), offers });
     };
-    if !first.reusable {
+    if first.reusable.is_err() {
         stream = dial_proxy(proxy).await?;
     }
     let (scheme, last) = if first.offers_scheme("NTLM") {
@@ -95,7 +98,7 @@ pub(super) async fn tunnel(proxy: &UpstreamProxy, host: &str, port: u16) -> Resu
             stream,
             format!("CONNECT {target} answered {} {} after {scheme} authentication", last.status, last.reason),
         )),
-        401 | 407 => Err(UpstreamError::AuthFailed { proxy: proxy.to_string(), offers }),
+        401 | 407 => Err(UpstreamError::AuthFailed { proxy: proxy.to_string(), offers, tried: scheme }),
         _ => Err(refused(proxy, &target, port, &last)),
     }
 }
@@ -116,21 +119,24 @@ async fn ntlm_exchange(
     let Some(challenge) = challenged.ntlm_challenge().filter(|_| matches!(challenged.status, 401 | 407)) else {
         return Ok(challenged); // refused outright: the caller names the status
     };
-    if !challenged.reusable {
-        return Err(protocol("it closed the connection in the middle of the NTLM exchange".into()));
+    if let Err(why) = challenged.reusable {
+        return Err(protocol(format!("it did not keep the connection for the rest of the NTLM exchange ({why})")));
     }
     let authenticate = ntlm::authenticate(credentials, &challenge)
         .map_err(|e| protocol(format!("its NTLM challenge is unusable: {e}")))?;
     exchange(stream, proxy, target, Some(&format!("NTLM {}", BASE64.encode(authenticate)))).await
 }
 
+/// A 5xx means the proxy tried and failed to reach the target; anything
+/// else is a refusal (a 403 from an access rule, typically).
 fn refused(proxy: &UpstreamProxy, target: &str, port: u16, answer: &Answer) -> UpstreamError {
-    UpstreamError::Refused {
-        proxy: proxy.to_string(),
-        target: target.to_string(),
-        status: format!("{} {}", answer.status, answer.reason).trim_end().to_string(),
-        hint: port_hint(port),
+    let status = format!("{} {}", answer.status, answer.reason).trim_end().to_string();
+    let (proxy, target) = (proxy.to_string(), target.to_string());
+    if answer.status >= 500 {
+        let detail = answer.squid_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
+        return UpstreamError::ProxyCouldNotConnect { proxy, target, status, detail };
     }
+    UpstreamError::Refused { proxy, target, status, hint: port_hint(port) }
 }
 
 /// Sends one `CONNECT` and reads the answer's head (and an error's body, so
@@ -163,11 +169,13 @@ async fn exchange(
     }
     // Keep the connection only if the whole body can be read and dropped.
     match content_length {
-        Some(length) if answer.reusable && length <= MAX_DRAINED_BODY && extra <= length => {
+        Some(length) if answer.reusable.is_ok() && length <= MAX_DRAINED_BODY && extra <= length => {
             let mut rest = vec![0; length - extra];
             stream.read_exact(&mut rest).await.map_err(broken)?;
         }
-        _ => answer.reusable = false,
+        Some(_) if answer.reusable.is_ok() => answer.reusable = Err("its answer's body is too large to skip"),
+        None if answer.reusable.is_ok() => answer.reusable = Err("its answer has no Content-Length"),
+        _ => {}
     }
     Ok(answer)
 }
@@ -214,17 +222,64 @@ fn answer_of(response: &httparse::Response<'_, '_>) -> Answer {
         .filter(|h| {
             h.name.eq_ignore_ascii_case("proxy-authenticate") || h.name.eq_ignore_ascii_case("www-authenticate")
         })
-        .map(|h| String::from_utf8_lossy(h.value).into_owned())
+        .flat_map(|h| split_challenges(&String::from_utf8_lossy(h.value)))
         .collect();
-    let closes = ["connection", "proxy-connection"]
+    let connection: Vec<String> = ["connection", "proxy-connection"]
         .iter()
-        .any(|name| header(response, name).is_some_and(|v| v.to_ascii_lowercase().contains("close")));
+        .filter_map(|name| header(response, name))
+        .map(|v| v.to_ascii_lowercase())
+        .collect();
+    let says = |word: &str| connection.iter().any(|v| v.split(',').any(|t| t.trim() == word));
+    // HTTP/1.1 keeps the connection unless told otherwise; HTTP/1.0 only when told.
+    let reusable = if says("close") {
+        Err("it answered with Connection: close")
+    } else if response.version == Some(1) || says("keep-alive") {
+        Ok(())
+    } else {
+        Err("it answered in HTTP/1.0 without keep-alive")
+    };
     Answer {
         status: response.code.unwrap_or_default(),
         reason: response.reason.unwrap_or_default().to_string(),
         challenges,
-        reusable: !closes && response.version == Some(1),
+        reusable,
+        squid_error: header(response, "x-squid-error").map(str::to_string),
     }
+}
+
+/// The challenges in one `Proxy-Authenticate` value: a challenge starts with
+/// a scheme token; the comma-separated parts after it that hold `=` (outside
+/// quotes) are its parameters (RFC 9110 §11.6.1: `NTLM, Basic realm="a, b"`).
+fn split_challenges(value: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let (mut current, mut quoted, mut escaped) = (String::new(), false, false);
+    for c in value.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(std::mem::take(&mut current));
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    parts.push(current);
+    let mut challenges: Vec<String> = Vec::new();
+    for part in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let first = part.split_whitespace().next().unwrap_or_default();
+        let is_parameter = first.contains('=') && !first.ends_with('=');
+        match challenges.last_mut() {
+            Some(last) if is_parameter => {
+                last.push_str(", ");
+                last.push_str(part);
+            }
+            _ => challenges.push(part.to_string()),
+        }
+    }
+    challenges
 }
 
 fn header<'a>(response: &'a httparse::Response<'_, '_>, name: &str) -> Option<&'a str> {
@@ -277,7 +332,27 @@ mod tests {
         let (proxy, _) = scripted(vec![BASIC_407, BASIC_407]).await;
         let error = tunnel(&proxy, "fluidity.test", 443).await.unwrap_err().to_string();
         assert!(error.starts_with("proxy authentication failed at http://CORP\\jane:***@127.0.0.1:"), "{error}");
-        assert!(error.ends_with("(it offers: Basic, Negotiate)") && !error.contains("secret"), "{error}");
+        assert!(error.ends_with("(it offers: Basic, Negotiate; tried Basic)") && !error.contains("secret"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_401_counts_as_a_407_and_http_1_0_keep_alive_keeps_the_connection() {
+        // One connection only: the second CONNECT must travel on the first one.
+        let first = "HTTP/1.0 401 Unauthorized\r\nProxy-Connection: keep-alive\r\nWWW-Authenticate: Basic realm=\"x\"\r\nContent-Length: 2\r\n\r\nno";
+        let (proxy, seen) = scripted(vec![first, "HTTP/1.0 200 Connection established\r\n\r\n"]).await;
+        let (_, how) = tunnel(&proxy, "fluidity.test", 443).await.unwrap();
+        assert!(how.ends_with("after Basic authentication"), "{how}");
+        assert_eq!(seen.await.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn one_header_may_hold_several_challenges() {
+        let got = split_challenges(r#"NTLM, Basic realm="corp, east", charset="UTF-8", Negotiate abc=="#);
+        assert_eq!(got, ["NTLM", r#"Basic realm="corp, east", charset="UTF-8""#, "Negotiate abc=="]);
+        let answer =
+            Answer { status: 407, reason: String::new(), challenges: got, reusable: Ok(()), squid_error: None };
+        assert_eq!(answer.offers(), "NTLM, Basic, Negotiate");
+        assert!(answer.offers_scheme("basic"));
     }
 
     #[tokio::test]
@@ -290,9 +365,12 @@ mod tests {
             ),
             "{error}"
         );
-        let (proxy, _) = scripted(vec!["HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"]).await;
+        let unreachable =
+            "HTTP/1.1 503 Service Unavailable\r\nX-Squid-Error: ERR_CONNECT_FAIL 111\r\nContent-Length: 0\r\n\r\n";
+        let (proxy, _) = scripted(vec![unreachable]).await;
         let error = tunnel(&proxy, "fluidity.test", 443).await.unwrap_err().to_string();
-        assert!(error.ends_with("refused CONNECT to fluidity.test:443: 502 Bad Gateway"), "{error}");
+        let line = "could not connect to fluidity.test:443: 503 Service Unavailable (ERR_CONNECT_FAIL 111)";
+        assert!(error.ends_with(line), "{error}");
         let negotiate = "HTTP/1.1 407 No\r\nProxy-Authenticate: Negotiate\r\nContent-Length: 0\r\n\r\n";
         let (proxy, _) = scripted(vec![negotiate]).await;
         let error = tunnel(&proxy, "fluidity.test", 443).await.unwrap_err().to_string();

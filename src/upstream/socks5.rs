@@ -54,6 +54,9 @@ pub(super) async fn tunnel(proxy: &UpstreamProxy, host: &str, port: u16) -> Resu
     stream.write_all(&request).await.map_err(io)?;
     let mut reply = [0u8; 4];
     stream.read_exact(&mut reply).await.map_err(io)?;
+    if reply[0] != VERSION {
+        return Err(UpstreamError::Protocol { proxy: proxy.to_string(), reason: "its reply is not SOCKS5".into() });
+    }
     if reply[1] != 0 {
         let meaning = format!("{} (SOCKS5 reply {})", reply_meaning(reply[1]), reply[1]);
         return Err(UpstreamError::SocksRefused { proxy: proxy.to_string(), target, meaning });
@@ -115,8 +118,9 @@ async fn login(stream: &mut TcpStream, proxy: &UpstreamProxy) -> Result<(), Upst
         return Err(auth("it chose a login, which was not offered"));
     };
     let (user, password) = (user.as_bytes(), password.expose().as_bytes());
-    let (Ok(user_len), Ok(password_len)) = (u8::try_from(user.len()), u8::try_from(password.len())) else {
-        return Err(auth("the user name or password is longer than SOCKS5 allows (255 bytes)"));
+    // RFC 1929: both fields are 1 to 255 bytes.
+    let (Ok(user_len @ 1..), Ok(password_len @ 1..)) = (u8::try_from(user.len()), u8::try_from(password.len())) else {
+        return Err(auth("the user name and password must each be 1 to 255 bytes for a SOCKS5 login"));
     };
     let mut message = vec![1, user_len];
     message.extend_from_slice(user);
@@ -126,6 +130,9 @@ async fn login(stream: &mut TcpStream, proxy: &UpstreamProxy) -> Result<(), Upst
     stream.write_all(&message).await.map_err(io)?;
     let mut status = [0u8; 2];
     stream.read_exact(&mut status).await.map_err(io)?;
+    if status[0] != 1 {
+        return Err(auth("its answer to the login is not RFC 1929's"));
+    }
     if status[1] != 0 {
         return Err(auth("the user name or password was not accepted"));
     }

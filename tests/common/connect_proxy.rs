@@ -15,7 +15,8 @@ pub struct ConnectProxy {
 }
 
 impl ConnectProxy {
-    /// Relays every `CONNECT` (`refuse: None`) or answers it with `refuse`.
+    /// Relays every `CONNECT` (`refuse: None`) or answers it with `refuse`
+    /// (a status line's code and reason, and optionally header lines).
     pub async fn start(refuse: Option<&'static str>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -52,7 +53,9 @@ async fn serve(mut client: TcpStream, log: Arc<Mutex<Vec<String>>>, refuse: Opti
     let target = head.strip_prefix("CONNECT ").and_then(|rest| rest.split(' ').next()).unwrap_or("").to_string();
     log.lock().unwrap().push(target.clone());
     if let Some(status) = refuse {
-        let _ = client.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes()).await;
+        // A refusal closes the connection, and says so.
+        let answer = format!("HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        let _ = client.write_all(answer.as_bytes()).await;
         return;
     }
     let Ok(mut upstream) = TcpStream::connect(&target).await else {
