@@ -12,12 +12,14 @@
 //! - [`apigateway`]: the value of the agent's API key (never a stack output)
 //!   and the region's API Gateway logging setting.
 //! - [`secret`]: the server's certificates in Secrets Manager.
+//! - [`iam`]: the ECS service-linked role a new account lacks.
 //! - [`agent_config`]: the agent's configuration, written after a deploy.
 
 pub mod agent_config;
 pub mod apigateway;
 pub mod aws;
 pub mod drift;
+pub mod iam;
 pub mod image;
 pub mod params;
 pub mod publish;
@@ -387,6 +389,12 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
             plan.values.set("CertificateSecretArn", arn);
             plan.values.set("CertificateSecretVersionId", version);
         }
+    }
+
+    if args.dry_run {
+        println!("ECS service-linked role: would be created if the account lacks it");
+    } else if iam::ensure_ecs_role(&clients).await? == iam::RoleState::Created {
+        println!("ECS service-linked role: created (a new account has none, and ECS needs it)");
     }
 
     let fargate = stack::find(&clients.cloudformation, &stacks.fargate).await?;

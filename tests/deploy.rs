@@ -32,9 +32,9 @@ struct World {
 
 impl World {
     async fn new() -> Self {
-        let moto = Moto::start_with_recorded_drift().await;
-        let network = fixture(&moto, &["network"]);
         let dir = tempfile::tempdir().unwrap();
+        let moto = Moto::start_with_recorded_drift(&dir.path().join("requests.jsonl")).await;
+        let network = fixture(&moto, &["network"]);
         let zip = dir.path().join("fluidity-lambda.zip");
         let script = "import sys, zipfile\nwith zipfile.ZipFile(sys.argv[1], 'w') as z:\n    z.writestr('bootstrap', '#!/bin/sh\\n')\n";
         assert!(Command::new("python3").args(["-c", script, zip.to_str().unwrap()]).status().unwrap().success());
@@ -204,6 +204,9 @@ async fn deploy_update_no_changes_status_outputs_delete() {
     );
     assert!(out.contains("CREATE_COMPLETE"), "events streamed:\n{out}");
     assert!(out.contains("ApiUrl"), "outputs printed after deploy:\n{out}");
+    // A new account has no ECS service-linked role: made before any stack.
+    let role = out.find("ECS service-linked role: created").expect(&out);
+    assert!(role < out.find("stack fluidity-dev-fargate").unwrap(), "{out}");
 
     let zip_key = format!("lambda/{}.zip", sha256_hex(&world.path("fluidity-lambda.zip")));
     let tag = &sha256_hex(&world.path("server-image.tar.gz"))[..16];
@@ -268,6 +271,8 @@ async fn deploy_update_no_changes_status_outputs_delete() {
     assert!(out.contains("(already there)"), "{out}");
     assert_eq!(world.parameter(lambda, "IdleThresholdMinutes").await, "9");
     assert_eq!(world.skopeo_calls().len(), 1, "the image is not pushed again");
+    // The role exists now: IAM's "has been taken" is no error, and no news.
+    assert!(!out.contains("service-linked role"), "{out}");
 
     // 3. Unchanged: "no changes" for both, success.
     let (code, out, err) = world.deploy(&["--param", "IdleThresholdMinutes=9"]);
@@ -630,6 +635,26 @@ async fn the_server_certificates_reach_the_task_through_secrets_manager() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("fluidity-dev-server-tls: deleted"), "{out}");
     assert!(world.fixture(&["secret", "fluidity-dev-server-tls"])["arn"].is_null());
+
+    // Every Secrets Manager and API Gateway request the tool signed itself is
+    // one AWS accepts (moto would take a CreateSecret without its token).
+    let (checked, problems) = common::model_check(&world.path("requests.jsonl"));
+    assert!(problems.is_empty(), "requests AWS would refuse: {problems:#?}");
+    for operation in ["secretsmanager.CreateSecret", "secretsmanager.PutSecretValue", "secretsmanager.DeleteSecret"] {
+        assert!(checked[operation].as_u64().unwrap_or(0) > 0, "{operation} not checked: {checked}");
+    }
+}
+
+/// The model checker's own tests: a CreateSecret without its idempotency
+/// token, wrong types, lengths, versions and members are caught.
+#[test]
+fn the_model_checker_passes_its_own_tests() {
+    let output = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/model_check_test.py"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && text.contains("OK"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Starts moto's server (the local AWS emulator used by the tests) with two fixes.
+"""Starts moto's server (the local AWS emulator used by the tests) with fixes where it differs from AWS.
 
 1. moto returns the container-level `cpu` and `memory` of ECS tasks as JSON
    numbers where the ECS API model says strings, so strict clients (the Rust
@@ -24,9 +24,12 @@
    TerminationProtection is enabled", ValidationError; "Protect a stack from
    being deleted", CloudFormation User Guide).
 6. With --record FILE, every request is appended to FILE as one JSON line
-   (method, path, query, the signing access key id, X-Amz-Target, body):
-   the code's real AWS traffic, which tests/iam_check.py evaluates against
-   the templates' role policies.
+   (method, path, query, the signing access key id and service, X-Amz-Target,
+   body): the code's real AWS traffic, which tests/iam_check.py evaluates
+   against the templates' role policies and tests/model_check.py against
+   AWS's published service models.
+7. A second CreateServiceLinkedRole answers InvalidInput "has been taken", as
+   AWS does (moto: EntityAlreadyExists).
 
 Usage: moto_launcher.py -H 127.0.0.1 -p PORT [--recorded-drift DIR] [--record FILE]
 """
@@ -39,6 +42,8 @@ import urllib.parse
 from moto.cloudformation.models import CloudFormationBackend
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.ecs.models import Service as EcsService
+from moto.iam.exceptions import InvalidInput
+from moto.iam.models import IAMBackend
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
 
@@ -105,6 +110,24 @@ def execute_change_set(self, change_set_name, stack_name=None):
 
 
 CloudFormationBackend.execute_change_set = execute_change_set
+
+
+def _service_linked_role_taken(original):
+    """A second CreateServiceLinkedRole answers as AWS does: InvalidInput,
+    "Service role name AWSServiceRoleForECS has been taken in this account,
+    please try a different suffix." (moto: EntityAlreadyExists, and a
+    lower-case "AWSServiceRoleForecs")."""
+    def wrapped(self, service_name, description, suffix):
+        path = f"/aws-service-role/{service_name}/"
+        taken = [r for r in self.roles.values() if r.path == path]
+        if taken and not suffix:
+            name = "AWSServiceRoleForECS" if service_name == "ecs.amazonaws.com" else taken[0].name
+            raise InvalidInput(f"Service role name {name} has been taken in this account, please try a different suffix.")
+        return original(self, service_name, description, suffix)
+    return wrapped
+
+
+IAMBackend.create_service_linked_role = _service_linked_role_taken(IAMBackend.create_service_linked_role)
 
 def query_form(environ):
     """The form of a Query-protocol request (left readable for moto), or None."""
@@ -208,12 +231,16 @@ class Recorder:
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             environ["wsgi.input"] = io.BytesIO(body)
             authorization = environ.get("HTTP_AUTHORIZATION", "")
-            access_key = authorization.split("Credential=", 1)[-1].split("/", 1)[0] if "Credential=" in authorization else ""
+            credential = authorization.split("Credential=", 1)[-1].split(",", 1)[0].split("/") \
+                if "Credential=" in authorization else [""]
+            access_key = credential[0]
+            scope = credential[3] if len(credential) > 3 else ""  # KEY/DATE/REGION/SERVICE/aws4_request
             entry = {
                 "method": environ.get("REQUEST_METHOD"),
                 "path": environ.get("PATH_INFO"),
                 "query": environ.get("QUERY_STRING", ""),
                 "access_key": access_key,
+                "scope": scope,
                 "target": environ.get("HTTP_X_AMZ_TARGET", ""),
                 "content_type": environ.get("CONTENT_TYPE", ""),
                 "body": body.decode("utf-8", "replace"),

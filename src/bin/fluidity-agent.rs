@@ -22,7 +22,7 @@ struct Cli {
     /// TLS, the server's identity, HTTP/2) and, with a control API, one status
     /// call; exit 0 when all pass, 1 naming the step that failed, 2 for a bad
     /// configuration.
-    #[arg(long)]
+    #[arg(long, help_heading = "Diagnosis")]
     check: bool,
 }
 

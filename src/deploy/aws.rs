@@ -103,20 +103,32 @@ pub async fn signed_json(
     clients: &Clients,
     service: &str,
     what: &str,
-    mut request: http::Request<http_body_util::Full<bytes::Bytes>>,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
     body: &[u8],
 ) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (status, answer) = signed_text(clients, service, &clients.region, what, request, body).await?;
+    Ok((status, serde_json::from_str(&answer).unwrap_or_default()))
+}
+
+/// As [`signed_json`], signed for `region` (a global service's), the answer as text.
+pub async fn signed_text(
+    clients: &Clients,
+    service: &str,
+    region: &str,
+    what: &str,
+    mut request: http::Request<http_body_util::Full<bytes::Bytes>>,
+    body: &[u8],
+) -> anyhow::Result<(u16, String)> {
     use anyhow::Context;
     let credentials = clients.shared.credentials_provider().context("no AWS credentials configured")?;
-    crate::sigv4::sign(&credentials, &clients.region, service, &mut request, body)
+    crate::sigv4::sign(&credentials, region, service, &mut request, body)
         .await
         .map_err(|e| anyhow::anyhow!("cannot sign the {what} request: {e}"))?;
     let client = crate::http_client::OneShot::new().map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
-    let (status, answer) = tokio::time::timeout(std::time::Duration::from_secs(30), client.send(request))
+    tokio::time::timeout(std::time::Duration::from_secs(30), client.send(request))
         .await
         .with_context(|| format!("{what} did not answer within 30 s"))?
-        .map_err(|e| anyhow::anyhow!("cannot reach {what}: {e}"))?;
-    Ok((status, serde_json::from_str(&answer).unwrap_or_default()))
+        .map_err(|e| anyhow::anyhow!("cannot reach {what}: {e}"))
 }
 
 /// The `message` (or `Message`) of a JSON error answer.

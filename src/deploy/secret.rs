@@ -75,10 +75,11 @@ pub async fn store(clients: &Clients, name: &str, tls: &ServerTls) -> anyhow::Re
         Some(described) => described,
         None => {
             let description = "Fluidity server CA, certificate and key (written by fluidity-deploy)";
+            let token = request_token()?;
             let created = call(
                 clients,
                 "CreateSecret",
-                json!({ "Name": name, "Description": description, "SecretString": value }),
+                json!({ "Name": name, "Description": description, "SecretString": value, "ClientRequestToken": token }),
             )
             .await?;
             return Ok(Stored {
@@ -97,7 +98,8 @@ pub async fn store(clients: &Clients, name: &str, tls: &ServerTls) -> anyhow::Re
     if current["SecretString"].as_str() == Some(value.as_str()) {
         return Ok(Stored { version: text(&current, "VersionId")?, arn, change: "unchanged" });
     }
-    let put = call(clients, "PutSecretValue", json!({ "SecretId": arn, "SecretString": value })).await?;
+    let put_input = json!({ "SecretId": arn, "SecretString": value, "ClientRequestToken": request_token()? });
+    let put = call(clients, "PutSecretValue", put_input).await?;
     Ok(Stored { version: text(&put, "VersionId")?, arn, change: "updated" })
 }
 
@@ -131,6 +133,22 @@ async fn describe(clients: &Clients, name: &str) -> anyhow::Result<Option<Value>
         Err(error) if error.to_string().contains("ResourceNotFoundException") => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+/// A fresh `ClientRequestToken` (32 hex characters; the API takes 32 to 64).
+/// The SDKs fill this idempotency token for their callers; a request signed
+/// by hand must carry it, or AWS answers "You must provide a
+/// ClientRequestToken value" (Secrets Manager API Reference, CreateSecret and
+/// PutSecretValue; the botocore model marks it `idempotencyToken`). Random,
+/// not a hash of the value: a version made earlier with the same value and
+/// token would make AWS ignore the request instead of making it current.
+fn request_token() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no random bytes for the Secrets Manager request token"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn text(answer: &Value, field: &str) -> anyhow::Result<String> {

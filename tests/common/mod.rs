@@ -568,10 +568,11 @@ impl Moto {
 
     /// Starts it on a free port answering drift detection from
     /// tests/recorded/drift (see `moto_launcher.py --recorded-drift`).
-    pub async fn start_with_recorded_drift() -> Self {
+    /// Also recording every request to `recording` (see `moto_launcher.py --record`).
+    pub async fn start_with_recorded_drift(recording: &Path) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::start_with(port, &["--recorded-drift", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recorded/drift")])
-            .await
+        let drift = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recorded/drift");
+        Self::start_with(port, &["--recorded-drift", drift, "--record", recording.to_str().unwrap()]).await
     }
 
     /// Starts it on a free port recording every request to `file`
@@ -688,4 +689,19 @@ pub async fn ws_echo_origin() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// Checks every hand-signed request in a `moto_launcher.py --record`
+/// recording against AWS's published models (tests/model_check.py): the
+/// operations checked (with counts) and the problems found.
+pub fn model_check(recording: &Path) -> (serde_json::Value, Vec<String>) {
+    let output = std::process::Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/model_check.py"))
+        .arg(recording)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "model_check.py: {}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let problems = report["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+    (report["checked"].clone(), problems)
 }
