@@ -4,7 +4,9 @@
 //! be able to act on — TLS interception naming the issuer, a certificate
 //! made for clients, a port that does not speak TLS, nothing listening, a
 //! proxy refusing, a wrong API key, a leaf certificate given as the CA — and
-//! a passing check through an upstream proxy set by flag or `HTTPS_PROXY`.
+//! a passing check through an upstream proxy set by flag or `HTTPS_PROXY`;
+//! a refused proxy password that stops the agent instead of being retried;
+//! timeouts that name the step they stopped in.
 
 mod common;
 
@@ -17,7 +19,10 @@ use fluidity::certs::Validity;
 /// `fluidity-agent --check` against `server` with the test client pair.
 async fn check(pki: &Pki, server: &str, extra: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let (cert, key, ca) = (pki.path("client.crt"), pki.path("client.key"), pki.path("ca.crt"));
-    let mut args = vec!["--check", "--server", server, "--connect-timeout", "5s"];
+    let mut args = vec!["--check", "--server", server];
+    if !extra.contains(&"--connect-timeout") {
+        args.extend(["--connect-timeout", "5s"]);
+    }
     args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
     args.extend_from_slice(extra);
     run_bin("fluidity-agent", &args, envs).await
@@ -207,4 +212,34 @@ async fn a_refused_proxy_password_stops_the_agent_instead_of_retrying() {
     assert!(!lines.contains("wrong-pw"), "{lines}");
     let attempts = proxy.targets().len();
     assert!(attempts <= 4, "{attempts} CONNECTs: at most two per pool slot (unauthenticated, then Basic)");
+}
+
+/// A listener that accepts and then says nothing.
+async fn silent() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_names_the_step_it_stopped_in() {
+    let pki = Pki::new();
+    let (quiet, _held) = silent().await;
+    let fast = ["--connect-timeout", "1s"];
+    let (code, _, err) = check(&pki, &quiet.to_string(), &fast, &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("timed out after 1s") && err.contains("in the TLS handshake"), "{err}");
+
+    // A "proxy" that never answers (say, an HTTP proxy given as socks5h://).
+    let proxy = format!("socks5h://{quiet}");
+    let (code, _, err) =
+        check(&pki, "fluidity.test:443", &[&fast[..], &["--upstream-proxy", &proxy]].concat(), &[]).await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no answer through the upstream proxy"), "{err}");
 }

@@ -35,34 +35,31 @@ pub enum Decision {
     AlreadyStopped,
 }
 
-/// Decides from `observation`.
+/// Decides from `observation`. Idleness runs from the newest of the last
+/// activity and the task's start: the metrics are one series per service,
+/// so a task just woken would otherwise be judged by the datapoints of the
+/// task before it and put straight back to sleep.
 pub fn decide(observation: &Observation) -> Decision {
     let o = observation;
     let threshold = o.idle_threshold.as_secs();
     if o.desired == 0 {
         return Decision::AlreadyStopped;
     }
-    if let Some(started) = o.task_started_at
-        && o.now.saturating_sub(started) < threshold
-        && o.last_activity.is_none()
+    let age = o.task_started_at.map(|started| o.now.saturating_sub(started));
+    let quiet = o.last_activity.map(|last| o.now.saturating_sub(last as u64));
+    if let Some(age) = age
+        && age < threshold
+        && quiet.is_none_or(|quiet| quiet >= age)
     {
-        return Decision::Stay(format!(
-            "task started {} s ago, younger than the idle window",
-            o.now.saturating_sub(started)
-        ));
+        return Decision::Stay(format!("task started {age} s ago, younger than the idle window"));
     }
-    match o.last_activity {
-        Some(last) if o.now.saturating_sub(last as u64) < threshold => {
-            Decision::Stay(format!("activity {} s ago", o.now.saturating_sub(last as u64)))
-        }
-        Some(last) => {
-            let idle = o.now.saturating_sub(last as u64);
-            Decision::Sleep(match o.max_connections.filter(|c| *c > 0.0) {
-                Some(open) => format!("no traffic for {idle} s ({open} agent connection(s) open but idle)"),
-                None => format!("no connections and no traffic for {idle} s"),
-            })
-        }
-        None if o.task_started_at.is_none() => Decision::Stay("no task has started yet".into()),
+    match quiet.map(|quiet| age.map_or(quiet, |age| quiet.min(age))) {
+        Some(idle) if idle < threshold => Decision::Stay(format!("activity {idle} s ago")),
+        Some(idle) => Decision::Sleep(match o.max_connections.filter(|c| *c > 0.0) {
+            Some(open) => format!("no traffic for {idle} s ({open} agent connection(s) open but idle)"),
+            None => format!("no connections and no traffic for {idle} s"),
+        }),
+        None if age.is_none() => Decision::Stay("no task has started yet".into()),
         None => Decision::Sleep(format!("no metrics for {} min from a task older than that", threshold / 60)),
     }
 }
@@ -101,6 +98,9 @@ mod tests {
             (obs(1, Some(3600), None, None), true, "old task, no metrics at all"),
             (obs(1, None, None, None), false, "no task started yet"),
             (obs(0, Some(3600), Some(0.0), Some(1800)), false, "already stopped"),
+            // Metrics are one series per service: the previous task's.
+            (obs(1, Some(120), Some(0.0), Some(2400)), false, "woken 2 min ago, the previous task idle 40 min"),
+            (obs(1, Some(1200), Some(0.0), Some(2400)), true, "woken 20 min ago, idle since"),
         ];
         for (observation, sleeps, description) in cases {
             assert_eq!(sleep(&decide(&observation)), sleeps, "{description}: {:?}", decide(&observation));
