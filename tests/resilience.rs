@@ -325,3 +325,39 @@ async fn certificate_reload_on_sighup() {
     let out = curl(&["-x", &proxy_url(agent.addr), &format!("http://{}/still", http_origin().await)]).await;
     assert_eq!(out.text(), "GET /still");
 }
+
+/// A `tracing` writer into a shared buffer (the log lines of this thread).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// While the server stays unreachable the agent says so once, then again
+/// about once a minute with the attempt count, not on every retry (paused
+/// time: two virtual minutes pass in no time).
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_server_is_named_once_then_once_a_minute() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let pki = Pki::new();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let agent = start_agent_with(&pki, closed, |a| a.reconnect_max_backoff = Some("2s".into())).await;
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    agent.stop.cancel();
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let named = log.lines().filter(|l| l.contains("tunnel connection attempt failed") && l.contains("WARN")).count();
+    let reminders: Vec<&str> = log.lines().filter(|l| l.contains("still cannot reach the server")).collect();
+    assert_eq!(named, 1, "the reason is named once across both slots:\n{log}");
+    assert!((2..=3).contains(&reminders.len()), "a reminder a minute over 150 s:\n{log}");
+    assert!(reminders.iter().all(|l| l.contains("attempts=") && l.contains(&closed.to_string())), "{reminders:?}");
+}
