@@ -401,7 +401,7 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
     // An update leaves the service's desired count alone (unless asked):
     // sending a value would reset it, waking a sleeping server or stopping
     // a running one.
-    if fargate.is_some() && !args.params.iter().any(|(k, _)| k == "DesiredCount") {
+    if fargate.as_ref().is_some_and(stack::is_live) && !args.params.iter().any(|(k, _)| k == "DesiredCount") {
         plan.values.set("DesiredCount", KEEP_DESIRED_COUNT);
     }
     let shared = shared_logging(&clients, plan.values.get("ApiGatewayAccountStackName"), env).await?;
@@ -426,7 +426,8 @@ async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Err
     }
     order.push((&stacks.lambda, &plan.lambda, "this environment's control plane"));
     for (name, template, role) in order {
-        if args.dry_run && *name == stacks.lambda && (fargate.is_none() || account_missing) {
+        if args.dry_run && *name == stacks.lambda && (!fargate.as_ref().is_some_and(stack::is_live) || account_missing)
+        {
             println!(
                 "stack {name}: not shown in this dry run (it imports the outputs of stacks that do not exist yet)"
             );

@@ -740,3 +740,29 @@ async fn a_deploy_ends_with_an_agent_configuration_the_agent_accepts() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// A first deploy interrupted after its change set was made leaves the stack
+/// in REVIEW_IN_PROGRESS, with no resources: the next deploy creates it as
+/// new, with the template's desired count, not the "keep" meant for updates
+/// (a new service given "keep" would start at 1: a paid server nobody asked for).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stack_left_in_review_is_deployed_as_new() {
+    let world = World::new().await;
+    let template = r#"{"Resources": {"Placeholder": {"Type": "AWS::SNS::Topic"}}}"#;
+    world
+        .cfn
+        .create_change_set()
+        .stack_name("fluidity-dev-fargate")
+        .change_set_name("interrupted")
+        .change_set_type(aws_sdk_cloudformation::types::ChangeSetType::Create)
+        .template_body(template)
+        .send()
+        .await
+        .unwrap();
+    let stacks = world.cfn.describe_stacks().stack_name("fluidity-dev-fargate").send().await.unwrap();
+    assert_eq!(stacks.stacks()[0].stack_status().map(|s| s.as_str()), Some("REVIEW_IN_PROGRESS"));
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("stack fluidity-dev-fargate: created"), "{out}");
+    assert_eq!(world.parameter("fluidity-dev-fargate", "DesiredCount").await, "0");
+}

@@ -13,7 +13,9 @@
    resources, outputs or exports. Executing a change set here does what
    CreateStack / UpdateStack do (the stack keeps its id); a creation moto
    cannot complete ends, as in AWS, in CREATE_FAILED and ROLLBACK_COMPLETE
-   events with the stack left in ROLLBACK_COMPLETE.
+   events with the stack left in ROLLBACK_COMPLETE. A Create change set on a
+   stack left in REVIEW_IN_PROGRESS by an earlier one replaces it, as in AWS
+   (moto keeps both, and the creation then finds the name taken).
 4. With --recorded-drift DIR, the three drift-detection calls moto lacks
    (DetectStackDrift, DescribeStackDriftDetectionStatus,
    DescribeStackResourceDrifts) are answered from recorded responses in DIR;
@@ -74,6 +76,11 @@ def execute_change_set(self, change_set_name, stack_name=None):
     stack = self.stacks[change_set.stack_id]
     if change_set.change_set_type == "CREATE":
         del self.stacks[stack.stack_id]
+        # A stack left in REVIEW_IN_PROGRESS by an earlier, never executed
+        # change set is the same stack in AWS (a new Create change set reuses
+        # it); moto made a second one of the same name.
+        for other in [s for s in self.stacks.values() if s.name == stack.name and s.status == "REVIEW_IN_PROGRESS"]:
+            del self.stacks[other.stack_id]
         try:
             created = self.create_stack(name=stack.name, template=change_set.template,
                                         parameters=change_set.parameters, tags=change_set.tags)

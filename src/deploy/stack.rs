@@ -42,6 +42,40 @@ fn status_of(stack: &Stack) -> &str {
     stack.stack_status().map_or("UNKNOWN", |s| s.as_str())
 }
 
+/// Whether `stack` holds resources: a stack in `REVIEW_IN_PROGRESS` was made
+/// by a change set never executed (an interrupted first deploy) and is as
+/// good as new (its first change set is a Create; parameters meant for an
+/// update, such as keeping the desired count, do not apply).
+pub fn is_live(stack: &Stack) -> bool {
+    status_of(stack) != "REVIEW_IN_PROGRESS"
+}
+
+/// The change set a stack in `status` (`None`: no stack) takes, or why it
+/// can take none and what to do.
+fn change_set_kind(name: &str, status: Option<&str>) -> anyhow::Result<ChangeSetType> {
+    match status {
+        // REVIEW_IN_PROGRESS: created by a change set never executed; no resources yet.
+        None | Some("REVIEW_IN_PROGRESS") => Ok(ChangeSetType::Create),
+        Some(status) if status.ends_with("_IN_PROGRESS") => {
+            bail!("stack {name} is busy ({status}); wait for it to finish and deploy again")
+        }
+        Some(status @ ("ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "DELETE_FAILED" | "CREATE_FAILED")) => {
+            bail!("stack {name} is {status} and cannot be updated; run `delete --force` and deploy again")
+        }
+        // CloudFormation takes no update until the rollback is continued
+        // ("Continue rolling back an update", CloudFormation User Guide).
+        Some(status @ ("UPDATE_ROLLBACK_FAILED" | "IMPORT_ROLLBACK_FAILED")) => bail!(
+            "stack {name} is {status}: a rollback could not finish; fix what its events name, run `aws cloudformation continue-update-rollback --stack-name {name}` (with --resources-to-skip for a resource that cannot be rolled back), then deploy again"
+        ),
+        // Resources imported and rolled back: the template no longer matches
+        // what the stack holds; an import is not something this tool makes.
+        Some(status @ "IMPORT_ROLLBACK_COMPLETE") => bail!(
+            "stack {name} is {status}: an import into it was rolled back; check its resources in the console (or `delete --force` it) before deploying again"
+        ),
+        Some(_) => Ok(ChangeSetType::Update),
+    }
+}
+
 /// The stack's outputs as (key, value, description), in template order.
 pub fn outputs(stack: &Stack) -> Vec<(String, String, String)> {
     stack
@@ -78,18 +112,7 @@ pub struct Request<'a> {
 pub async fn deploy(client: &Client, request: &Request<'_>) -> anyhow::Result<Outcome> {
     let name = request.name;
     let existing = find(client, name).await?;
-    let kind = match existing.as_ref().map(status_of) {
-        // REVIEW_IN_PROGRESS: created by a change set never executed (an
-        // interrupted deploy); it holds no resources yet.
-        None | Some("REVIEW_IN_PROGRESS") => ChangeSetType::Create,
-        Some(status) if status.ends_with("_IN_PROGRESS") => {
-            bail!("stack {name} is busy ({status}); wait for it to finish and deploy again")
-        }
-        Some(status @ ("ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "DELETE_FAILED" | "CREATE_FAILED")) => {
-            bail!("stack {name} is {status} and cannot be updated; run `delete --force` and deploy again")
-        }
-        Some(_) => ChangeSetType::Update,
-    };
+    let kind = change_set_kind(name, existing.as_ref().map(status_of))?;
     let change_set_name =
         format!("fluidity-deploy-{}", SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis());
     let parameters = request
@@ -352,6 +375,21 @@ mod tests {
         assert!(is_no_changes(Some("No updates are to be performed.")));
         assert!(!is_no_changes(Some("Template format error: Unresolved resource dependencies [X]")));
         assert!(!is_no_changes(None));
+    }
+
+    #[test]
+    fn each_state_takes_the_right_change_set_or_says_what_to_do() {
+        let kind = |status| change_set_kind("s", status).map_err(|e| e.to_string());
+        assert_eq!(kind(None).unwrap(), ChangeSetType::Create);
+        assert_eq!(kind(Some("REVIEW_IN_PROGRESS")).unwrap(), ChangeSetType::Create);
+        assert_eq!(kind(Some("UPDATE_ROLLBACK_COMPLETE")).unwrap(), ChangeSetType::Update);
+        assert_eq!(kind(Some("CREATE_COMPLETE")).unwrap(), ChangeSetType::Update);
+        assert!(kind(Some("UPDATE_IN_PROGRESS")).unwrap_err().contains("busy"));
+        assert!(kind(Some("ROLLBACK_COMPLETE")).unwrap_err().contains("delete --force"));
+        for failed in ["UPDATE_ROLLBACK_FAILED", "IMPORT_ROLLBACK_FAILED"] {
+            assert!(kind(Some(failed)).unwrap_err().contains("continue-update-rollback --stack-name s"), "{failed}");
+        }
+        assert!(kind(Some("IMPORT_ROLLBACK_COMPLETE")).unwrap_err().contains("import"));
     }
 
     #[test]
