@@ -93,6 +93,12 @@ pub mod metrics {
     pub const SERVICE_DIMENSION: &str = "ServiceName";
     /// Dimension: the ECS cluster name.
     pub const CLUSTER_DIMENSION: &str = "ClusterName";
+    /// How often the server publishes by default (the Fargate task keeps it).
+    pub const DEFAULT_INTERVAL_SECS: u64 = 60;
+    /// How late a standard-resolution datapoint may become visible to
+    /// GetMetricData; the idle window must cover it plus one interval, or
+    /// Sleep sees a busy server's newest activity as too old.
+    pub const VISIBILITY_DELAY_SECS: u64 = 180;
 }
 
 #[cfg(test)]

@@ -345,6 +345,11 @@ fn lambda_environment_is_exactly_what_the_code_reads() {
         (parameters["WakeWaitSeconds"]["MaxValue"].as_i64(), parameters["FunctionTimeout"]["MinValue"].as_i64());
     assert_eq!(wait_max, Some(fluidity::lambda::env::MAX_WAKE_WAIT_SECONDS as i64));
     assert!(timeout_min >= wait_max.map(|w| w + 5), "FunctionTimeout {timeout_min:?} vs WakeWaitSeconds {wait_max:?}");
+    // The shortest idle window still covers a metrics interval and the
+    // datapoint's delay: a busy server is never judged by a missing datapoint.
+    use fluidity::protocol::metrics::{DEFAULT_INTERVAL_SECS, VISIBILITY_DELAY_SECS};
+    let idle_min = parameters["IdleThresholdMinutes"]["MinValue"].as_u64().unwrap();
+    assert!(idle_min * 60 > DEFAULT_INTERVAL_SECS + VISIBILITY_DELAY_SECS, "IdleThresholdMinutes MinValue {idle_min}");
 }
 
 fn parameter_names(template: &Value) -> BTreeSet<String> {

@@ -19,6 +19,9 @@ pub struct Declared {
     pub name: String,
     pub default: Option<String>,
     pub allowed: Vec<String>,
+    /// `MinValue` and `MaxValue` of a `Number` parameter (CloudFormation
+    /// refuses a value outside them; the local emulator does not).
+    pub range: (Option<String>, Option<String>),
 }
 
 /// A CloudFormation template read from disk with its declared parameters.
@@ -52,7 +55,8 @@ impl Template {
                     Some(Value::Sequence(values)) => values.iter().filter_map(scalar).collect(),
                     _ => Vec::new(),
                 };
-                parameters.push(Declared { name, default, allowed });
+                let range = (spec.get("MinValue").and_then(scalar), spec.get("MaxValue").and_then(scalar));
+                parameters.push(Declared { name, default, allowed, range });
             }
         }
         Ok(Self { path: path.to_path_buf(), body, parameters })
@@ -175,8 +179,29 @@ impl Values {
                 format!("use one of: {}", declared.allowed.join(", ")),
             ));
         }
+        check_range(declared, &value)?;
         Ok(value)
     }
+}
+
+/// A value within the parameter's `MinValue`..`MaxValue`, if it has them.
+fn check_range(declared: &Declared, value: &str) -> Result<(), ConfigError> {
+    let (min, max) = &declared.range;
+    if min.is_none() && max.is_none() {
+        return Ok(());
+    }
+    let bounds = format!("{}..{}", min.as_deref().unwrap_or(""), max.as_deref().unwrap_or(""));
+    let fix = format!("use a number in {bounds} (the template's MinValue..MaxValue)");
+    let number: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::new(&declared.name, format!("{value:?} is not a number"), fix.clone()))?;
+    let below = min.as_deref().and_then(|m| m.parse::<f64>().ok()).is_some_and(|m| number < m);
+    let above = max.as_deref().and_then(|m| m.parse::<f64>().ok()).is_some_and(|m| number > m);
+    if below || above {
+        return Err(ConfigError::new(&declared.name, format!("{value} is outside {bounds}"), fix));
+    }
+    Ok(())
 }
 
 fn kind(value: &serde_json::Value) -> &'static str {
@@ -254,6 +279,21 @@ mod tests {
         let error = values.check(&[&t]).unwrap_err();
         assert_eq!(error.key, "Env");
         assert!(error.fix.contains("dev, prod"));
+    }
+
+    #[test]
+    fn numbers_outside_min_and_max_are_refused() {
+        let t = template("Parameters:\n  Idle: {Type: Number, Default: 15, MinValue: 5, MaxValue: 1440}\n");
+        let refused = |value: &str| {
+            let mut values = Values::parse("{}").unwrap();
+            values.apply(&[("Idle".into(), value.into())]);
+            values.check(&[&t]).err().map(|e| e.problem)
+        };
+        assert_eq!(refused("5"), None);
+        assert_eq!(refused("1440"), None);
+        assert!(refused("1").unwrap().contains("outside 5..1440"));
+        assert!(refused("1441").unwrap().contains("outside 5..1440"));
+        assert!(refused("soon").unwrap().contains("not a number"));
     }
 
     #[test]

@@ -220,7 +220,12 @@ impl ServerConfig {
                 .clone()
                 .or(file.metrics_namespace)
                 .unwrap_or_else(|| crate::protocol::metrics::DEFAULT_NAMESPACE.into()),
-            interval: duration("metrics_interval", &args.metrics_interval, &file.metrics_interval, 60)?,
+            interval: duration(
+                "metrics_interval",
+                &args.metrics_interval,
+                &file.metrics_interval,
+                crate::protocol::metrics::DEFAULT_INTERVAL_SECS,
+            )?,
             service_name: args.service_name.clone().or(file.service_name),
             cluster_name: args.cluster_name.clone().or(file.cluster_name),
             endpoint_url: args.metrics_endpoint_url.clone().or(file.metrics_endpoint_url),
