@@ -134,7 +134,7 @@ pub enum Checked {
 /// its first HTTP/2 frames) and, with a control API, one `status` call.
 /// The error says at which step it stopped.
 pub async fn check(config: AgentConfig) -> anyhow::Result<Checked> {
-    let say = |mark: &str, line: String| crate::telemetry::to_stdout(format_args!("  {mark:<4}{line}\n"));
+    let mut say = |mark: &str, line: String| crate::telemetry::to_stdout(format_args!("  {mark:<4}{line}\n"));
     say("ok", format!("configuration: listens on {}", config.listen));
     for note in &config.upstream.notes {
         say("note", note.clone());
@@ -157,7 +157,7 @@ pub async fn check(config: AgentConfig) -> anyhow::Result<Checked> {
         config.server = address.to_string();
     }
     let connector = dial::Connector::new(&config).context("building the agent TLS configuration")?;
-    connector.check(&mut |mark, line| say(mark, line)).await.context("the tunnel to the server")?;
+    connector.check(&mut say).await.context("the tunnel to the server")?;
     Ok(Checked::Tunnel)
 }
 

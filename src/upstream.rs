@@ -206,12 +206,18 @@ const HTTPS_VARS: [&str; 4] = ["https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_P
 const HTTP_VARS: [&str; 3] = ["http_proxy", "all_proxy", "ALL_PROXY"];
 const NO_PROXY_VARS: [&str; 2] = ["no_proxy", "NO_PROXY"];
 
-impl Upstream {
-    /// Always direct.
-    pub fn direct() -> Self {
-        Self::default()
-    }
+/// The `NO_PROXY` list and the variable it came from (`env` reads one),
+/// lower case first as curl; also the default of the PAC's `pac.direct`.
+pub fn no_proxy_list(env: &dyn Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    first_set(env, &NO_PROXY_VARS)
+}
 
+/// The first of `names` set to something not blank, and its name.
+fn first_set(env: &dyn Fn(&str) -> Option<String>, names: &[&str]) -> Option<(String, String)> {
+    names.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()).map(|v| (v, name.to_string())))
+}
+
+impl Upstream {
     /// Resolves `setting` against the environment (`env` reads a variable;
     /// tests pass a map). `own` are the agent's listening addresses: an
     /// environment proxy pointing there is ignored with a note (it would be
@@ -221,10 +227,8 @@ impl Upstream {
         env: &dyn Fn(&str) -> Option<String>,
         own: &[SocketAddr],
     ) -> Result<Self, String> {
-        let first = |names: &[&str]| {
-            names.iter().find_map(|name| env(name).filter(|v| !v.trim().is_empty()).map(|v| (v, name.to_string())))
-        };
-        let no_proxy = first(&NO_PROXY_VARS).map(|(list, name)| {
+        let first = |names: &[&str]| first_set(env, names);
+        let no_proxy = no_proxy_list(env).map(|(list, name)| {
             let matcher = Matcher::builder().all(String::from("http://proxy.invalid")).no(list).build();
             (Arc::new(matcher), name)
         });

@@ -246,8 +246,6 @@ pub struct AgentConfig {
     pub lifecycle: Option<LifecycleConfig>,
     /// Direct or through which proxy the server and the control API are reached.
     pub upstream: crate::upstream::Upstream,
-    /// Where the upstream proxy setting came from, for `--check`.
-    pub upstream_setting: crate::upstream::ProxySetting,
     pub server_sni: ServerSni,
     /// Name suffixes and CIDR blocks that `/proxy.pac` sends DIRECT.
     pub pac_direct: Vec<String>,
@@ -282,7 +280,7 @@ impl AgentConfig {
                 "write ADDRESS:PORT, e.g. 127.0.0.1:8080",
             )
         })?;
-        let (upstream_setting, upstream) = reach(args, file.upstream_proxy.as_ref().map(Secret::expose), listen, env)?;
+        let upstream = reach(args, file.upstream_proxy.as_ref().map(Secret::expose), listen, env)?;
         let lifecycle = lifecycle(&args.lifecycle, file.lifecycle.unwrap_or_default(), args.config.as_deref())?;
         let server_text = args.server.clone().or(file.server);
         let server = match (&lifecycle, server_text) {
@@ -372,15 +370,13 @@ impl AgentConfig {
                 }
                 list
             }
-            None => ["no_proxy", "NO_PROXY"]
-                .iter()
-                .find_map(|name| env(name).filter(|v| !v.trim().is_empty()))
+            None => crate::upstream::no_proxy_list(env)
+                .map(|(list, _)| list)
                 .map(|v| v.split(',').map(|e| e.trim().to_string()).filter(|e| !e.is_empty()).collect())
                 .unwrap_or_default(),
         };
         Ok(Self {
             upstream,
-            upstream_setting,
             server_sni,
             pac_direct,
             listen,
@@ -407,7 +403,7 @@ fn reach(
     file: Option<&str>,
     listen: SocketAddr,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(crate::upstream::ProxySetting, crate::upstream::Upstream), ConfigError> {
+) -> Result<crate::upstream::Upstream, ConfigError> {
     use crate::upstream::ProxySetting;
     let from_env = env("FLUIDITY_UPSTREAM_PROXY");
     let (text, source) = match (args.reach.upstream_proxy.as_ref().map(Secret::expose), file) {
@@ -421,14 +417,13 @@ fn reach(
         Some(t) if t.eq_ignore_ascii_case("none") => ProxySetting::Direct,
         Some(t) => ProxySetting::Url { url: Secret::new(t), source: source.to_string() },
     };
-    let upstream = crate::upstream::Upstream::resolve(&setting, env, &[listen]).map_err(|problem| {
+    crate::upstream::Upstream::resolve(&setting, env, &[listen]).map_err(|problem| {
         ConfigError::new(
             "upstream_proxy",
             problem,
             "write http://[USER:PASSWORD@]HOST:PORT, socks5h://HOST:PORT or none (percent-encode a \\ as %5C)",
         )
-    })?;
-    Ok((setting, upstream))
+    })
 }
 
 fn server_sni(text: Option<&str>) -> Result<ServerSni, ConfigError> {

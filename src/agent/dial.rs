@@ -65,28 +65,64 @@ impl Connector {
         })
     }
 
+    /// The server's host and port (`server` always carries a port).
+    fn target(&self) -> Result<(String, u16), TunnelError> {
+        split_host_port(&self.server, super::config::DEFAULT_SERVER_PORT)
+            .map_err(|reason| TunnelError::Unreachable { server: self.server.clone(), reason })
+    }
+
+    /// The upstream proxy the server is reached through, if any.
+    fn proxy(&self) -> Option<&crate::upstream::UpstreamProxy> {
+        let (host, _) = self.target().ok()?;
+        self.upstream.for_target(true, &host)
+    }
+
     /// The server address, with the proxy it is reached through.
     pub(super) fn shown(&self) -> String {
-        let host = split_host_port(&self.server, super::config::DEFAULT_SERVER_PORT).map(|(h, _)| h);
-        match host.ok().and_then(|host| self.upstream.for_target(true, &host).map(|p| p.to_string())) {
+        match self.proxy() {
             Some(proxy) => format!("{} (through {proxy})", self.server),
             None => self.server.clone(),
         }
     }
 
-    /// All layers, bounded by the connect timeout; a timeout names the step
-    /// it stopped in.
+    /// All layers, bounded by the connect timeout.
     pub(super) async fn connect(&self) -> Result<(SendRequest<Body>, Connection), TunnelError> {
-        let after = self.settings.connect_timeout;
+        self.dial(&mut |_, _| {}).await
+    }
+
+    /// `--check`: the same layers once, reporting every step it passes.
+    pub(super) async fn check(&self, report: &mut (dyn FnMut(&str, String) + Send)) -> Result<(), TunnelError> {
+        let host = self.target()?.0;
+        report("..", format!("server {}: to be reached {}", self.server, self.upstream.describe(true, &host)));
+        let (_sender, connection) = self.dial(report).await?;
+        connection.task.abort();
+        Ok(())
+    }
+
+    /// The layers in order, each reported as it passes, bounded together by
+    /// the connect timeout; a timeout names the step it stopped in.
+    async fn dial(
+        &self,
+        report: &mut (dyn FnMut(&str, String) + Send),
+    ) -> Result<(SendRequest<Body>, Connection), TunnelError> {
         let step = AtomicUsize::new(0);
         let layers = async {
-            let (tcp, _) = self.transport().await?;
+            let (tcp, how) = self.transport().await?;
+            report("ok", how);
             step.store(1, Ordering::Relaxed);
             let tls = self.secure(tcp).await?;
+            let sni = self.sni().map_or_else(|| "none".to_string(), |name| name.to_str().into_owned());
+            let name = self.server_name.to_str();
+            let line = format!(
+                "TLS 1.3: the server's certificate is from the Fluidity CA and valid for {name} (SNI sent: {sni}); ALPN h2"
+            );
+            report("ok", line);
             step.store(2, Ordering::Relaxed);
-            self.http2(tls).await
+            let connected = self.http2(tls).await?;
+            report("ok", "HTTP/2: the server accepted this agent's client certificate and sent its settings".into());
+            Ok(connected)
         };
-        match tokio::time::timeout(after, layers).await {
+        match tokio::time::timeout(self.settings.connect_timeout, layers).await {
             Ok(result) => result,
             Err(_) => Err(self.timeout(step.load(Ordering::Relaxed))),
         }
@@ -94,10 +130,8 @@ impl Connector {
 
     /// The timeout error for layer `step` (0 transport, 1 TLS, 2 HTTP/2).
     fn timeout(&self, step: usize) -> TunnelError {
-        let proxied =
-            split_host_port(&self.server, 0).is_ok_and(|(host, _)| self.upstream.for_target(true, &host).is_some());
         let step = match step {
-            0 if proxied => "no answer through the upstream proxy: is it one, of the scheme given?",
+            0 if self.proxy().is_some() => "no answer through the upstream proxy: is it one, of the scheme given?",
             0 => "no answer to the TCP connection: a firewall dropping it, or the wrong address?",
             1 => "in the TLS handshake: is it a Fluidity server?",
             _ => "waiting for the server's first HTTP/2 frames",
@@ -105,35 +139,10 @@ impl Connector {
         TunnelError::Timeout { server: self.shown(), after: self.settings.connect_timeout, step }
     }
 
-    /// Runs each layer once for `--check`, reporting every step it passes;
-    /// the first failure ends it (each step bounded by the connect timeout).
-    pub(super) async fn check(&self, report: &mut dyn FnMut(&str, String)) -> Result<(), TunnelError> {
-        let after = self.settings.connect_timeout;
-        let host = split_host_port(&self.server, 0).map(|(h, _)| h).unwrap_or_default();
-        report("..", format!("server {}: to be reached {}", self.server, self.upstream.describe(true, &host)));
-        let (tcp, how) = tokio::time::timeout(after, self.transport()).await.map_err(|_| self.timeout(0))??;
-        report("ok", how);
-        let tls = tokio::time::timeout(after, self.secure(tcp)).await.map_err(|_| self.timeout(1))??;
-        let sni = self.sni().map_or_else(|| "none".to_string(), |name| name.to_str().into_owned());
-        report(
-            "ok",
-            format!(
-                "TLS 1.3: the server's certificate is from the Fluidity CA and valid for {} (SNI sent: {sni}); ALPN h2",
-                self.server_name.to_str()
-            ),
-        );
-        let (_sender, connection) =
-            tokio::time::timeout(after, self.http2(tls)).await.map_err(|_| self.timeout(2))??;
-        report("ok", "HTTP/2: the server accepted this agent's client certificate and sent its settings".into());
-        connection.task.abort();
-        Ok(())
-    }
-
     /// TCP to the server, directly or through the upstream proxy; with a
     /// line saying how.
     async fn transport(&self) -> Result<(TcpStream, String), TunnelError> {
-        let (host, port) = split_host_port(&self.server, super::config::DEFAULT_SERVER_PORT)
-            .map_err(|reason| TunnelError::Unreachable { server: self.server.clone(), reason })?;
+        let (host, port) = self.target()?;
         let proxy = self.upstream.for_target(true, &host);
         crate::upstream::open_described(proxy, &host, port).await.map_err(|error| match error {
             crate::upstream::UpstreamError::Direct { reason, .. } => {
@@ -150,7 +159,7 @@ impl Connector {
             ServerSni::Off => None,
             ServerSni::Name(name) => Some(name.clone()),
             ServerSni::Auto => {
-                let (host, _) = split_host_port(&self.server, 0).ok()?;
+                let (host, _) = self.target().ok()?;
                 if host.parse::<std::net::IpAddr>().is_ok() {
                     return None;
                 }

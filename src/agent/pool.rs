@@ -347,6 +347,8 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Keeps slot `index` connected until `stop` (dialling nothing while dormant).
 async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
     let mut failures: u32 = 0;
+    // A wait other than the backoff before the next attempt (a refused proxy password).
+    let mut retry_after = None;
     let mut dormant = shared.dormant.subscribe();
     loop {
         if *dormant.borrow_and_update() {
@@ -396,49 +398,51 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
-                let fresh = {
-                    let mut logged = lock(&shared.logged);
-                    if logged.len() >= 32 {
-                        logged.clear(); // reasons that keep changing: start over
-                    }
-                    logged.insert(error.to_string())
-                };
-                let anyone_up = shared.slots.iter().any(|slot| live(slot).is_some());
-                let attempts = {
-                    let mut reminder = lock(&shared.reminder);
-                    reminder.0 += 1;
-                    let due = reminder.1.elapsed() >= REMINDER_EVERY;
-                    if due || fresh {
-                        reminder.1 = tokio::time::Instant::now();
-                    }
-                    (due && !anyone_up).then_some(reminder.0)
-                };
-                if fresh {
-                    warn!(%error, failures, "tunnel connection attempt failed");
-                } else if let Some(attempts) = attempts {
-                    warn!(%error, attempts, "still cannot reach the server (attempts by all slots since the last connection); retrying");
-                } else {
-                    debug!(%error, failures, "tunnel connection attempt failed");
+                report_failure(&shared, &error, failures);
+                if error.is_proxy_authentication() {
+                    retry_after = Some(AUTH_RETRY);
                 }
-                let authentication = error.is_proxy_authentication();
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
                 shared.bump();
-                if authentication {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(AUTH_RETRY) => {}
-                        _ = shared.kick.notified() => failures = 0,
-                    }
-                    continue;
-                }
             }
         }
-        let delay = backoff(failures, shared.settings.reconnect_base, shared.settings.reconnect_max);
+        let delay = retry_after
+            .take()
+            .unwrap_or_else(|| backoff(failures, shared.settings.reconnect_base, shared.settings.reconnect_max));
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
             _ = shared.kick.notified() => failures = 0,
         }
+    }
+}
+
+/// Logs a failed attempt: a reason once (across slots), then while the
+/// server stays unreachable a reminder every [`REMINDER_EVERY`] with the
+/// attempt count; otherwise at debug level.
+fn report_failure(shared: &Shared, error: &TunnelError, failures: u32) {
+    let fresh = {
+        let mut logged = lock(&shared.logged);
+        if logged.len() >= 32 {
+            logged.clear(); // reasons that keep changing: start over
+        }
+        logged.insert(error.to_string())
+    };
+    let reminder = {
+        let mut reminder = lock(&shared.reminder);
+        reminder.0 += 1;
+        let due = reminder.1.elapsed() >= REMINDER_EVERY;
+        if due || fresh {
+            reminder.1 = tokio::time::Instant::now();
+        }
+        (due && !shared.slots.iter().any(|slot| live(slot).is_some())).then_some(reminder.0)
+    };
+    if fresh {
+        warn!(%error, failures, "tunnel connection attempt failed");
+    } else if let Some(attempts) = reminder {
+        warn!(%error, attempts, "still cannot reach the server (attempts by all slots since the last connection); retrying");
+    } else {
+        debug!(%error, failures, "tunnel connection attempt failed");
     }
 }
 

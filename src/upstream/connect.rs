@@ -35,6 +35,11 @@ struct Answer {
 }
 
 impl Answer {
+    /// `407 Proxy Authentication Required`, as the proxy wrote it.
+    fn status_line(&self) -> String {
+        format!("{} {}", self.status, self.reason).trim_end().to_string()
+    }
+
     /// The offered schemes, e.g. `Basic, NTLM`.
     fn offers(&self) -> String {
         let mut schemes: Vec<&str> = Vec::new();
@@ -67,7 +72,7 @@ pub(super) async fn tunnel(proxy: &UpstreamProxy, host: &str, port: u16) -> Resu
     let mut stream = dial_proxy(proxy).await?;
     let first = exchange(&mut stream, proxy, &target, None).await?;
     if first.status == 200 {
-        return Ok((stream, format!("CONNECT {target} answered {} {}", first.status, first.reason)));
+        return Ok((stream, format!("CONNECT {target} answered {}", first.status_line())));
     }
     if !matches!(first.status, 401 | 407) {
         return Err(refused(proxy, &target, port, &first));
@@ -94,10 +99,7 @@ pub(super) async fn tunnel(proxy: &UpstreamProxy, host: &str, port: u16) -> Resu
         return Err(UpstreamError::UnsupportedAuth { proxy: proxy.to_string(), offers });
     };
     match last.status {
-        200 => Ok((
-            stream,
-            format!("CONNECT {target} answered {} {} after {scheme} authentication", last.status, last.reason),
-        )),
+        200 => Ok((stream, format!("CONNECT {target} answered {} after {scheme} authentication", last.status_line()))),
         401 | 407 => Err(UpstreamError::AuthFailed { proxy: proxy.to_string(), offers, tried: scheme }),
         _ => Err(refused(proxy, &target, port, &last)),
     }
@@ -130,7 +132,7 @@ async fn ntlm_exchange(
 /// A 5xx means the proxy tried and failed to reach the target; anything
 /// else is a refusal (a 403 from an access rule, typically).
 fn refused(proxy: &UpstreamProxy, target: &str, port: u16, answer: &Answer) -> UpstreamError {
-    let status = format!("{} {}", answer.status, answer.reason).trim_end().to_string();
+    let status = answer.status_line();
     let (proxy, target) = (proxy.to_string(), target.to_string());
     if answer.status >= 500 {
         let detail = answer.squid_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
