@@ -31,41 +31,29 @@ impl Site {
     async fn new(port: u16) -> Self {
         let net = Corpnet::new();
         let pki = Pki::new();
-        let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("ca.crt"));
         let listen = format!("{SERVER_IP}:{port}");
-        let args = [
-            "--listen",
-            &listen,
-            "--health-listen",
-            "off",
-            "--egress-allow",
-            "198.18.0.0/15",
-            "--cert",
-            cert.to_str().unwrap(),
-            "--key",
-            key.to_str().unwrap(),
-            "--ca",
-            ca.to_str().unwrap(),
-        ];
+        let mut args = vec!["--listen", &listen, "--health-listen", "off", "--egress-allow", "198.18.0.0/15"];
+        let tls = pki.flags("server");
+        args.extend(tls.iter().map(String::as_str));
         let server = net.server.spawn(bin_path("fluidity-server"), &args, &[]);
         server.wait_for("server listening").await;
         Self { net, pki, _server: server, port }
     }
 
     /// The agent's arguments for this site (server by name: it reaches the proxy unresolved).
-    fn agent_args<'a>(&'a self, server: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-        let path = |name: &str| self.pki.path(name).to_str().unwrap().to_string().leak() as &str;
-        let mut args = vec!["--listen", "127.0.0.1:0", "--server", server, "--connect-timeout", "5s"];
-        args.extend(["--cert", path("client.crt"), "--key", path("client.key"), "--ca", path("ca.crt")]);
-        args.extend_from_slice(extra);
+    fn agent_args(&self, server: &str, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> =
+            ["--listen", "127.0.0.1:0", "--server", server, "--connect-timeout", "5s"].map(String::from).into();
+        args.extend(self.pki.flags("client"));
+        args.extend(extra.iter().map(|a| a.to_string()));
         args
     }
 
     /// `fluidity-agent --check` in the client namespace: (exit code, stdout, stderr).
     async fn check(&self, extra: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
         let server = format!("fluidity.test:{}", self.port);
-        let mut args = vec!["--check"];
-        args.extend(self.agent_args(&server, extra));
+        let args = self.agent_args(&server, &[&["--check"], extra].concat());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.net.client.output(bin_path("fluidity-agent"), &args, envs).await;
         let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         (out.status.code(), text(&out.stdout), text(&out.stderr))
@@ -109,6 +97,7 @@ async fn only_the_proxy_gets_through_from_the_flag_or_any_variable() {
     let _origin = site.net.server.http_origin(SERVER_IP, 8080, None).await;
     let server = format!("fluidity.test:{}", site.port);
     let agent_args = site.agent_args(&server, &["--upstream-proxy", &proxy]);
+    let agent_args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
     let agent = site.net.client.spawn(bin_path("fluidity-agent"), &agent_args, &[]);
     agent.wait_for("tunnel to server established").await;
     let local = agent.logged_addr("local proxy listening").await;

@@ -18,12 +18,12 @@ use fluidity::certs::Validity;
 
 /// `fluidity-agent --check` against `server` with the test client pair.
 async fn check(pki: &Pki, server: &str, extra: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let (cert, key, ca) = (pki.path("client.crt"), pki.path("client.key"), pki.path("ca.crt"));
+    let tls = pki.flags("client");
     let mut args = vec!["--check", "--server", server];
     if !extra.contains(&"--connect-timeout") {
         args.extend(["--connect-timeout", "5s"]);
     }
-    args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
+    args.extend(tls.iter().map(String::as_str));
     args.extend_from_slice(extra);
     run_bin("fluidity-agent", &args, envs).await
 }
@@ -142,14 +142,10 @@ async fn check_names_the_step_that_failed() {
             let _ = tcp.write_all(answer.as_bytes()).await;
         }
     });
-    let (cert, key, ca) = (pki.path("client.crt"), pki.path("client.key"), pki.path("ca.crt"));
-    let args = ["--check", "--api-url", &api, "--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
-    let (code, out, err) = run_bin(
-        "fluidity-agent",
-        &[&args[..], &["--ca", ca.to_str().unwrap()]].concat(),
-        &[("FLUIDITY_API_KEY", "wrong")],
-    )
-    .await;
+    let tls = pki.flags("client");
+    let mut args = vec!["--check", "--api-url", &api];
+    args.extend(tls.iter().map(String::as_str));
+    let (code, out, err) = run_bin("fluidity-agent", &args, &[("FLUIDITY_API_KEY", "wrong")]).await;
     assert_eq!(code, Some(1), "{out}{err}");
     assert!(err.contains("control API status call") && err.contains("refused the API key"), "{err}");
 }

@@ -91,10 +91,10 @@ Server(("::", int(sys.argv[1])), Handler).serve_forever()
 "#;
 
 async fn server_in(netns: &Netns, pki: &Pki, extra: &[&str]) -> (Proc, u16) {
-    let (cert, key, ca) = (pki.path("server.crt"), pki.path("server.key"), pki.path("ca.crt"));
+    let tls = pki.flags("server");
     let listen = if extra.contains(&"--listen") { vec![] } else { vec!["--listen", "127.0.0.1:0"] };
     let mut args = [listen, vec!["--health-listen", "off"]].concat();
-    args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
+    args.extend(tls.iter().map(String::as_str));
     args.extend_from_slice(extra);
     let server = netns.spawn(bin_path("fluidity-server"), &args);
     let port = server.logged_addr("server listening").await.port();

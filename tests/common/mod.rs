@@ -62,6 +62,13 @@ impl Pki {
         self.write(&format!("{stem}.key"), &pair.key_pem);
     }
 
+    /// `--cert`, `--key` (the `stem` pair) and `--ca` flags for a binary.
+    pub fn flags(&self, stem: &str) -> Vec<String> {
+        let path = |name: String| self.path(&name).to_str().unwrap().to_owned();
+        let (cert, key, ca) = (path(format!("{stem}.crt")), path(format!("{stem}.key")), path("ca.crt".into()));
+        ["--cert".into(), cert, "--key".into(), key, "--ca".into(), ca].into()
+    }
+
     pub fn tls_args(&self, stem: &str) -> TlsArgs {
         TlsArgs {
             cert: Some(self.path(&format!("{stem}.crt"))),
@@ -503,9 +510,9 @@ pub async fn server_process_with(
     extra: &[&str],
     envs: &[(&str, &str)],
 ) -> (Proc, SocketAddr) {
-    let (cert, key, ca) = (pki.path(&format!("{stem}.crt")), pki.path(&format!("{stem}.key")), pki.path("ca.crt"));
+    let tls = pki.flags(stem);
     let mut args = vec!["--listen", listen, "--allow-loopback", "--health-listen", "127.0.0.1:0"];
-    args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
+    args.extend(tls.iter().map(String::as_str));
     args.extend_from_slice(extra);
     let server = spawn_bin_with("fluidity-server", &args, envs);
     let addr = server.logged_addr("server listening").await;
@@ -519,10 +526,9 @@ pub async fn agent_process(pki: &Pki, server: SocketAddr) -> Proc {
 
 /// Starts the agent binary pointed at `server`, with extra flags.
 pub async fn agent_process_with(pki: &Pki, server: SocketAddr, extra: &[&str]) -> Proc {
-    let (cert, key, ca) = (pki.path("client.crt"), pki.path("client.key"), pki.path("ca.crt"));
-    let server = server.to_string();
+    let (tls, server) = (pki.flags("client"), server.to_string());
     let mut args = vec!["--listen", "127.0.0.1:0", "--server", &server];
-    args.extend(["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap(), "--ca", ca.to_str().unwrap()]);
+    args.extend(tls.iter().map(String::as_str));
     args.extend_from_slice(extra);
     spawn_bin("fluidity-agent", &args)
 }
