@@ -31,6 +31,8 @@ use super::{CurlOutput, Proc, spawn_program};
 const IP: &str = "/usr/sbin/ip";
 /// Every namespace of this fixture is named `<PREFIX><pid>-<n>-<role>`.
 const PREFIX: &str = "fluidity-cn";
+/// Every Squid of this fixture runs as service `<SQUID_PREFIX><pid>x<n>`.
+const SQUID_PREFIX: &str = "fluiditycn";
 
 pub const CLIENT_IP: &str = "198.18.1.2";
 /// The gateway's address on the client's side, where the proxies listen.
@@ -240,12 +242,19 @@ impl Corpnet {
 /// Deletes namespaces (and their /etc/netns directories) this fixture left
 /// behind in a test process that no longer runs (killed before its drops).
 fn remove_stale() {
-    let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
-    for entry in entries.flatten() {
+    let dead = |pid: &str| pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists();
+    for entry in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name.strip_prefix(PREFIX).and_then(|rest| rest.split('-').next()) else { continue };
-        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+        if dead(pid) {
             drop(Netns { name });
+        }
+    }
+    for segment in squid_segments(SQUID_PREFIX) {
+        let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+        let pid = name.strip_prefix(SQUID_PREFIX).and_then(|rest| rest.split('x').next()).unwrap_or("");
+        if dead(pid) {
+            let _ = std::fs::remove_file(segment);
         }
     }
 }
@@ -314,6 +323,28 @@ pub struct Squid {
     pub proc: Proc,
     pub addr: &'static str,
     dir: tempfile::TempDir,
+    /// Squid's `-n`: it prefixes the shared-memory segments Squid creates in
+    /// /dev/shm, which network namespaces do not separate. Two instances
+    /// with the stock name `squid` refuse each other ("shm_open … File
+    /// exists"), and one killed on drop leaves its segments behind.
+    service: String,
+}
+
+/// `/dev/shm` files whose names start with `prefix` (Squid's segments are
+/// `/<service>-<segment>.shm`).
+fn squid_segments(prefix: &str) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir("/dev/shm").into_iter().flatten().flatten();
+    let named = |p: &PathBuf| p.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with(prefix));
+    entries.map(|e| e.path()).filter(named).collect()
+}
+
+impl Drop for Squid {
+    fn drop(&mut self) {
+        // Unlinking a segment the (about to be killed) process still maps is fine.
+        for segment in squid_segments(&format!("{}-", self.service)) {
+            let _ = std::fs::remove_file(segment);
+        }
+    }
 }
 
 impl Squid {
@@ -403,9 +434,14 @@ impl Squid {
         // Squid drops to `proxy`: its helpers read the htpasswd file and the
         // certificate database, its logs are reopened as it.
         chown_recursive(dir.path(), "proxy:proxy");
-        let mut proc = net.gateway.spawn("/usr/sbin/squid", &["-N", "-d", "1", "-f", &path("squid.conf")], &[]);
-        wait_started(&mut proc, "squid", "Socket connections at conn").await;
-        Squid { proc, addr: "198.18.1.1:3128", dir }
+        // Alphanumeric only (Squid refuses anything else); the pid lets
+        // `remove_stale` find the segments of a test process that died.
+        let service = format!("{SQUID_PREFIX}{}x{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let args = ["-N", "-n", &service, "-d", "1", "-f", &path("squid.conf")];
+        let proc = net.gateway.spawn("/usr/sbin/squid", &args, &[]);
+        let mut squid = Squid { proc, addr: "198.18.1.1:3128", dir, service };
+        wait_started(&mut squid.proc, "squid", "Socket connections at conn").await;
+        squid
     }
 
     /// `http://198.18.1.1:3128`, for curl's `-x`.
