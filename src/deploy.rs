@@ -13,7 +13,10 @@
 //!   and the region's API Gateway logging setting.
 //! - [`secret`]: the server's certificates in Secrets Manager.
 //! - [`iam`]: the ECS service-linked role a new account lacks.
+//! - [`logging`]: the region's API Gateway logging role in its shared stack,
+//!   and the move of an older install's own role there.
 //! - [`agent_config`]: the agent's configuration, written after a deploy.
+//! - [`steps`]: the `deploy` command, as the steps it takes.
 
 pub mod agent_config;
 pub mod apigateway;
@@ -21,12 +24,14 @@ pub mod aws;
 pub mod drift;
 pub mod iam;
 pub mod image;
+pub mod logging;
 pub mod params;
 pub mod publish;
 pub mod secret;
 pub mod stack;
+pub mod steps;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -34,8 +39,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::ConfigError;
 use aws::{AwsArgs, Clients};
-use params::{Template, Values};
-use stack::Outcome;
 
 /// Deploys Fluidity to your AWS account and reports on it.
 ///
@@ -212,335 +215,13 @@ impl Stacks {
 pub async fn run(cli: Cli) -> Result<(), Error> {
     let stacks = Stacks::of(cli.env);
     match &cli.command {
-        Command::Deploy(args) => deploy(&cli, args, &stacks).await,
+        Command::Deploy(args) => steps::deploy(&cli, args, &stacks).await,
         Command::Status { no_drift } => status(&cli, &stacks, !no_drift).await,
         Command::Outputs { json } => outputs(&cli, &stacks, *json).await,
         Command::ApiKey { id } => api_key(&cli, &stacks, id.as_deref()).await,
         Command::Delete { force } => delete(&cli, &stacks, *force).await,
     }
 }
-
-/// Everything a deploy needs from disk, read and checked before any AWS call.
-struct Plan {
-    fargate: Template,
-    /// The region's shared API Gateway logging setting (apigateway-account.yaml).
-    account: Template,
-    lambda: Template,
-    policy: String,
-    values: Values,
-    /// (path, sha256) of the Lambda package, unless CodeBucket/CodeKey are given.
-    zip: Option<(PathBuf, String)>,
-    /// (path, sha256) of the image archive, unless ContainerImage is given.
-    image: Option<(PathBuf, String)>,
-    /// The server's certificates, to be kept in Secrets Manager.
-    tls: Option<secret::ServerTls>,
-}
-
-fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigError> {
-    let fargate = Template::load(&cli.templates.join("fargate.yaml"))?;
-    let lambda = Template::load(&cli.templates.join("lambda.yaml"))?;
-    let account = Template::load(&cli.templates.join("apigateway-account.yaml"))?;
-    let policy_path = cli.templates.join("stack-policy.json");
-    let policy = std::fs::read_to_string(&policy_path).map_err(|e| {
-        ConfigError::new(
-            policy_path.display().to_string(),
-            format!("cannot read: {e}"),
-            "restore it from the repository",
-        )
-    })?;
-    serde_json::from_str::<serde_json::Value>(&policy).map_err(|e| {
-        ConfigError::new(policy_path.display().to_string(), format!("not valid JSON: {e}"), "fix the stack policy")
-    })?;
-    let params_path =
-        args.params_file.clone().unwrap_or_else(|| cli.templates.join(format!("params-{}.json", cli.env.as_str())));
-    let mut values = Values::load(&params_path)?;
-    values.apply(&args.params);
-    values.set("FargateStackName", &stacks.fargate);
-    values.check(&[&fargate, &lambda, &account])?;
-    let zip = match (values.get("CodeBucket"), values.get("CodeKey")) {
-        (Some(_), Some(_)) => None,
-        _ => Some(artifact(
-            args.lambda_zip.as_deref(),
-            "--lambda-zip",
-            "the Lambda package (nix build .#lambda-zip), or --param CodeBucket=… --param CodeKey=…",
-        )?),
-    };
-    let image = match values.get("ContainerImage") {
-        Some(_) => None,
-        None => Some(artifact(
-            args.image.as_deref(),
-            "--image",
-            "the server image archive (nix build .#server-image-aarch64 for the default ARM64 task), or --param ContainerImage=URI",
-        )?),
-    };
-    if let Some((path, _)) = &image {
-        check_architecture(path, values.get("CpuArchitecture").unwrap_or("ARM64"))?;
-    }
-    let own_secret = values.get("CertificateSecretArn").is_some();
-    let tls = match args.certificates {
-        Certificates::SecretsManager if !own_secret => Some(secret::ServerTls::load(&args.certs_dir)?),
-        _ => None,
-    };
-    Ok(Plan { fargate, account, lambda, policy, values, zip, image, tls })
-}
-
-/// Refuses an image archive built for another CPU than the task's.
-fn check_architecture(path: &Path, cpu_architecture: &str) -> Result<(), ConfigError> {
-    let Some(wanted) = image::docker_architecture(cpu_architecture) else {
-        return Err(ConfigError::new(
-            "CpuArchitecture",
-            format!("unknown value {cpu_architecture}"),
-            "use ARM64 or X86_64",
-        ));
-    };
-    let package = if wanted == "arm64" { "server-image-aarch64" } else { "server-image-x86_64" };
-    let found = image::architecture(path).map_err(|e| {
-        ConfigError::new("--image", e.to_string(), format!("pass the archive `nix build .#{package}` writes"))
-    })?;
-    if found != wanted {
-        let mut fix = format!("pass the archive of nix build .#{package}");
-        if let Some(other) = ["ARM64", "X86_64"].into_iter().find(|a| image::docker_architecture(a) == Some(&found)) {
-            fix += &format!(", or run the task on it with --param CpuArchitecture={other}");
-        }
-        return Err(ConfigError::new(
-            "--image",
-            format!("{} is an {found} image but the task's CpuArchitecture is {cpu_architecture}", path.display()),
-            fix,
-        ));
-    }
-    Ok(())
-}
-
-fn artifact(path: Option<&Path>, flag: &str, what: &str) -> Result<(PathBuf, String), ConfigError> {
-    let Some(path) = path else {
-        return Err(ConfigError::new(flag, "not given", format!("pass {what}")));
-    };
-    let hash =
-        publish::file_sha256(path).map_err(|e| ConfigError::new(flag, format!("{e:#}"), format!("pass {what}")))?;
-    Ok((path.to_path_buf(), hash))
-}
-
-async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Error> {
-    let mut plan = plan(cli, args, stacks)?;
-    let clients = Clients::load(&cli.aws).await?;
-    let account = publish::account_id(&clients).await?;
-    let env = cli.env.as_str();
-    let verb = if args.dry_run { "dry run for" } else { "deploying" };
-    println!("{verb} fluidity {env} to account {account} in {}", clients.region);
-
-    if let Some((path, hash)) = &plan.zip {
-        let bucket = publish::bucket_name(env, &account, &clients.region);
-        let key = publish::code_key(hash);
-        if args.dry_run {
-            println!("lambda package: would be s3://{bucket}/{key}");
-        } else {
-            if publish::ensure_bucket(&clients, &bucket).await? {
-                println!("created bucket {bucket} (private)");
-            }
-            let uploaded = publish::upload(&clients, &bucket, &key, path).await?;
-            println!(
-                "lambda package: s3://{bucket}/{key}{}",
-                if uploaded { " (uploaded)" } else { " (already there)" }
-            );
-        }
-        plan.values.set("CodeBucket", bucket);
-        plan.values.set("CodeKey", key);
-    }
-    if let Some((path, hash)) = &plan.image {
-        let repository = plan.values.get("ImageRepositoryName").context("ImageRepositoryName is empty")?.to_owned();
-        let tag = publish::image_tag(hash);
-        let reference = if args.dry_run {
-            // The URI the repository has or will have, so that an unchanged
-            // image shows no change.
-            format!("{account}.dkr.ecr.{}.amazonaws.com/{repository}:{tag}", clients.region)
-        } else {
-            let (uri, created) = publish::ensure_repository(&clients, &repository).await?;
-            if created {
-                println!("created image repository {uri} (immutable tags, scan on push)");
-            }
-            publish::expire_old_images(&clients, &repository).await?;
-            let reference = format!("{uri}:{tag}");
-            if publish::image_exists(&clients, &repository, &tag).await? {
-                println!("server image: {reference} (already there)");
-            } else {
-                println!("server image: pushing {reference}…");
-                publish::push_image(&clients, &args.skopeo, path, &reference).await?;
-                println!("server image: {reference} (pushed)");
-            }
-            reference
-        };
-        if args.dry_run {
-            println!("server image: would be {reference}");
-        }
-        plan.values.set("ContainerImage", reference);
-    }
-
-    if let Some(tls) = &plan.tls {
-        let name = secret::name(env);
-        let stored = if args.dry_run {
-            println!("server certificates: would be kept in Secrets Manager as {name}");
-            secret::current(&clients, &name).await?
-        } else {
-            let stored = secret::store(&clients, &name, tls).await?;
-            println!("server certificates: secret {name} ({})", stored.change);
-            Some((stored.arn, stored.version))
-        };
-        if let Some((arn, version)) = stored {
-            plan.values.set("CertificateSecretArn", arn);
-            plan.values.set("CertificateSecretVersionId", version);
-        }
-    }
-
-    if args.dry_run {
-        println!("ECS service-linked role: would be created if the account lacks it");
-    } else if iam::ensure_ecs_role(&clients).await? == iam::RoleState::Created {
-        println!("ECS service-linked role: created (a new account has none, and ECS needs it)");
-    }
-
-    let fargate = stack::find(&clients.cloudformation, &stacks.fargate).await?;
-    // An update leaves the service's desired count alone (unless asked):
-    // sending a value would reset it, waking a sleeping server or stopping
-    // a running one.
-    if fargate.as_ref().is_some_and(stack::is_live) && !args.params.iter().any(|(k, _)| k == "DesiredCount") {
-        plan.values.set("DesiredCount", KEEP_DESIRED_COUNT);
-    }
-    let shared = shared_logging(&clients, plan.values.get("ApiGatewayAccountStackName"), env).await?;
-    if shared.is_none() {
-        plan.values.set("ApiGatewayAccountStackName", NO_SHARED_STACK);
-    }
-    let account_missing = shared.as_ref().is_some_and(|(_, exists)| !exists);
-    let account_stack = shared.map(|(name, _)| name);
-    // The package the Lambda stack runs now: kept as the rollback target.
-    let previous_key = match stack::find(&clients.cloudformation, &stacks.lambda).await? {
-        Some(lambda) => lambda
-            .parameters()
-            .iter()
-            .find(|p| p.parameter_key() == Some("CodeKey"))
-            .and_then(|p| p.parameter_value())
-            .map(str::to_owned),
-        None => None,
-    };
-    let mut order = vec![(&stacks.fargate, &plan.fargate, "this environment's server")];
-    if let Some(name) = &account_stack {
-        order.push((name, &plan.account, "API Gateway's logging role, shared by every environment in the region"));
-    }
-    order.push((&stacks.lambda, &plan.lambda, "this environment's control plane"));
-    for (name, template, role) in order {
-        if args.dry_run && *name == stacks.lambda && (!fargate.as_ref().is_some_and(stack::is_live) || account_missing)
-        {
-            println!(
-                "stack {name}: not shown in this dry run (it imports the outputs of stacks that do not exist yet)"
-            );
-            continue;
-        }
-        println!("stack {name} ({role}):");
-        let request = stack::Request {
-            name,
-            template_body: &template.body,
-            parameters: plan.values.for_template(template)?,
-            stack_policy: &plan.policy,
-            dry_run: args.dry_run,
-            poll: cli.poll_interval,
-        };
-        let outcome = stack::deploy(&clients.cloudformation, &request).await?;
-        println!(
-            "stack {name}: {}",
-            match outcome {
-                Outcome::Created => "created",
-                Outcome::Updated => "updated",
-                Outcome::NoChanges => "no changes",
-                Outcome::DryRun => "dry run, nothing changed",
-            }
-        );
-        // Production stacks cannot be deleted by accident (`delete --force` lifts it).
-        if cli.env == Env::Prod && Some(name) != account_stack.as_ref() && !args.dry_run {
-            stack::protect(&clients.cloudformation, name, true).await?;
-            println!("stack {name}: termination protection on");
-        }
-    }
-    if args.dry_run {
-        return Ok(());
-    }
-    if plan.zip.is_some()
-        && let (Some(bucket), Some(key)) = (plan.values.get("CodeBucket"), plan.values.get("CodeKey"))
-    {
-        let keep: Vec<&str> = [Some(key), previous_key.as_deref()].into_iter().flatten().collect();
-        let removed = publish::prune_packages(&clients, bucket, &keep).await?;
-        if removed > 0 {
-            println!("lambda package: removed {removed} older package(s) (kept the current and the previous one)");
-        }
-    }
-    print_outputs(&clients, stacks, false).await?;
-    write_agent_config(cli, args, stacks, &clients).await
-}
-
-/// Ends a deploy with the agent's configuration for this environment and
-/// the one command that starts the agent with it.
-async fn write_agent_config(cli: &Cli, args: &DeployArgs, stacks: &Stacks, clients: &Clients) -> Result<(), Error> {
-    let env = cli.env.as_str();
-    let Some(lambda) = stack::find(&clients.cloudformation, &stacks.lambda).await? else { return Ok(()) };
-    let Some(api_url) = stack::output(&lambda, "ApiUrl") else {
-        println!("agent configuration: not written ({} has no ApiUrl output)", stacks.lambda);
-        return Ok(());
-    };
-    // The key's value is never an output: its id is (ApiKeyId), else the
-    // key is found by the name the template gives it.
-    let key = match stack::output(&lambda, "ApiKeyId") {
-        Some(id) => Some(apigateway::key_value(clients, &id).await?),
-        None => apigateway::key_value_by_name(clients, &format!("fluidity-{env}-agent")).await?,
-    };
-    let path = args.agent_config.clone().unwrap_or_else(|| agent_config::default_path(env));
-    let written = agent_config::write(&path, env, &api_url, key.as_deref(), &args.certs_dir)?;
-    match &written.key {
-        Some(key) => println!(
-            "agent configuration: {} (the API key is in {}, mode 0600)",
-            written.config.display(),
-            key.display()
-        ),
-        None => println!(
-            "agent configuration: {} (no API key found: set FLUIDITY_API_KEY=$(fluidity-deploy --env {env} api-key --id KEY_ID))",
-            written.config.display()
-        ),
-    }
-    if let Some(kept) = &written.kept {
-        println!("agent configuration: kept your edited {}; compare it with the new one", kept.display());
-    }
-    println!("start the agent: fluidity-agent --config {}", written.config.display());
-    Ok(())
-}
-
-/// The stack of the region's API Gateway logging setting (apigateway-account.yaml).
-pub const ACCOUNT_STACK: &str = "fluidity-apigateway-account";
-
-/// `ApiGatewayAccountStackName` when the region's setting is someone else's.
-pub const NO_SHARED_STACK: &str = "none";
-
-/// Whether to deploy the shared logging stack `name` (and whether it exists
-/// yet): yes when the region's API Gateway account setting is unset or is
-/// that stack's role; no (and say so) when it names a role someone else
-/// set, which is left alone, or when the user passed
-/// `ApiGatewayAccountStackName=none`.
-async fn shared_logging(clients: &Clients, name: Option<&str>, env: &str) -> Result<Option<(String, bool)>, Error> {
-    let Some(name) = name.filter(|n| *n != NO_SHARED_STACK) else { return Ok(None) };
-    let region_role = apigateway::logs_role(clients)
-        .await
-        .context("cannot read this region's API Gateway account setting (apigateway:GET on /account)")?;
-    let existing = stack::find(&clients.cloudformation, name).await?;
-    let exists = existing.is_some();
-    let Some(region_role) = region_role else { return Ok(Some((name.to_owned(), exists))) };
-    let ours = existing.and_then(|s| stack::output(&s, "LogsRoleArn"));
-    if ours.as_deref() == Some(region_role.as_str()) {
-        return Ok(Some((name.to_owned(), exists)));
-    }
-    println!(
-        "API Gateway logging: this region's account setting uses {region_role}, which Fluidity did not set; \
-         leaving it alone (that role must be able to write /aws/apigateway/fluidity-{env}-access)"
-    );
-    Ok(None)
-}
-
-/// `DesiredCount` on updates: the template leaves the property out.
-pub const KEEP_DESIRED_COUNT: &str = "keep";
 
 async fn status(cli: &Cli, stacks: &Stacks, with_drift: bool) -> Result<(), Error> {
     let clients = Clients::load(&cli.aws).await?;
@@ -677,8 +358,9 @@ async fn delete(cli: &Cli, stacks: &Stacks, force: bool) -> Result<(), Error> {
     }
     println!("kept: the artifact bucket and the image repository (delete them by hand when no longer needed)");
     println!(
-        "kept: {ACCOUNT_STACK}, the region's API Gateway logging setting other environments may use \
-         (CloudFormation refuses to delete it while one still imports it)"
+        "kept: {}, the region's API Gateway logging setting other environments may use \
+         (CloudFormation refuses to delete it while one still imports it)",
+        logging::ACCOUNT_STACK
     );
     Ok(())
 }

@@ -16,6 +16,8 @@
       An API Gateway key with this value (named fluidity-test unless NAME). Prints {"id"}.
   aws_fixture.py ENDPOINT account-role ROLE_ARN
       Sets the region's API Gateway CloudWatch role (as another stack would). Prints {"role"}.
+  aws_fixture.py ENDPOINT account-role
+      The region's API Gateway CloudWatch role. Prints {"role"} (null if unset).
   aws_fixture.py ENDPOINT stop-task CLUSTER TASK_ARN
       Stops the task (its service's server went away). Prints {"stopped"}.
   aws_fixture.py ENDPOINT secret NAME
@@ -100,8 +102,10 @@ def main():
     elif command == "account-role":
         apigateway = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",
                                   aws_access_key_id="test", aws_secret_access_key="test")
-        apigateway.update_account(patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn", "value": args[0]}])
-        result = {"role": apigateway.get_account()["cloudwatchRoleArn"]}
+        if args:
+            apigateway.update_account(patchOperations=[{"op": "replace", "path": "/cloudwatchRoleArn",
+                                                        "value": args[0]}])
+        result = {"role": apigateway.get_account().get("cloudwatchRoleArn")}
     elif command == "stop-task":
         _, ecs = clients(endpoint)
         ecs.stop_task(cluster=args[0], task=args[1], reason="replaced")

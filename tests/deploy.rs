@@ -129,6 +129,12 @@ impl World {
         found.and_then(|p| p.parameter_value()).unwrap_or_else(|| panic!("no parameter {key}")).to_owned()
     }
 
+    /// The physical id of a stack's resource, if it has it.
+    async fn resource(&self, stack: &str, logical_id: &str) -> Option<String> {
+        let found = self.cfn.describe_stack_resource().stack_name(stack).logical_resource_id(logical_id).send().await;
+        found.ok().and_then(|r| r.stack_resource_detail()?.physical_resource_id().map(str::to_owned))
+    }
+
     async fn nothing_created(&self) {
         assert!(self.live_stacks().await.is_empty(), "stacks: {:?}", self.live_stacks().await);
         assert!(self.s3.list_buckets().send().await.unwrap().buckets().is_empty(), "a bucket was created");
@@ -765,4 +771,96 @@ async fn a_stack_left_in_review_is_deployed_as_new() {
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("stack fluidity-dev-fargate: created"), "{out}");
     assert_eq!(world.parameter("fluidity-dev-fargate", "DesiredCount").await, "0");
+}
+
+/// An install made before the region's shared logging stack: its Lambda
+/// stack holds its own `ApiGatewayLogsRole`, the region's API Gateway
+/// setting points at it, and the stack policy denies deleting it (the
+/// emulator enforces stack policies on updates as AWS does; see
+/// tests/stack_policy.py). The next deploy recognises that role as
+/// Fluidity's, deploys the shared stack and points the region at its role,
+/// then removes the old role under a policy relaxed for that update only.
+/// Before the migration existed this deploy called the role "not ours" and
+/// its Lambda update was refused ("Action denied by stack policy").
+#[tokio::test(flavor = "multi_thread")]
+async fn an_install_from_before_the_shared_logging_stack_is_upgraded() {
+    let world = World::new().await;
+    let lambda = "fluidity-dev-lambda";
+    let (code, out, err) = world.deploy(&["--param", "ApiGatewayAccountStackName=none"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+
+    // The Lambda stack as the older version made it, with its parameters.
+    let old = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/lambda-before-shared-logging.yaml"
+    ))
+    .unwrap();
+    let current = world.cfn.describe_stacks().stack_name(lambda).send().await.unwrap().stacks()[0].clone();
+    let parameters = current
+        .parameters()
+        .iter()
+        .filter(|p| p.parameter_key().is_some_and(|k| old.contains(&format!("\n  {k}:\n"))))
+        .cloned()
+        .collect::<Vec<_>>();
+    let policy =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation/stack-policy.json")).unwrap();
+    world.cfn.delete_stack().stack_name(lambda).send().await.unwrap();
+    world
+        .cfn
+        .create_stack()
+        .stack_name(lambda)
+        .template_body(&old)
+        .set_parameters(Some(parameters))
+        .capabilities(aws_sdk_cloudformation::types::Capability::CapabilityNamedIam)
+        .stack_policy_body(&policy)
+        .send()
+        .await
+        .unwrap();
+    let old_role = world.resource(lambda, "ApiGatewayLogsRole").await.expect("the old layout holds the role");
+    let old_arn = format!("arn:aws:iam::123456789012:role/{old_role}");
+    assert_eq!(world.fixture(&["account-role", &old_arn])["role"], old_arn.as_str());
+
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("this region uses {lambda}'s own role; moving it to the shared stack {ACCOUNT}")),
+        "{out}"
+    );
+    assert!(out.contains("removes its own ApiGatewayLogsRole"), "{out}");
+    assert!(out.contains(&format!("stack {lambda}: updated")), "{out}");
+    assert_eq!(world.live_stacks().await, [ACCOUNT, "fluidity-dev-fargate", lambda]);
+    assert_eq!(world.resource(lambda, "ApiGatewayLogsRole").await, None, "the old role is gone");
+    let shared = world.cfn.describe_stacks().stack_name(ACCOUNT).send().await.unwrap().stacks()[0].clone();
+    let shared_role = shared.outputs().iter().find(|o| o.output_key() == Some("LogsRoleArn")).unwrap();
+    assert_eq!(
+        world.fixture(&["account-role"])["role"],
+        shared_role.output_value().unwrap(),
+        "the region logs with the shared role"
+    );
+    assert_eq!(world.parameter(lambda, "ApiGatewayAccountStackName").await, ACCOUNT);
+    let applied = world.cfn.get_stack_policy().stack_name(lambda).send().await.unwrap();
+    let applied: Value = serde_json::from_str(applied.stack_policy_body().unwrap()).unwrap();
+    assert_eq!(applied, serde_json::from_str::<Value>(&policy).unwrap(), "the relaxed policy lasted one update");
+
+    // Done once: the next deploy changes nothing and moves nothing.
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("moving it") && !out.contains("removes its own"), "{out}");
+
+    // The account setting was made by a request AWS's model accepts.
+    let (checked, problems) = common::model_check(&world.path("requests.jsonl"));
+    assert!(problems.is_empty(), "requests AWS would refuse: {problems:#?}");
+    assert!(checked["apigateway.UpdateAccount"].as_u64().unwrap_or(0) > 0, "UpdateAccount not checked: {checked}");
+}
+
+/// The stack policy evaluator and the emulator's enforcement of it pass
+/// their own tests (tests/stack_policy_test.py).
+#[test]
+fn the_stack_policy_enforcement_passes_its_own_tests() {
+    let output = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/stack_policy_test.py"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && text.contains("OK"), "{text}");
 }

@@ -32,6 +32,18 @@
    AWS's published service models.
 7. A second CreateServiceLinkedRole answers InvalidInput "has been taken", as
    AWS does (moto: EntityAlreadyExists).
+8. Stack policies are enforced on updates (UpdateStack and executed Update
+   change sets), as tests/stack_policy.py evaluates them: an update that
+   removes or modifies a resource the stack's policy protects fails with
+   that resource's UPDATE_FAILED event ("Action denied by stack policy")
+   and ends in UPDATE_ROLLBACK_COMPLETE, with nothing changed. moto's diff
+   of templates decides the actions: a removed resource is Update:Delete, a
+   changed one Update:Modify (moto cannot tell which changes replace a
+   resource, so Update:Replace is never derived); UpdateStack's
+   StackPolicyDuringUpdateBody is not read.
+9. moto's DescribeStackResource fails (HTTP 500) on a stack that holds a
+   resource of a type moto skips (an API Gateway stage, an alarm), which
+   has no logical id there; it now looks past those.
 
 Usage: moto_launcher.py -H 127.0.0.1 -p PORT [--recorded-drift DIR] [--record FILE]
 """
@@ -39,15 +51,20 @@ import argparse
 import io
 import json
 import os
+import sys
 import urllib.parse
 
-from moto.cloudformation.models import CloudFormationBackend
+from moto.cloudformation.exceptions import ValidationError as CfnValidationError
+from moto.cloudformation.models import CloudFormationBackend, Event, Stack
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.ecs.models import Service as EcsService
 from moto.iam.exceptions import InvalidInput
 from moto.iam.models import IAMBackend
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import stack_policy  # noqa: E402  (beside this file)
 
 def _numeric_desired_count(original):
     """CloudFormation passes String parameters on as text and AWS accepts
@@ -117,6 +134,53 @@ def execute_change_set(self, change_set_name, stack_name=None):
 
 
 CloudFormationBackend.execute_change_set = execute_change_set
+
+
+def _stack_policy_enforced(original):
+    """An update the stack's policy refuses fails, changing nothing (see 8. above)."""
+    def wrapped(self, name, template, role_arn, parameters, tags):
+        stack = self.get_stack(name)
+        if stack.policy:
+            new = Stack.parse_template(template)
+            resolved = self._resolve_update_parameters(instance=stack, incoming_params=parameters)
+            diff = stack.resource_map.build_resource_diff(new, resolved)
+            old_types = {k: v.get("Type", "") for k, v in stack.template_dict.get("Resources", {}).items()}
+            new_types = {k: v.get("Type", "") for k, v in new.get("Resources", {}).items()}
+            changes = [("Update:Delete", n, old_types.get(n, "")) for n in diff["Remove"]]
+            changes += [("Update:Modify", n, new_types.get(n, "")) for n in diff["Modify"]]
+            refused = stack_policy.denied(stack.policy, changes)
+            if refused:
+                stack._add_stack_event("UPDATE_IN_PROGRESS", resource_status_reason="User Initiated")
+                for logical_id, message in refused:
+                    stack.events.append(Event(
+                        stack_id=stack.stack_id, stack_name=stack.name, logical_resource_id=logical_id,
+                        physical_resource_id=getattr(stack.resource_map._parsed_resources.get(logical_id),
+                                                     "physical_resource_id", "") or "",
+                        resource_type=old_types.get(logical_id) or new_types.get(logical_id, ""),
+                        resource_status="UPDATE_FAILED", resource_status_reason=message,
+                        resource_properties=None))
+                names = ", ".join(logical_id for logical_id, _ in refused)
+                stack._add_stack_event("UPDATE_ROLLBACK_IN_PROGRESS",
+                                       resource_status_reason=f"The following resource(s) failed to update: [{names}].")
+                stack._add_stack_event("UPDATE_ROLLBACK_COMPLETE")
+                stack.status = "UPDATE_ROLLBACK_COMPLETE"
+                return stack
+        return original(self, name, template, role_arn, parameters, tags)
+    return wrapped
+
+
+CloudFormationBackend.update_stack = _stack_policy_enforced(CloudFormationBackend.update_stack)
+
+
+def describe_stack_resource(self, stack_name, logical_resource_id):
+    stack = self.get_stack(stack_name)
+    for resource in stack.stack_resources:
+        if getattr(resource, "logical_resource_id", None) == logical_resource_id:
+            return stack, resource
+    raise CfnValidationError(stack_name, f"Resource {logical_resource_id} does not exist for stack {stack_name}")
+
+
+CloudFormationBackend.describe_stack_resource = describe_stack_resource
 
 
 def _service_linked_role_taken(original):

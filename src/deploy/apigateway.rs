@@ -1,11 +1,13 @@
-//! The two API Gateway reads the deploy tool needs, each one signed REST
-//! call made without the API Gateway SDK crate (see [`crate::sigv4`]):
+//! The API Gateway calls the deploy tool needs, each one signed REST call
+//! made without the API Gateway SDK crate (see [`crate::sigv4`]):
 //!
 //! - the value of the agent's API key. CloudFormation outputs only its id
 //!   (an output is readable by anyone who can describe the stack); the value
 //!   comes from GetApiKey with `includeValue`;
 //! - the region's account setting (GetAccount): which CloudWatch role API
-//!   Gateway logs with, so that a role some other stack set is left alone.
+//!   Gateway logs with, so that a role some other stack set is left alone;
+//!   and UpdateAccount, which points it at the shared stack's role when an
+//!   older install had pointed it elsewhere (see [`super::logging`]).
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -37,17 +39,38 @@ pub async fn logs_role(clients: &Clients) -> anyhow::Result<Option<String>> {
     Ok(json["cloudwatchRoleArn"].as_str().filter(|arn| !arn.is_empty()).map(str::to_owned))
 }
 
+/// Sets the region's account setting to the CloudWatch role `arn`.
+pub async fn set_logs_role(clients: &Clients, arn: &str) -> anyhow::Result<()> {
+    let patch = serde_json::json!({
+        "patchOperations": [{ "op": "replace", "path": "/cloudwatchRoleArn", "value": arn }]
+    });
+    let body = Bytes::from(patch.to_string());
+    call(clients, http::Method::PATCH, "/account", body, "the account setting").await?;
+    Ok(())
+}
+
 /// A signed GET of `path`; the JSON answer of a 200, else one line naming `what`.
 async fn get(clients: &Clients, path: &str, what: &str) -> anyhow::Result<serde_json::Value> {
+    call(clients, http::Method::GET, path, Bytes::new(), what).await
+}
+
+async fn call(
+    clients: &Clients,
+    method: http::Method,
+    path: &str,
+    body: Bytes,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
     let url = format!("{}{path}", super::aws::endpoint(clients, "apigateway"));
     let uri: http::Uri = url.parse().with_context(|| format!("bad API Gateway URL {url}"))?;
     let host = uri.authority().context("the API Gateway URL has no host")?.to_string();
-    let request = http::Request::get(uri)
-        .header("host", host)
-        .header("accept", "application/json")
-        .body(Full::new(Bytes::new()))
-        .context("cannot build the API Gateway request")?;
-    let (status, json) = super::aws::signed_json(clients, "apigateway", "API Gateway", request, b"").await?;
+    let mut request = http::Request::builder().method(method).uri(uri).header("host", host);
+    request = request.header("accept", "application/json");
+    if !body.is_empty() {
+        request = request.header("content-type", "application/json");
+    }
+    let request = request.body(Full::new(body.clone())).context("cannot build the API Gateway request")?;
+    let (status, json) = super::aws::signed_json(clients, "apigateway", "API Gateway", request, &body).await?;
     if status != 200 {
         bail!("API Gateway answered {status} for {what}: {}", super::aws::json_message(&json));
     }

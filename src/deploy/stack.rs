@@ -96,12 +96,30 @@ pub fn output(stack: &Stack, key: &str) -> Option<String> {
     stack.outputs().iter().find(|o| o.output_key() == Some(key)).and_then(|o| o.output_value()).map(str::to_owned)
 }
 
+/// The physical id of the stack's resource `logical_id`, if the stack has it.
+pub async fn resource(client: &Client, stack: &str, logical_id: &str) -> anyhow::Result<Option<String>> {
+    match client.describe_stack_resource().stack_name(stack).logical_resource_id(logical_id).send().await {
+        Ok(found) => Ok(found.stack_resource_detail().and_then(|r| r.physical_resource_id()).map(str::to_owned)),
+        Err(e) if e.code() == Some("ValidationError") && e.message().is_some_and(|m| m.contains("does not exist")) => {
+            Ok(None)
+        }
+        Err(e) => bail!("cannot describe resource {logical_id} of stack {stack}: {}", describe(&e)),
+    }
+}
+
 /// What to deploy to one stack.
 pub struct Request<'a> {
     pub name: &'a str,
     pub template_body: &'a str,
     pub parameters: Vec<(String, String)>,
+    /// Applied after every successful deploy.
     pub stack_policy: &'a str,
+    /// A policy for this update only (a migration that removes a resource
+    /// `stack_policy` protects). `ExecuteChangeSet` takes no
+    /// `StackPolicyDuringUpdateBody` (only `UpdateStack` does), so it is set
+    /// before the change set runs and `stack_policy` is put back afterwards,
+    /// whether the update worked or not.
+    pub policy_during_update: Option<String>,
     pub dry_run: bool,
     pub poll: Duration,
 }
@@ -175,24 +193,56 @@ pub async fn deploy(client: &Client, request: &Request<'_>) -> anyhow::Result<Ou
         discard(client, name, &change_set, kind == ChangeSetType::Create).await;
         return Ok(Outcome::DryRun);
     }
-    let stack_id = described.stack_id().unwrap_or(name).to_owned();
-    let seen = event_ids(client, &stack_id).await;
+    let temporary = request.policy_during_update.as_deref().filter(|_| kind == ChangeSetType::Update);
+    if let Some(policy) = temporary {
+        set_policy(client, name, policy).await.context("cannot relax the stack policy for this update")?;
+    }
+    let executed = execute(client, name, &change_set, described.stack_id().unwrap_or(name), request.poll).await;
+    let status = match executed {
+        Ok(status) if matches!(status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE") => status,
+        failed => {
+            if temporary.is_some() {
+                set_policy(client, name, request.stack_policy).await.context("the update failed, and")?;
+            }
+            let status = failed?;
+            bail!("stack {name} ended in {status}{}", rollback_note(&status));
+        }
+    };
+    set_policy(client, name, request.stack_policy)
+        .await
+        .with_context(|| format!("stack {name} is {status} but its stack policy was not applied"))?;
+    Ok(if kind == ChangeSetType::Create { Outcome::Created } else { Outcome::Updated })
+}
+
+/// Runs the change set and waits for the stack: its final status.
+async fn execute(
+    client: &Client,
+    name: &str,
+    change_set: &str,
+    stack_id: &str,
+    poll: Duration,
+) -> anyhow::Result<String> {
+    let seen = event_ids(client, stack_id).await;
     let started = SystemTime::now();
     client
         .execute_change_set()
         .stack_name(name)
-        .change_set_name(&change_set)
+        .change_set_name(change_set)
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("cannot execute the change set for {name}: {}", describe(&e)))?;
-    let status = watch(client, name, &stack_id, seen, started, request.poll).await?;
-    if !matches!(status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE") {
-        bail!("stack {name} ended in {status}{}", rollback_note(&status));
-    }
-    client.set_stack_policy().stack_name(name).stack_policy_body(request.stack_policy).send().await.map_err(|e| {
-        anyhow::anyhow!("stack {name} is {status} but its stack policy was not applied: {}", describe(&e))
-    })?;
-    Ok(if kind == ChangeSetType::Create { Outcome::Created } else { Outcome::Updated })
+    watch(client, name, stack_id, seen, started, poll).await
+}
+
+async fn set_policy(client: &Client, name: &str, policy: &str) -> anyhow::Result<()> {
+    client
+        .set_stack_policy()
+        .stack_name(name)
+        .stack_policy_body(policy)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot set the stack policy of {name}: {}", describe(&e)))?;
+    Ok(())
 }
 
 fn is_no_changes(reason: Option<&str>) -> bool {

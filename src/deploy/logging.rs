@@ -1,0 +1,178 @@
+//! API Gateway's logging role. A region has one account setting naming the
+//! role API Gateway writes logs with, so Fluidity keeps that role in a stack
+//! of its own shared by every environment of the region
+//! ([`ACCOUNT_STACK`], apigateway-account.yaml).
+//!
+//! Installs made before that stack existed hold the role in each Lambda
+//! stack ([`OLD_ROLE`], with an `AWS::ApiGateway::Account` pointing the
+//! region at it), and the stack policy denies deleting it. Upgrading one
+//! moves the setting over: the region's role is recognised as Fluidity's,
+//! the shared stack is deployed and the region pointed at its role, then
+//! the Lambda stack is updated under a policy that allows exactly that
+//! role's removal ([`policy_allowing_removal`]).
+
+use anyhow::Context;
+
+use super::aws::Clients;
+use super::{apigateway, stack};
+
+/// The stack of the region's API Gateway logging setting (apigateway-account.yaml).
+pub const ACCOUNT_STACK: &str = "fluidity-apigateway-account";
+
+/// `ApiGatewayAccountStackName` when the region's setting is someone else's.
+pub const NO_SHARED_STACK: &str = "none";
+
+/// The logging role's logical id in Lambda stacks made before the shared stack.
+pub const OLD_ROLE: &str = "ApiGatewayLogsRole";
+
+/// The shared stack a deploy goes through.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub name: String,
+    /// Whether it exists already (the Lambda stack imports its export).
+    pub exists: bool,
+}
+
+/// Whether to deploy the shared logging stack `name`: yes when the region's
+/// API Gateway account setting is unset, is that stack's role, or is the
+/// [`OLD_ROLE`] of an environment's Lambda stack (an install to migrate);
+/// no (and say so) when it names a role someone else set, which is left
+/// alone, or when the user passed `ApiGatewayAccountStackName=none`.
+pub async fn shared(clients: &Clients, name: Option<&str>, env: &str) -> anyhow::Result<Option<Shared>> {
+    let Some(name) = name.filter(|n| *n != NO_SHARED_STACK) else { return Ok(None) };
+    let region_role = apigateway::logs_role(clients)
+        .await
+        .context("cannot read this region's API Gateway account setting (apigateway:GET on /account)")?;
+    let existing = stack::find(&clients.cloudformation, name).await?;
+    let shared = Shared { name: name.to_owned(), exists: existing.is_some() };
+    let Some(region_role) = region_role else { return Ok(Some(shared)) };
+    if existing.and_then(|s| stack::output(&s, "LogsRoleArn")).as_deref() == Some(region_role.as_str()) {
+        return Ok(Some(shared));
+    }
+    for lambda in lambda_stacks() {
+        if let Some(role) = stack::resource(&clients.cloudformation, &lambda, OLD_ROLE).await?
+            && is_role(&region_role, &role)
+        {
+            println!("API Gateway logging: this region uses {lambda}'s own role; moving it to the shared stack {name}");
+            return Ok(Some(shared));
+        }
+    }
+    println!(
+        "API Gateway logging: this region's account setting uses {region_role}, which Fluidity did not set; \
+         leaving it alone (that role must be able to write /aws/apigateway/fluidity-{env}-access)"
+    );
+    Ok(None)
+}
+
+/// Every environment's Lambda stack (any of them may hold the region's role).
+fn lambda_stacks() -> impl Iterator<Item = String> {
+    use clap::ValueEnum;
+    super::Env::value_variants().iter().map(|env| super::Stacks::of(*env).lambda)
+}
+
+/// Whether `arn` is the IAM role named `name` (a role's physical id is its name).
+fn is_role(arn: &str, name: &str) -> bool {
+    arn.rsplit_once(":role/").is_some_and(|(_, path)| path.rsplit('/').next() == Some(name))
+}
+
+/// Points the region's setting at the shared stack's role unless it does
+/// already: the stack's `AWS::ApiGateway::Account` sets it when created,
+/// but not when the stack is unchanged while an older install had set the
+/// region to its own role since. Returns the role the region used before.
+pub async fn point_region_at(clients: &Clients, shared: &str) -> anyhow::Result<Option<String>> {
+    let Some(described) = stack::find(&clients.cloudformation, shared).await? else { return Ok(None) };
+    let role =
+        stack::output(&described, "LogsRoleArn").with_context(|| format!("{shared} has no LogsRoleArn output"))?;
+    let current = apigateway::logs_role(clients).await?;
+    if current.as_deref() == Some(role.as_str()) {
+        return Ok(None);
+    }
+    apigateway::set_logs_role(clients, &role)
+        .await
+        .context("cannot point this region's API Gateway account setting at the shared role (apigateway:PATCH on /account, iam:PassRole)")?;
+    Ok(Some(current.unwrap_or_else(|| "no role".to_owned())))
+}
+
+/// Whether `lambda` (an existing stack) still holds its own [`OLD_ROLE`].
+pub async fn holds_old_role(clients: &Clients, lambda: &str) -> anyhow::Result<bool> {
+    Ok(stack::resource(&clients.cloudformation, lambda, OLD_ROLE).await?.is_some())
+}
+
+/// `policy` changed so that deleting the resources `removed` is allowed and
+/// nothing else is: they leave every statement that denies `Update:Delete`,
+/// and a new statement keeps denying their modification and replacement.
+/// Everything else stays as protected as before.
+pub fn policy_allowing_removal(policy: &str, removed: &[&str]) -> anyhow::Result<String> {
+    use serde_json::{Value, json};
+    let mut policy: Value = serde_json::from_str(policy).context("the stack policy is not valid JSON")?;
+    let ids: Vec<String> = removed.iter().map(|id| format!("LogicalResourceId/{id}")).collect();
+    let statements = policy["Statement"].as_array_mut().context("the stack policy has no Statement list")?;
+    for statement in statements.iter_mut().filter(|s| s["Effect"] == "Deny") {
+        let actions = match &statement["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(list) => list.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
+            _ => vec![],
+        };
+        if !actions.iter().any(|a| a == "Update:Delete" || a == "Update:*") {
+            continue;
+        }
+        if let Value::Array(resources) = &mut statement["Resource"] {
+            resources.retain(|r| !r.as_str().is_some_and(|r| ids.iter().any(|id| id == r)));
+        }
+    }
+    statements.retain(|s| s["Resource"].as_array().is_none_or(|r| !r.is_empty()));
+    statements.push(json!({
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": ["Update:Modify", "Update:Replace"],
+        "Resource": ids,
+    }));
+    Ok(policy.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OURS: &str = include_str!("../../cloudformation/stack-policy.json");
+
+    fn denies(policy: &serde_json::Value, action: &str, id: &str) -> bool {
+        let resource = format!("LogicalResourceId/{id}");
+        policy["Statement"].as_array().unwrap().iter().any(|s| {
+            s["Effect"] == "Deny"
+                && (s["Action"] == action || s["Action"].as_array().is_some_and(|a| a.iter().any(|x| x == action)))
+                && s["Resource"].as_array().is_some_and(|r| r.iter().any(|x| x == resource.as_str()))
+        })
+    }
+
+    #[test]
+    fn the_migration_policy_allows_exactly_the_old_roles_removal() {
+        let before: serde_json::Value = serde_json::from_str(OURS).unwrap();
+        assert!(denies(&before, "Update:Delete", OLD_ROLE), "the policy this migration works around");
+        let during: serde_json::Value =
+            serde_json::from_str(&policy_allowing_removal(OURS, &[OLD_ROLE]).unwrap()).unwrap();
+        assert!(!denies(&during, "Update:Delete", OLD_ROLE));
+        assert!(denies(&during, "Update:Modify", OLD_ROLE));
+        assert!(denies(&during, "Update:Replace", OLD_ROLE));
+        for other in ["RestApi", "WakeRole", "Service", "TaskDefinition"] {
+            assert!(denies(&during, "Update:Delete", other), "{other} stays protected");
+        }
+        assert!(denies(&during, "Update:Replace", "Cluster"));
+    }
+
+    #[test]
+    fn a_role_arn_is_matched_by_name_with_or_without_a_path() {
+        assert!(is_role(
+            "arn:aws:iam::123456789012:role/fluidity-dev-lambda-ApiGatewayLogsRole-AB12",
+            "fluidity-dev-lambda-ApiGatewayLogsRole-AB12"
+        ));
+        assert!(is_role("arn:aws-cn:iam::123456789012:role/service/x-role", "x-role"));
+        assert!(!is_role("arn:aws:iam::123456789012:role/x-role-2", "x-role"));
+        assert!(!is_role("arn:aws:iam::123456789012:user/x-role", "x-role"));
+    }
+
+    #[test]
+    fn a_policy_that_is_not_json_is_an_error() {
+        assert!(policy_allowing_removal("{", &[OLD_ROLE]).is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! The `deploy` command, as the steps it takes: read and check everything
+//! on disk ([`plan`], no AWS call), then publish the Lambda package and the
+//! server image, keep the server's certificates, make sure the account has
+//! ECS's service-linked role, look at what is deployed already, deploy the
+//! stacks in order (moving an older install's logging role on the way),
+//! prune old packages, and end with the agent's configuration.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use super::aws::Clients;
+use super::logging::{self, Shared};
+use super::params::{Template, Values};
+use super::stack::{self, Outcome};
+use super::{Certificates, Cli, DeployArgs, Env, Error, Stacks, agent_config, apigateway, iam, image, publish, secret};
+use crate::config::ConfigError;
+
+/// `DesiredCount` on updates: the template leaves the property out.
+pub const KEEP_DESIRED_COUNT: &str = "keep";
+
+/// Runs `deploy`.
+pub async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Error> {
+    let mut plan = plan(cli, args, stacks)?;
+    let run = Run::start(cli, args, stacks).await?;
+    run.publish_package(&mut plan).await?;
+    run.publish_image(&mut plan).await?;
+    run.keep_certificates(&mut plan).await?;
+    run.ensure_service_linked_role().await?;
+    let found = run.survey(&mut plan).await?;
+    run.deploy_stacks(&plan, &found).await?;
+    if args.dry_run {
+        return Ok(());
+    }
+    run.prune_packages(&plan, &found).await?;
+    super::print_outputs(&run.clients, stacks, false).await?;
+    write_agent_config(cli, args, stacks, &run.clients).await
+}
+
+/// One deploy under way: its arguments and AWS clients.
+struct Run<'a> {
+    cli: &'a Cli,
+    args: &'a DeployArgs,
+    stacks: &'a Stacks,
+    clients: Clients,
+    account: String,
+    env: &'static str,
+}
+
+/// What is deployed already, read before any stack changes.
+struct Found {
+    /// The Fargate stack holds resources (an update, not a creation).
+    fargate_live: bool,
+    /// The region's shared logging stack, unless its setting is someone else's.
+    shared: Option<Shared>,
+    /// The Lambda stack still holds its own logging role (an older install).
+    migrating: bool,
+    /// The package the Lambda stack runs now: kept as the rollback target.
+    previous_key: Option<String>,
+}
+
+impl<'a> Run<'a> {
+    async fn start(cli: &'a Cli, args: &'a DeployArgs, stacks: &'a Stacks) -> Result<Self, Error> {
+        let clients = Clients::load(&cli.aws).await?;
+        let account = publish::account_id(&clients).await?;
+        let env = cli.env.as_str();
+        let verb = if args.dry_run { "dry run for" } else { "deploying" };
+        println!("{verb} fluidity {env} to account {account} in {}", clients.region);
+        Ok(Self { cli, args, stacks, clients, account, env })
+    }
+
+    /// Uploads the Lambda package under its hash (private bucket, made once).
+    async fn publish_package(&self, plan: &mut Plan) -> Result<(), Error> {
+        let Some((path, hash)) = &plan.zip else { return Ok(()) };
+        let bucket = publish::bucket_name(self.env, &self.account, &self.clients.region);
+        let key = publish::code_key(hash);
+        if self.args.dry_run {
+            println!("lambda package: would be s3://{bucket}/{key}");
+        } else {
+            if publish::ensure_bucket(&self.clients, &bucket).await? {
+                println!("created bucket {bucket} (private)");
+            }
+            let uploaded = publish::upload(&self.clients, &bucket, &key, path).await?;
+            println!(
+                "lambda package: s3://{bucket}/{key}{}",
+                if uploaded { " (uploaded)" } else { " (already there)" }
+            );
+        }
+        plan.values.set("CodeBucket", bucket);
+        plan.values.set("CodeKey", key);
+        Ok(())
+    }
+
+    /// Pushes the server image under a tag from its hash, unless it is there.
+    async fn publish_image(&self, plan: &mut Plan) -> Result<(), Error> {
+        let Some((path, hash)) = &plan.image else { return Ok(()) };
+        let (clients, account) = (&self.clients, &self.account);
+        let repository = plan.values.get("ImageRepositoryName").context("ImageRepositoryName is empty")?.to_owned();
+        let tag = publish::image_tag(hash);
+        let reference = if self.args.dry_run {
+            // The URI the repository has or will have, so that an unchanged
+            // image shows no change.
+            let reference = format!("{account}.dkr.ecr.{}.amazonaws.com/{repository}:{tag}", clients.region);
+            println!("server image: would be {reference}");
+            reference
+        } else {
+            let (uri, created) = publish::ensure_repository(clients, &repository).await?;
+            if created {
+                println!("created image repository {uri} (immutable tags, scan on push)");
+            }
+            publish::expire_old_images(clients, &repository).await?;
+            let reference = format!("{uri}:{tag}");
+            if publish::image_exists(clients, &repository, &tag).await? {
+                println!("server image: {reference} (already there)");
+            } else {
+                println!("server image: pushing {reference}…");
+                publish::push_image(clients, &self.args.skopeo, path, &reference).await?;
+                println!("server image: {reference} (pushed)");
+            }
+            reference
+        };
+        plan.values.set("ContainerImage", reference);
+        Ok(())
+    }
+
+    /// Keeps the server's certificates in Secrets Manager.
+    async fn keep_certificates(&self, plan: &mut Plan) -> Result<(), Error> {
+        let Some(tls) = &plan.tls else { return Ok(()) };
+        let name = secret::name(self.env);
+        let stored = if self.args.dry_run {
+            println!("server certificates: would be kept in Secrets Manager as {name}");
+            secret::current(&self.clients, &name).await?
+        } else {
+            let stored = secret::store(&self.clients, &name, tls).await?;
+            println!("server certificates: secret {name} ({})", stored.change);
+            Some((stored.arn, stored.version))
+        };
+        if let Some((arn, version)) = stored {
+            plan.values.set("CertificateSecretArn", arn);
+            plan.values.set("CertificateSecretVersionId", version);
+        }
+        Ok(())
+    }
+
+    /// ECS's service-linked role, which a brand-new account lacks.
+    async fn ensure_service_linked_role(&self) -> Result<(), Error> {
+        if self.args.dry_run {
+            println!("ECS service-linked role: would be created if the account lacks it");
+        } else if iam::ensure_ecs_role(&self.clients).await? == iam::RoleState::Created {
+            println!("ECS service-linked role: created (a new account has none, and ECS needs it)");
+        }
+        Ok(())
+    }
+
+    /// Reads what exists and sets the parameters that depend on it.
+    async fn survey(&self, plan: &mut Plan) -> Result<Found, Error> {
+        let cfn = &self.clients.cloudformation;
+        let fargate_live = stack::find(cfn, &self.stacks.fargate).await?.as_ref().is_some_and(stack::is_live);
+        // An update leaves the service's desired count alone (unless asked):
+        // sending a value would reset it, waking a sleeping server or stopping
+        // a running one.
+        if fargate_live && !self.args.params.iter().any(|(k, _)| k == "DesiredCount") {
+            plan.values.set("DesiredCount", KEEP_DESIRED_COUNT);
+        }
+        let shared = logging::shared(&self.clients, plan.values.get("ApiGatewayAccountStackName"), self.env).await?;
+        if shared.is_none() {
+            plan.values.set("ApiGatewayAccountStackName", logging::NO_SHARED_STACK);
+        }
+        let lambda = stack::find(cfn, &self.stacks.lambda).await?;
+        let migrating = match &lambda {
+            Some(l) if stack::is_live(l) => logging::holds_old_role(&self.clients, &self.stacks.lambda).await?,
+            _ => false,
+        };
+        let previous_key = lambda.as_ref().and_then(|l| {
+            let code_key = l.parameters().iter().find(|p| p.parameter_key() == Some("CodeKey"));
+            code_key.and_then(|p| p.parameter_value()).map(str::to_owned)
+        });
+        Ok(Found { fargate_live, shared, migrating, previous_key })
+    }
+
+    /// The Fargate stack, the region's shared logging stack, then the Lambda
+    /// stack (it imports both).
+    async fn deploy_stacks(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
+        let (stacks, dry_run) = (self.stacks, self.args.dry_run);
+        self.deploy_stack(&stacks.fargate, &plan.fargate, "this environment's server", plan, None).await?;
+        if let Some(shared) = &found.shared {
+            let role = "API Gateway's logging role, shared by every environment in the region";
+            self.deploy_stack(&shared.name, &plan.account, role, plan, None).await?;
+            if !dry_run && let Some(before) = logging::point_region_at(&self.clients, &shared.name).await? {
+                println!("API Gateway logging: this region now logs with {}'s role (it used {before})", shared.name);
+            }
+        }
+        let lambda = &stacks.lambda;
+        if dry_run && (!found.fargate_live || found.shared.as_ref().is_some_and(|s| !s.exists)) {
+            println!(
+                "stack {lambda}: not shown in this dry run (it imports the outputs of stacks that do not exist yet)"
+            );
+            return Ok(());
+        }
+        let relaxed = if found.migrating {
+            println!(
+                "stack {lambda}: removes its own {} (API Gateway logs with the shared stack's now); the stack policy allows that for this update only",
+                logging::OLD_ROLE
+            );
+            Some(logging::policy_allowing_removal(&plan.policy, &[logging::OLD_ROLE])?)
+        } else {
+            None
+        };
+        self.deploy_stack(lambda, &plan.lambda, "this environment's control plane", plan, relaxed).await
+    }
+
+    async fn deploy_stack(
+        &self,
+        name: &str,
+        template: &Template,
+        role: &str,
+        plan: &Plan,
+        policy_during_update: Option<String>,
+    ) -> Result<(), Error> {
+        println!("stack {name} ({role}):");
+        let request = stack::Request {
+            name,
+            template_body: &template.body,
+            parameters: plan.values.for_template(template)?,
+            stack_policy: &plan.policy,
+            policy_during_update,
+            dry_run: self.args.dry_run,
+            poll: self.cli.poll_interval,
+        };
+        let outcome = stack::deploy(&self.clients.cloudformation, &request).await?;
+        let said = match outcome {
+            Outcome::Created => "created",
+            Outcome::Updated => "updated",
+            Outcome::NoChanges => "no changes",
+            Outcome::DryRun => "dry run, nothing changed",
+        };
+        println!("stack {name}: {said}");
+        // Production stacks cannot be deleted by accident (`delete --force`
+        // lifts it); the region's shared stack is not an environment's.
+        let shared = [&self.stacks.fargate, &self.stacks.lambda].into_iter().all(|s| s != name);
+        if self.cli.env == Env::Prod && !shared && !self.args.dry_run {
+            stack::protect(&self.clients.cloudformation, name, true).await?;
+            println!("stack {name}: termination protection on");
+        }
+        Ok(())
+    }
+
+    /// Removes Lambda packages older than the current and the previous one.
+    async fn prune_packages(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
+        if plan.zip.is_none() {
+            return Ok(());
+        }
+        let (Some(bucket), Some(key)) = (plan.values.get("CodeBucket"), plan.values.get("CodeKey")) else {
+            return Ok(());
+        };
+        let keep: Vec<&str> = [Some(key), found.previous_key.as_deref()].into_iter().flatten().collect();
+        let removed = publish::prune_packages(&self.clients, bucket, &keep).await?;
+        if removed > 0 {
+            println!("lambda package: removed {removed} older package(s) (kept the current and the previous one)");
+        }
+        Ok(())
+    }
+}
+
+/// Everything a deploy needs from disk, read and checked before any AWS call.
+struct Plan {
+    fargate: Template,
+    /// The region's shared API Gateway logging setting (apigateway-account.yaml).
+    account: Template,
+    lambda: Template,
+    policy: String,
+    values: Values,
+    /// (path, sha256) of the Lambda package, unless CodeBucket/CodeKey are given.
+    zip: Option<(PathBuf, String)>,
+    /// (path, sha256) of the image archive, unless ContainerImage is given.
+    image: Option<(PathBuf, String)>,
+    /// The server's certificates, to be kept in Secrets Manager.
+    tls: Option<secret::ServerTls>,
+}
+
+fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigError> {
+    let fargate = Template::load(&cli.templates.join("fargate.yaml"))?;
+    let lambda = Template::load(&cli.templates.join("lambda.yaml"))?;
+    let account = Template::load(&cli.templates.join("apigateway-account.yaml"))?;
+    let policy_path = cli.templates.join("stack-policy.json");
+    let policy = std::fs::read_to_string(&policy_path).map_err(|e| {
+        ConfigError::new(
+            policy_path.display().to_string(),
+            format!("cannot read: {e}"),
+            "restore it from the repository",
+        )
+    })?;
+    serde_json::from_str::<serde_json::Value>(&policy).map_err(|e| {
+        ConfigError::new(policy_path.display().to_string(), format!("not valid JSON: {e}"), "fix the stack policy")
+    })?;
+    let params_path =
+        args.params_file.clone().unwrap_or_else(|| cli.templates.join(format!("params-{}.json", cli.env.as_str())));
+    let mut values = Values::load(&params_path)?;
+    values.apply(&args.params);
+    values.set("FargateStackName", &stacks.fargate);
+    values.check(&[&fargate, &lambda, &account])?;
+    let zip = match (values.get("CodeBucket"), values.get("CodeKey")) {
+        (Some(_), Some(_)) => None,
+        _ => Some(artifact(
+            args.lambda_zip.as_deref(),
+            "--lambda-zip",
+            "the Lambda package (nix build .#lambda-zip), or --param CodeBucket=… --param CodeKey=…",
+        )?),
+    };
+    let image = match values.get("ContainerImage") {
+        Some(_) => None,
+        None => Some(artifact(
+            args.image.as_deref(),
+            "--image",
+            "the server image archive (nix build .#server-image-aarch64 for the default ARM64 task), or --param ContainerImage=URI",
+        )?),
+    };
+    if let Some((path, _)) = &image {
+        check_architecture(path, values.get("CpuArchitecture").unwrap_or("ARM64"))?;
+    }
+    let own_secret = values.get("CertificateSecretArn").is_some();
+    let tls = match args.certificates {
+        Certificates::SecretsManager if !own_secret => Some(secret::ServerTls::load(&args.certs_dir)?),
+        _ => None,
+    };
+    Ok(Plan { fargate, account, lambda, policy, values, zip, image, tls })
+}
+
+/// Refuses an image archive built for another CPU than the task's.
+fn check_architecture(path: &Path, cpu_architecture: &str) -> Result<(), ConfigError> {
+    let Some(wanted) = image::docker_architecture(cpu_architecture) else {
+        return Err(ConfigError::new(
+            "CpuArchitecture",
+            format!("unknown value {cpu_architecture}"),
+            "use ARM64 or X86_64",
+        ));
+    };
+    let package = if wanted == "arm64" { "server-image-aarch64" } else { "server-image-x86_64" };
+    let found = image::architecture(path).map_err(|e| {
+        ConfigError::new("--image", e.to_string(), format!("pass the archive `nix build .#{package}` writes"))
+    })?;
+    if found != wanted {
+        let mut fix = format!("pass the archive of nix build .#{package}");
+        if let Some(other) = ["ARM64", "X86_64"].into_iter().find(|a| image::docker_architecture(a) == Some(&found)) {
+            fix += &format!(", or run the task on it with --param CpuArchitecture={other}");
+        }
+        return Err(ConfigError::new(
+            "--image",
+            format!("{} is an {found} image but the task's CpuArchitecture is {cpu_architecture}", path.display()),
+            fix,
+        ));
+    }
+    Ok(())
+}
+
+fn artifact(path: Option<&Path>, flag: &str, what: &str) -> Result<(PathBuf, String), ConfigError> {
+    let Some(path) = path else {
+        return Err(ConfigError::new(flag, "not given", format!("pass {what}")));
+    };
+    let hash =
+        publish::file_sha256(path).map_err(|e| ConfigError::new(flag, format!("{e:#}"), format!("pass {what}")))?;
+    Ok((path.to_path_buf(), hash))
+}
+
+/// Ends a deploy with the agent's configuration for this environment and
+/// the one command that starts the agent with it.
+async fn write_agent_config(cli: &Cli, args: &DeployArgs, stacks: &Stacks, clients: &Clients) -> Result<(), Error> {
+    let env = cli.env.as_str();
+    let Some(lambda) = stack::find(&clients.cloudformation, &stacks.lambda).await? else { return Ok(()) };
+    let Some(api_url) = stack::output(&lambda, "ApiUrl") else {
+        println!("agent configuration: not written ({} has no ApiUrl output)", stacks.lambda);
+        return Ok(());
+    };
+    // The key's value is never an output: its id is (ApiKeyId), else the
+    // key is found by the name the template gives it.
+    let key = match stack::output(&lambda, "ApiKeyId") {
+        Some(id) => Some(apigateway::key_value(clients, &id).await?),
+        None => apigateway::key_value_by_name(clients, &format!("fluidity-{env}-agent")).await?,
+    };
+    let path = args.agent_config.clone().unwrap_or_else(|| agent_config::default_path(env));
+    let written = agent_config::write(&path, env, &api_url, key.as_deref(), &args.certs_dir)?;
+    match &written.key {
+        Some(key) => println!(
+            "agent configuration: {} (the API key is in {}, mode 0600)",
+            written.config.display(),
+            key.display()
+        ),
+        None => println!(
+            "agent configuration: {} (no API key found: set FLUIDITY_API_KEY=$(fluidity-deploy --env {env} api-key --id KEY_ID))",
+            written.config.display()
+        ),
+    }
+    if let Some(kept) = &written.kept {
+        println!("agent configuration: kept your edited {}; compare it with the new one", kept.display());
+    }
+    println!("start the agent: fluidity-agent --config {}", written.config.display());
+    Ok(())
+}
