@@ -644,8 +644,9 @@ async fn the_server_certificates_reach_the_task_through_secrets_manager() {
 
     // Every Secrets Manager and API Gateway request the tool signed itself is
     // one AWS accepts (moto would take a CreateSecret without its token).
-    let (checked, problems) = common::model_check(&world.path("requests.jsonl"));
+    let (checked, signatures, problems) = common::model_check(&world.path("requests.jsonl"));
     assert!(problems.is_empty(), "requests AWS would refuse: {problems:#?}");
+    assert!(signatures >= 3, "signatures recomputed: {signatures}");
     for operation in ["secretsmanager.CreateSecret", "secretsmanager.PutSecretValue", "secretsmanager.DeleteSecret"] {
         assert!(checked[operation].as_u64().unwrap_or(0) > 0, "{operation} not checked: {checked}");
     }
@@ -848,8 +849,9 @@ async fn an_install_from_before_the_shared_logging_stack_is_upgraded() {
     assert!(!out.contains("moving it") && !out.contains("removes its own"), "{out}");
 
     // The account setting was made by a request AWS's model accepts.
-    let (checked, problems) = common::model_check(&world.path("requests.jsonl"));
+    let (checked, signatures, problems) = common::model_check(&world.path("requests.jsonl"));
     assert!(problems.is_empty(), "requests AWS would refuse: {problems:#?}");
+    assert!(signatures > 0, "no signature recomputed");
     assert!(checked["apigateway.UpdateAccount"].as_u64().unwrap_or(0) > 0, "UpdateAccount not checked: {checked}");
 }
 

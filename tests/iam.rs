@@ -152,9 +152,11 @@ async fn every_aws_call_the_code_makes_is_allowed_by_its_role_and_no_more() {
     // Every recorded call is allowed.
     assert!(report["denied"].as_array().unwrap().is_empty(), "denied: {:#}", report["denied"]);
     // ...and the ones signed by hand (the server's PutMetricData, the
-    // Lambda's EC2 call) are what AWS's models accept.
-    let (checked, problems) = model_check(&recording);
+    // Lambda's EC2 call) are what AWS's models accept, with signatures
+    // botocore's signer computes the same.
+    let (checked, signatures, problems) = model_check(&recording);
     assert!(problems.is_empty(), "requests AWS would refuse: {problems:#?}");
+    assert!(signatures >= 2, "signatures recomputed: {signatures}");
     for operation in ["cloudwatch.PutMetricData", "ec2.DescribeNetworkInterfaces"] {
         assert!(checked[operation].as_u64().unwrap_or(0) > 0, "{operation} not checked: {checked}");
     }

@@ -77,6 +77,55 @@ class RestJson(unittest.TestCase):
         self.assertTrue(any("includeSecret" in p for p in problems_of(e)[1]))
 
 
+def signed_entry(body, tamper=None):
+    """A Secrets Manager request signed by botocore, recorded as the launcher does."""
+    import hashlib
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": "secretsmanager.CreateSecret"}
+    request = AWSRequest(method="POST", url="http://127.0.0.1:5000/", data=body.encode(), headers=headers)
+    SigV4Auth(Credentials("AKIDEXAMPLE", "test"), "secretsmanager", "us-east-1").add_auth(request)
+    authorization = request.headers["Authorization"]
+    names = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+    signed = {n: request.headers.get(n, "127.0.0.1:5000" if n == "host" else "") for n in names}
+    sent = body if tamper is None else tamper(signed, body)
+    e = entry("secretsmanager", sent, "secretsmanager.CreateSecret")
+    e.update(raw_path="/", authorization=authorization, signed_headers=signed,
+             payload_sha256=hashlib.sha256(sent.encode()).hexdigest())
+    return e
+
+
+class Signature(unittest.TestCase):
+    BODY = json.dumps({"Name": "n", "SecretString": "{}", "ClientRequestToken": TOKEN})
+
+    def test_a_request_as_signed_passes(self):
+        self.assertEqual(problems_of(signed_entry(self.BODY))[1], [])
+
+    def test_a_header_changed_after_signing_is_caught(self):
+        def retarget(headers, body):
+            headers["x-amz-target"] = "secretsmanager.PutSecretValue"
+            return body
+        problems = problems_of(signed_entry(self.BODY, retarget))[1]
+        self.assertTrue(any("signature does not match" in p for p in problems), problems)
+
+    def test_a_body_other_than_the_one_signed_is_caught(self):
+        problems = problems_of(signed_entry(self.BODY, lambda _h, b: b.replace('"n"', '"m"')))[1]
+        self.assertTrue(any("signature does not match" in p for p in problems), problems)
+
+    def test_an_unsigned_host_is_caught(self):
+        e = signed_entry(self.BODY)
+        del e["signed_headers"]["host"]
+        problems = problems_of(e)[1]
+        self.assertTrue(any("host is not signed" in p for p in problems), problems)
+
+    def test_a_wrong_secret_does_not_verify(self):
+        e = signed_entry(self.BODY)
+        problems = []
+        model_check.check(e, problems, secret="other")
+        self.assertTrue(any("signature does not match" in p for p in problems), problems)
+
+
 class Scope(unittest.TestCase):
     def test_other_services_are_not_checked(self):
         self.assertEqual(problems_of(entry("ecs", "{}", "AmazonEC2ContainerServiceV20141113.ListTasks")), (None, []))

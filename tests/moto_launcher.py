@@ -27,7 +27,7 @@
    being deleted", CloudFormation User Guide).
 6. With --record FILE, every request is appended to FILE as one JSON line
    (method, path, query, the signing access key id and service, X-Amz-Target,
-   body): the code's real AWS traffic, which tests/iam_check.py evaluates
+   body, and what its signature is recomputed from): the code's real AWS traffic, which tests/iam_check.py evaluates
    against the templates' role policies and tests/model_check.py against
    AWS's published service models.
 7. A second CreateServiceLinkedRole answers InvalidInput "has been taken", as
@@ -48,6 +48,7 @@
 Usage: moto_launcher.py -H 127.0.0.1 -p PORT [--recorded-drift DIR] [--record FILE]
 """
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -291,6 +292,18 @@ class TerminationProtection:
         return [answer]
 
 
+def signed_headers(environ, authorization):
+    """{name: value} of the headers an Authorization header says were signed."""
+    names = authorization.split("SignedHeaders=", 1)[-1].split(",", 1)[0].split(";") \
+        if "SignedHeaders=" in authorization else []
+    values = {}
+    for name in names:
+        key = name.upper().replace("-", "_")
+        key = key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+        values[name] = environ.get(key, "")
+    return values
+
+
 class Recorder:
     """Appends each request (who signed it, what it asked) to a JSON-lines file."""
 
@@ -315,6 +328,13 @@ class Recorder:
                 "target": environ.get("HTTP_X_AMZ_TARGET", ""),
                 "content_type": environ.get("CONTENT_TYPE", ""),
                 "body": body.decode("utf-8", "replace"),
+                # What a signature is recomputed from (tests/model_check.py):
+                # the path as sent, the headers the request says it signed,
+                # and the hash of the body's exact bytes.
+                "raw_path": (environ.get("RAW_URI") or environ.get("REQUEST_URI") or "").split("?", 1)[0],
+                "authorization": authorization,
+                "signed_headers": signed_headers(environ, authorization),
+                "payload_sha256": hashlib.sha256(body).hexdigest(),
             }
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry) + "\n")

@@ -698,9 +698,10 @@ pub async fn ws_echo_origin() -> std::net::SocketAddr {
 }
 
 /// Checks every hand-signed request in a `moto_launcher.py --record`
-/// recording against AWS's published models (tests/model_check.py): the
-/// operations checked (with counts) and the problems found.
-pub fn model_check(recording: &Path) -> (serde_json::Value, Vec<String>) {
+/// recording against AWS's published models, and recomputes its signature
+/// with botocore's signer (tests/model_check.py): the operations checked
+/// (with counts), how many signatures were recomputed, and the problems found.
+pub fn model_check(recording: &Path) -> (serde_json::Value, u64, Vec<String>) {
     let output = std::process::Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/model_check.py"))
         .arg(recording)
@@ -709,5 +710,5 @@ pub fn model_check(recording: &Path) -> (serde_json::Value, Vec<String>) {
     assert!(output.status.success(), "model_check.py: {}", String::from_utf8_lossy(&output.stderr));
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let problems = report["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
-    (report["checked"].clone(), problems)
+    (report["checked"].clone(), report["signatures"].as_u64().unwrap(), problems)
 }
