@@ -352,15 +352,21 @@ async fn delete(cli: &Cli, stacks: &Stacks, force: bool) -> Result<(), Error> {
             println!("{name}: not deployed, nothing to delete");
         }
     }
+    let shared_removed = logging::remove_failed(&clients, logging::ACCOUNT_STACK, cli.poll_interval).await?;
+    if shared_removed {
+        println!("{}: deleted (its creation had failed; nothing imports it)", logging::ACCOUNT_STACK);
+    }
     let name = secret::name(cli.env.as_str());
     if secret::delete(&clients, &name).await? {
         println!("{name}: deleted (the server's certificates, without a recovery window)");
     }
     println!("kept: the artifact bucket and the image repository (delete them by hand when no longer needed)");
-    println!(
-        "kept: {}, the region's API Gateway logging setting other environments may use \
-         (CloudFormation refuses to delete it while one still imports it)",
-        logging::ACCOUNT_STACK
-    );
+    if !shared_removed && stack::find(&clients.cloudformation, logging::ACCOUNT_STACK).await?.is_some() {
+        println!(
+            "kept: {}, the region's API Gateway logging setting other environments may use \
+             (CloudFormation refuses to delete it while one still imports it)",
+            logging::ACCOUNT_STACK
+        );
+    }
     Ok(())
 }

@@ -517,31 +517,28 @@ async fn both_stacks_create_update_and_delete_in_the_emulator() {
 /// ARN must be set in account settings to enable logging", the Stage's
 /// CREATE_FAILED reason on a fresh account; "Set up CloudWatch logging for
 /// REST APIs", API Gateway Developer Guide). moto creates stacks in any
-/// order, so the dependency is checked in the templates: the stage depends
-/// on a resource that imports the shared stack's export, and that stack
-/// writes the setting from its role.
+/// order, so the dependency is checked in the templates: the stage imports
+/// the shared stack's export in a property, and that stack writes the
+/// setting from its role.
 #[test]
 fn the_stage_waits_for_the_regions_logging_setting() {
     let lambda = load("lambda.yaml");
     let account = load("apigateway-account.yaml");
     let stage = &lambda["Resources"]["Stage"];
     assert!(stage["Properties"]["AccessLogSetting"].is_object(), "the stage logs access");
-    let depends: Vec<&Value> = as_list(&stage["DependsOn"]);
-    assert_eq!(depends, [&json!("AccessLogSettingReady")], "the stage depends on the setting");
-    // ...through an unconditional resource (a DependsOn on a conditional one
-    // fails validation) that refers to the conditional import when it exists.
-    let setting = &lambda["Resources"]["AccessLogSettingReady"];
-    assert!(setting.get("Condition").is_none());
+    // The stage imports the shared stack's export in a property (a tag):
+    // created after it, and it cannot be deleted while this stack stands.
+    let tags = stage["Properties"]["Tags"].as_array().unwrap();
+    let tag = tags.iter().find(|t| t["Key"] == "fluidity:api-gateway-logs-role").expect("the import's tag");
     assert_eq!(
-        setting["Metadata"]["SharedLogsRole"],
-        json!({ "Fn::If": ["UsesSharedLogsRole", { "Ref": "AccessLogRoleReady" }, ""] })
+        tag["Value"],
+        json!({ "Fn::If": [
+            "UsesSharedLogsRole",
+            { "Fn::ImportValue": { "Fn::Sub": "${ApiGatewayAccountStackName}-LogsRoleArn" } },
+            "none"
+        ] })
     );
-    let ready = &lambda["Resources"]["AccessLogRoleReady"];
-    assert_eq!(ready["Condition"], "UsesSharedLogsRole");
-    assert_eq!(
-        ready["Metadata"]["LogsRoleArn"],
-        json!({ "Fn::ImportValue": { "Fn::Sub": "${ApiGatewayAccountStackName}-LogsRoleArn" } })
-    );
+    assert!(stage.get("Metadata").is_none() && stage.get("DependsOn").is_none(), "no other wiring is needed");
     assert_eq!(
         lambda["Conditions"]["UsesSharedLogsRole"],
         json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "ApiGatewayAccountStackName" }, NO_SHARED_STACK] }] })

@@ -129,6 +129,27 @@ impl World {
         found.and_then(|p| p.parameter_value()).unwrap_or_else(|| panic!("no parameter {key}")).to_owned()
     }
 
+    /// Leaves stack `name` as a failed creation does: ROLLBACK_COMPLETE
+    /// (a function whose package does not exist).
+    async fn fail_creation(&self, name: &str) {
+        let template = r#"{"Resources": {"F": {"Type": "AWS::Lambda::Function", "Properties": {
+            "Code": {"S3Bucket": "fluidity-no-such-bucket", "S3Key": "missing.zip"},
+            "Role": "arn:aws:iam::123456789012:role/none", "Handler": "bootstrap", "Runtime": "provided.al2023"}}}}"#;
+        let change_set = self
+            .cfn
+            .create_change_set()
+            .stack_name(name)
+            .change_set_name("fails")
+            .change_set_type(aws_sdk_cloudformation::types::ChangeSetType::Create)
+            .template_body(template)
+            .send()
+            .await
+            .unwrap();
+        self.cfn.execute_change_set().change_set_name(change_set.id().unwrap()).send().await.unwrap();
+        let stacks = self.cfn.describe_stacks().stack_name(name).send().await.unwrap();
+        assert_eq!(stacks.stacks()[0].stack_status().map(|s| s.as_str()), Some("ROLLBACK_COMPLETE"));
+    }
+
     /// The physical id of a stack's resource, if it has it.
     async fn resource(&self, stack: &str, logical_id: &str) -> Option<String> {
         let found = self.cfn.describe_stack_resource().stack_name(stack).logical_resource_id(logical_id).send().await;
@@ -865,4 +886,61 @@ fn the_stack_policy_enforcement_passes_its_own_tests() {
         .unwrap();
     let text = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success() && text.contains("OK"), "{text}");
+}
+
+/// A role created moments before is refused for the region's logging
+/// setting until IAM has propagated it (the emulator refuses the first
+/// UpdateAccount calls as API Gateway does then, see
+/// tests/moto_launcher.py): the tool makes the setting itself and retries,
+/// where a stack that sets it at once would fail and roll back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_logging_role_is_retried_until_iam_has_made_it_usable() {
+    let world = World::new().await;
+    let armed = post_to_emulator(&format!("{}/fluidity-test/role-not-usable-yet?times=3", world.moto.url()));
+    assert!(armed, "the emulator took the instruction");
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("API Gateway logging: waiting for IAM to make the new role usable"), "{out}");
+    assert!(out.contains(&format!("this region now logs with {ACCOUNT}'s role (it used no role)")), "{out}");
+    assert_eq!(
+        world.parameter(ACCOUNT, "SetAccountSetting").await,
+        "false",
+        "the stack leaves the setting to the tool"
+    );
+    let shared = world.cfn.describe_stacks().stack_name(ACCOUNT).send().await.unwrap().stacks()[0].clone();
+    let role = shared.outputs().iter().find(|o| o.output_key() == Some("LogsRoleArn")).unwrap();
+    assert_eq!(world.fixture(&["account-role"])["role"], role.output_value().unwrap());
+}
+
+/// A shared logging stack whose creation failed (ROLLBACK_COMPLETE) holds
+/// and exports nothing, and CloudFormation takes no update of it: `delete
+/// --force` removes it, and `deploy` replaces it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_shared_logging_stack_is_removed_by_delete_and_replaced_by_deploy() {
+    let world = World::new().await;
+    world.fail_creation(ACCOUNT).await;
+    let (code, out, err) = world.run(&["delete", "--force"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("{ACCOUNT}: deleted (its creation had failed; nothing imports it)")), "{out}");
+    assert!(world.live_stacks().await.is_empty(), "{:?}", world.live_stacks().await);
+
+    world.fail_creation(ACCOUNT).await;
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!(
+            "stack {ACCOUNT}: its creation had failed (nothing imports it); deleted, creating it again"
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&format!("stack {ACCOUNT}: created")), "{out}");
+}
+
+/// POSTs to the emulator's own control path; whether it answered 200.
+fn post_to_emulator(url: &str) -> bool {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", url])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout) == "200"
 }

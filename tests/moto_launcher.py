@@ -41,6 +41,12 @@
    changed one Update:Modify (moto cannot tell which changes replace a
    resource, so Update:Replace is never derived); UpdateStack's
    StackPolicyDuringUpdateBody is not read.
+10. IAM is eventually consistent ("Changes that I make are not always
+   immediately visible", IAM User Guide, Troubleshooting IAM): API Gateway
+   refuses a role created moments before for its account setting. After
+   `POST /fluidity-test/role-not-usable-yet?times=N`, the next N
+   UpdateAccount calls answer as it does then (400 BadRequestException,
+   "The role ARN does not have required permissions set to API Gateway").
 9. moto's DescribeStackResource fails (HTTP 500) on a stack that holds a
    resource of a type moto skips (an API Gateway stage, an alarm), which
    has no logical id there; it now looks past those.
@@ -311,7 +317,7 @@ class Recorder:
         self.app, self.path = app, path
 
     def __call__(self, environ, start_response):
-        if not environ.get("PATH_INFO", "").startswith("/moto-api"):
+        if not environ.get("PATH_INFO", "").startswith(("/moto-api", "/fluidity-test")):
             body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
             environ["wsgi.input"] = io.BytesIO(body)
             authorization = environ.get("HTTP_AUTHORIZATION", "")
@@ -338,6 +344,29 @@ class Recorder:
             }
             with open(self.path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
+        return self.app(environ, start_response)
+
+
+class RoleNotUsableYet:
+    """Refuses the next N UpdateAccount calls as API Gateway does a role IAM
+    has not propagated yet (see 10. above)."""
+
+    def __init__(self, app):
+        self.app, self.remaining = app, 0
+
+    def __call__(self, environ, start_response):
+        path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+        if path == "/fluidity-test/role-not-usable-yet":
+            self.remaining = int(urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("times", ["1"])[0])
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b"{}"]
+        if path == "/account" and method == "PATCH" and self.remaining > 0:
+            self.remaining -= 1
+            environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            body = json.dumps({"message": "The role ARN does not have required permissions set to API Gateway"})
+            start_response("400 Bad Request", [("Content-Type", "application/json"),
+                                               ("x-amzn-ErrorType", "BadRequestException")])
+            return [body.encode()]
         return self.app(environ, start_response)
 
 
@@ -386,7 +415,7 @@ def main():
     parser.add_argument("--recorded-drift", metavar="DIR")
     parser.add_argument("--record", metavar="FILE")
     args = parser.parse_args()
-    app = TerminationProtection(EcsSizesAsStrings(DomainDispatcherApplication(create_backend_app)))
+    app = RoleNotUsableYet(TerminationProtection(EcsSizesAsStrings(DomainDispatcherApplication(create_backend_app))))
     if args.recorded_drift:
         app = RecordedDrift(app, args.recorded_drift)
     if args.record:

@@ -39,28 +39,48 @@ pub async fn logs_role(clients: &Clients) -> anyhow::Result<Option<String>> {
     Ok(json["cloudwatchRoleArn"].as_str().filter(|arn| !arn.is_empty()).map(str::to_owned))
 }
 
+/// What [`set_logs_role`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetRole {
+    Done,
+    /// 400 naming the role: a role created moments ago that IAM has not made
+    /// usable everywhere yet ("The role ARN does not have required
+    /// permissions set to API Gateway"); worth retrying for a while
+    /// (Terraform's `aws_api_gateway_account` retries exactly this).
+    NotUsableYet(String),
+}
+
 /// Sets the region's account setting to the CloudWatch role `arn`.
-pub async fn set_logs_role(clients: &Clients, arn: &str) -> anyhow::Result<()> {
+pub async fn set_logs_role(clients: &Clients, arn: &str) -> anyhow::Result<SetRole> {
     let patch = serde_json::json!({
         "patchOperations": [{ "op": "replace", "path": "/cloudwatchRoleArn", "value": arn }]
     });
     let body = Bytes::from(patch.to_string());
-    call(clients, http::Method::PATCH, "/account", body, "the account setting").await?;
-    Ok(())
+    let (status, json) = send(clients, http::Method::PATCH, "/account", body).await?;
+    let message = super::aws::json_message(&json);
+    match status {
+        200 => Ok(SetRole::Done),
+        400 if message.to_ascii_lowercase().contains("role") => Ok(SetRole::NotUsableYet(message.to_owned())),
+        _ => bail!("API Gateway answered {status} for the account setting: {message}"),
+    }
 }
 
 /// A signed GET of `path`; the JSON answer of a 200, else one line naming `what`.
 async fn get(clients: &Clients, path: &str, what: &str) -> anyhow::Result<serde_json::Value> {
-    call(clients, http::Method::GET, path, Bytes::new(), what).await
+    let (status, json) = send(clients, http::Method::GET, path, Bytes::new()).await?;
+    if status != 200 {
+        bail!("API Gateway answered {status} for {what}: {}", super::aws::json_message(&json));
+    }
+    Ok(json)
 }
 
-async fn call(
+/// A signed request; the status and the JSON answer.
+async fn send(
     clients: &Clients,
     method: http::Method,
     path: &str,
     body: Bytes,
-    what: &str,
-) -> anyhow::Result<serde_json::Value> {
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let url = format!("{}{path}", super::aws::endpoint(clients, "apigateway"));
     let uri: http::Uri = url.parse().with_context(|| format!("bad API Gateway URL {url}"))?;
     let host = uri.authority().context("the API Gateway URL has no host")?.to_string();
@@ -70,9 +90,5 @@ async fn call(
         request = request.header("content-type", "application/json");
     }
     let request = request.body(Full::new(body.clone())).context("cannot build the API Gateway request")?;
-    let (status, json) = super::aws::signed_json(clients, "apigateway", "API Gateway", request, &body).await?;
-    if status != 200 {
-        bail!("API Gateway answered {status} for {what}: {}", super::aws::json_message(&json));
-    }
-    Ok(json)
+    super::aws::signed_json(clients, "apigateway", "API Gateway", request, &body).await
 }

@@ -11,10 +11,13 @@
 //! the Lambda stack is updated under a policy that allows exactly that
 //! role's removal ([`policy_allowing_removal`]).
 
+use std::time::{Duration, Instant};
+
 use anyhow::Context;
 
+use super::apigateway::{self, SetRole};
 use super::aws::Clients;
-use super::{apigateway, stack};
+use super::stack;
 
 /// The stack of the region's API Gateway logging setting (apigateway-account.yaml).
 pub const ACCOUNT_STACK: &str = "fluidity-apigateway-account";
@@ -75,11 +78,15 @@ fn is_role(arn: &str, name: &str) -> bool {
     arn.rsplit_once(":role/").is_some_and(|(_, path)| path.rsplit('/').next() == Some(name))
 }
 
+/// How long a new role may take to become usable for the setting.
+const ROLE_PROPAGATION: Duration = Duration::from_secs(120);
+
 /// Points the region's setting at the shared stack's role unless it does
-/// already: the stack's `AWS::ApiGateway::Account` sets it when created,
-/// but not when the stack is unchanged while an older install had set the
-/// region to its own role since. Returns the role the region used before.
-pub async fn point_region_at(clients: &Clients, shared: &str) -> anyhow::Result<Option<String>> {
+/// already. The deploy tool makes the setting itself (the stack's
+/// `SetAccountSetting` is "false"): a role created moments before is
+/// refused until IAM has made it usable, so this retries every `poll` for
+/// up to two minutes. Returns the role the region used before, if changed.
+pub async fn point_region_at(clients: &Clients, shared: &str, poll: Duration) -> anyhow::Result<Option<String>> {
     let Some(described) = stack::find(&clients.cloudformation, shared).await? else { return Ok(None) };
     let role =
         stack::output(&described, "LogsRoleArn").with_context(|| format!("{shared} has no LogsRoleArn output"))?;
@@ -87,10 +94,39 @@ pub async fn point_region_at(clients: &Clients, shared: &str) -> anyhow::Result<
     if current.as_deref() == Some(role.as_str()) {
         return Ok(None);
     }
-    apigateway::set_logs_role(clients, &role)
-        .await
-        .context("cannot point this region's API Gateway account setting at the shared role (apigateway:PATCH on /account, iam:PassRole)")?;
-    Ok(Some(current.unwrap_or_else(|| "no role".to_owned())))
+    let deadline = Instant::now() + ROLE_PROPAGATION;
+    let mut said = false;
+    loop {
+        let set = apigateway::set_logs_role(clients, &role).await.context(
+            "cannot point this region's API Gateway account setting at the shared role (apigateway:PATCH on /account, iam:PassRole)",
+        )?;
+        match set {
+            SetRole::Done => return Ok(Some(current.unwrap_or_else(|| "no role".to_owned()))),
+            SetRole::NotUsableYet(message) if Instant::now() < deadline => {
+                if !said {
+                    println!("API Gateway logging: waiting for IAM to make the new role usable ({message})…");
+                    said = true;
+                }
+                tokio::time::sleep(poll).await;
+            }
+            SetRole::NotUsableYet(message) => anyhow::bail!(
+                "API Gateway still refuses {role} for this region's logging after {} s: {message}; deploy again in a minute",
+                ROLE_PROPAGATION.as_secs()
+            ),
+        }
+    }
+}
+
+/// Deletes the shared stack if its creation failed (`ROLLBACK_COMPLETE`: it
+/// holds nothing and exports nothing, so nothing imports it, and
+/// CloudFormation takes no update of it). Whether it did.
+pub async fn remove_failed(clients: &Clients, shared: &str, poll: Duration) -> anyhow::Result<bool> {
+    let Some(described) = stack::find(&clients.cloudformation, shared).await? else { return Ok(false) };
+    if described.stack_status().map(|s| s.as_str()) != Some("ROLLBACK_COMPLETE") {
+        return Ok(false);
+    }
+    stack::delete(&clients.cloudformation, shared, poll).await?;
+    Ok(true)
 }
 
 /// Whether `lambda` (an existing stack) still holds its own [`OLD_ROLE`].

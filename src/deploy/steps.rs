@@ -184,9 +184,16 @@ impl<'a> Run<'a> {
         let (stacks, dry_run) = (self.stacks, self.args.dry_run);
         self.deploy_stack(&stacks.fargate, &plan.fargate, "this environment's server", plan, None).await?;
         if let Some(shared) = &found.shared {
+            let poll = self.cli.poll_interval;
+            if !dry_run && logging::remove_failed(&self.clients, &shared.name, poll).await? {
+                println!(
+                    "stack {}: its creation had failed (nothing imports it); deleted, creating it again",
+                    shared.name
+                );
+            }
             let role = "API Gateway's logging role, shared by every environment in the region";
             self.deploy_stack(&shared.name, &plan.account, role, plan, None).await?;
-            if !dry_run && let Some(before) = logging::point_region_at(&self.clients, &shared.name).await? {
+            if !dry_run && let Some(before) = logging::point_region_at(&self.clients, &shared.name, poll).await? {
                 println!("API Gateway logging: this region now logs with {}'s role (it used {before})", shared.name);
             }
         }
@@ -298,6 +305,11 @@ fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigErr
     let mut values = Values::load(&params_path)?;
     values.apply(&args.params);
     values.set("FargateStackName", &stacks.fargate);
+    // The tool makes the region's logging setting itself, with retries
+    // (logging::point_region_at); the shared stack only holds the role.
+    if values.get("SetAccountSetting").is_none() {
+        values.set("SetAccountSetting", "false");
+    }
     values.check(&[&fargate, &lambda, &account])?;
     let zip = match (values.get("CodeBucket"), values.get("CodeKey")) {
         (Some(_), Some(_)) => None,
