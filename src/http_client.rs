@@ -60,6 +60,12 @@ impl OneShot {
     /// Sends `request` (its URI absolute: scheme and host say where) and
     /// returns the status and body text.
     pub async fn send(&self, request: http::Request<Full<Bytes>>) -> Result<(u16, String), HttpClientError> {
+        let answer = self.exchange(request).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// As [`OneShot::send`], with the answer's headers.
+    pub async fn exchange(&self, request: http::Request<Full<Bytes>>) -> Result<Answer, HttpClientError> {
         let uri = request.uri().clone();
         let bad = |reason: &str| HttpClientError::BadUrl { url: uri.to_string(), reason: reason.into() };
         let host = uri.authority().ok_or_else(|| bad("no host"))?.clone();
@@ -108,16 +114,28 @@ fn origin_form(request: http::Request<Full<Bytes>>, host: &str) -> Result<http::
     Ok(http::Request::from_parts(parts, body))
 }
 
-async fn exchange<T>(io: T, request: http::Request<Full<Bytes>>) -> Result<(u16, String), hyper::Error>
+/// An answer: status, headers and the body as text.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+async fn exchange<T>(io: T, request: http::Request<Full<Bytes>>) -> Result<Answer, hyper::Error>
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     tokio::spawn(connection);
     let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 #[cfg(test)]

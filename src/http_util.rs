@@ -1,6 +1,6 @@
 //! HTTP helpers shared by the agent and the server: the boxed body type,
-//! hop-by-hop header removal, short plain-text replies, and request bodies
-//! that remember their own failure.
+//! hop-by-hop header removal, short plain-text replies, request bodies
+//! that remember their own failure, and the jitter retries wait with.
 
 use std::sync::{Arc, OnceLock};
 
@@ -162,6 +162,15 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
             .filter_map(|value| value.to_str().ok())
             .flat_map(|value| value.split(','))
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// A random number in [0, 1) from the standard library's per-hasher random
+/// keys: enough to spread retries, not for anything secret.
+pub fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]

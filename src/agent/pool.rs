@@ -452,15 +452,7 @@ pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
     let exponent = failures.saturating_sub(1).min(20);
     let ceiling = base.saturating_mul(1u32 << exponent).min(max);
     let half = ceiling / 2;
-    half + half.mul_f64(jitter())
-}
-
-/// A random number in [0, 1) from the standard library's per-hasher random keys.
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(0);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    half + half.mul_f64(crate::http_util::jitter())
 }
 
 #[cfg(test)]

@@ -90,5 +90,5 @@ async fn send(
         request = request.header("content-type", "application/json");
     }
     let request = request.body(Full::new(body.clone())).context("cannot build the API Gateway request")?;
-    super::aws::signed_json(clients, "apigateway", "API Gateway", request, &body).await
+    super::aws::signed_json(clients, "apigateway", "API Gateway", request).await
 }

@@ -96,7 +96,7 @@ pub fn endpoint(clients: &Clients, service: &str) -> String {
     }
 }
 
-/// Signs `request` (its body is `body`) for `service`, sends it with a
+/// Signs `request` for `service`, sends it with a
 /// 30 s deadline and reads the answer as JSON (`null` if it is not).
 /// `what` names the service in errors, e.g. "API Gateway".
 pub async fn signed_json(
@@ -104,31 +104,33 @@ pub async fn signed_json(
     service: &str,
     what: &str,
     request: http::Request<http_body_util::Full<bytes::Bytes>>,
-    body: &[u8],
 ) -> anyhow::Result<(u16, serde_json::Value)> {
-    let (status, answer) = signed_text(clients, service, &clients.region, what, request, body).await?;
+    let (status, answer) = signed_text(clients, service, &clients.region, what, request).await?;
     Ok((status, serde_json::from_str(&answer).unwrap_or_default()))
 }
 
-/// As [`signed_json`], signed for `region` (a global service's), the answer as text.
+/// As [`signed_json`], signed for `region` (a global service's), the answer
+/// as text; throttling, a transient 5xx or clock skew is retried once
+/// ([`crate::sigv4::send`]).
 pub async fn signed_text(
     clients: &Clients,
     service: &str,
     region: &str,
     what: &str,
-    mut request: http::Request<http_body_util::Full<bytes::Bytes>>,
-    body: &[u8],
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
 ) -> anyhow::Result<(u16, String)> {
     use anyhow::Context;
     let credentials = clients.shared.credentials_provider().context("no AWS credentials configured")?;
-    crate::sigv4::sign(&credentials, region, service, &mut request, body)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot sign the {what} request: {e}"))?;
     let client = crate::http_client::OneShot::new().map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
-    tokio::time::timeout(std::time::Duration::from_secs(30), client.send(request))
+    let sent = crate::sigv4::send(&client, &credentials, region, service, request);
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), sent)
         .await
         .with_context(|| format!("{what} did not answer within 30 s"))?
-        .map_err(|e| anyhow::anyhow!("cannot reach {what}: {e}"))
+        .map_err(|e| match e {
+            crate::sigv4::SendError::Signing(e) => anyhow::anyhow!("cannot sign the {what} request: {e}"),
+            crate::sigv4::SendError::Transport(e) => anyhow::anyhow!("cannot reach {what}: {e}"),
+        })?;
+    Ok((answer.status, answer.body))
 }
 
 /// The `message` (or `Message`) of a JSON error answer.

@@ -38,7 +38,7 @@ pub async fn ensure_ecs_role(clients: &Clients) -> anyhow::Result<RoleState> {
         .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
         .body(Full::new(body.clone()))
         .context("cannot build the IAM request")?;
-    let (status, text) = super::aws::signed_text(clients, "iam", "us-east-1", "IAM", request, &body).await?;
+    let (status, text) = super::aws::signed_text(clients, "iam", "us-east-1", "IAM", request).await?;
     match status {
         200 => Ok(RoleState::Created),
         _ if text.contains("has been taken") => Ok(RoleState::AlreadyThere),

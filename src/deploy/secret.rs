@@ -168,7 +168,7 @@ async fn call(clients: &Clients, action: &str, input: Value) -> anyhow::Result<V
         .header("x-amz-target", format!("secretsmanager.{action}"))
         .body(Full::new(body.clone()))
         .context("cannot build the Secrets Manager request")?;
-    let (status, json) = super::aws::signed_json(clients, "secretsmanager", "Secrets Manager", request, &body).await?;
+    let (status, json) = super::aws::signed_json(clients, "secretsmanager", "Secrets Manager", request).await?;
     if status != 200 {
         let code = json["__type"].as_str().unwrap_or("error").rsplit('#').next().unwrap_or("error");
         bail!("Secrets Manager {action} answered {status}: {code}: {}", super::aws::json_message(&json));
