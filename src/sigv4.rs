@@ -235,6 +235,30 @@ fn error_code(answer: &Answer) -> Option<String> {
     xml_text(&answer.body, "Code").map(str::to_owned)
 }
 
+/// The DNS suffix of `region`'s partition: `amazonaws.com.cn` in China
+/// (aws-cn), `amazonaws.com` elsewhere (aws, aws-us-gov).
+pub fn dns_suffix(region: &str) -> &'static str {
+    if region.starts_with("cn-") { "amazonaws.com.cn" } else { "amazonaws.com" }
+}
+
+/// `https://<service>.<region>.<suffix>`: a regional service's endpoint.
+pub fn endpoint(service: &str, region: &str) -> String {
+    format!("https://{service}.{region}.{}", dns_suffix(region))
+}
+
+/// IAM's endpoint and signing region for `region`'s partition: IAM is one
+/// global service per partition ("AWS Identity and Access Management
+/// endpoints and quotas", AWS General Reference).
+pub fn iam_endpoint(region: &str) -> (&'static str, &'static str) {
+    if region.starts_with("cn-") {
+        ("https://iam.cn-north-1.amazonaws.com.cn", "cn-north-1")
+    } else if region.starts_with("us-gov-") {
+        ("https://iam.us-gov.amazonaws.com", "us-gov-west-1")
+    } else {
+        ("https://iam.amazonaws.com", "us-east-1")
+    }
+}
+
 /// Percent-encodes `text` for a form value (RFC 3986 unreserved kept).
 pub fn urlencode(text: &str) -> String {
     text.bytes()
@@ -390,6 +414,16 @@ mod tests {
         );
         assert!(amz_date(&heads[1]).starts_with(&stamp), "re-signed at the service's time: {}", amz_date(&heads[1]));
         assert_ne!(amz_date(&heads[0]), amz_date(&heads[1]));
+    }
+
+    #[test]
+    fn endpoints_follow_the_partition() {
+        assert_eq!(endpoint("monitoring", "eu-west-1"), "https://monitoring.eu-west-1.amazonaws.com");
+        assert_eq!(endpoint("ec2", "cn-northwest-1"), "https://ec2.cn-northwest-1.amazonaws.com.cn");
+        assert_eq!(endpoint("secretsmanager", "us-gov-west-1"), "https://secretsmanager.us-gov-west-1.amazonaws.com");
+        assert_eq!(iam_endpoint("ap-northeast-1"), ("https://iam.amazonaws.com", "us-east-1"));
+        assert_eq!(iam_endpoint("cn-northwest-1"), ("https://iam.cn-north-1.amazonaws.com.cn", "cn-north-1"));
+        assert_eq!(iam_endpoint("us-gov-east-1"), ("https://iam.us-gov.amazonaws.com", "us-gov-west-1"));
     }
 
     #[test]

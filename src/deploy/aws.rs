@@ -92,7 +92,7 @@ where
 pub fn endpoint(clients: &Clients, service: &str) -> String {
     match clients.shared.endpoint_url() {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => format!("https://{service}.{}.amazonaws.com", clients.region),
+        None => crate::sigv4::endpoint(service, &clients.region),
     }
 }
 

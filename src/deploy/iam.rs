@@ -6,9 +6,10 @@
 //! CloudFormation does not rely on; creating it first is what AWS suggests.
 //!
 //! One signed IAM Query call ([`crate::sigv4`]) rather than the IAM SDK
-//! crate, for one call. IAM is a global service: its endpoint is
-//! `iam.amazonaws.com`, signed for `us-east-1` (IAM API Reference, "Making
-//! Query requests"). An existing role is not an error ("has been taken").
+//! crate, for one call. IAM is one global service per partition: its
+//! endpoint is `iam.amazonaws.com`, signed for `us-east-1`, in the standard
+//! partition ([`crate::sigv4::iam_endpoint`] for the others). An existing
+//! role is not an error ("has been taken").
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -27,9 +28,10 @@ pub enum RoleState {
 pub async fn ensure_ecs_role(clients: &Clients) -> anyhow::Result<RoleState> {
     let body =
         Bytes::from_static(b"Action=CreateServiceLinkedRole&Version=2010-05-08&AWSServiceName=ecs.amazonaws.com");
+    let (global, signing_region) = crate::sigv4::iam_endpoint(&clients.region);
     let base = match clients.shared.endpoint_url() {
         Some(url) => url.trim_end_matches('/').to_owned(),
-        None => "https://iam.amazonaws.com".to_owned(),
+        None => global.to_owned(),
     };
     let uri: http::Uri = format!("{base}/").parse().with_context(|| format!("bad IAM URL {base}"))?;
     let host = uri.authority().context("the IAM URL has no host")?.to_string();
@@ -38,7 +40,7 @@ pub async fn ensure_ecs_role(clients: &Clients) -> anyhow::Result<RoleState> {
         .header("content-type", "application/x-www-form-urlencoded; charset=utf-8")
         .body(Full::new(body.clone()))
         .context("cannot build the IAM request")?;
-    let (status, text) = super::aws::signed_text(clients, "iam", "us-east-1", "IAM", request).await?;
+    let (status, text) = super::aws::signed_text(clients, "iam", signing_region, "IAM", request).await?;
     match status {
         200 => Ok(RoleState::Created),
         _ if text.contains("has been taken") => Ok(RoleState::AlreadyThere),

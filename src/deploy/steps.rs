@@ -100,7 +100,9 @@ impl<'a> Run<'a> {
         let reference = if self.args.dry_run {
             // The URI the repository has or will have, so that an unchanged
             // image shows no change.
-            let reference = format!("{account}.dkr.ecr.{}.amazonaws.com/{repository}:{tag}", clients.region);
+            let region = &clients.region;
+            let reference =
+                format!("{account}.dkr.ecr.{region}.{}/{repository}:{tag}", crate::sigv4::dns_suffix(region));
             println!("server image: would be {reference}");
             reference
         } else {

@@ -31,7 +31,7 @@ impl Ec2 {
     pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Result<Self, Ec2Error> {
         let region = config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
         let endpoint =
-            config.endpoint_url().map(str::to_string).unwrap_or_else(|| format!("https://ec2.{region}.amazonaws.com"));
+            config.endpoint_url().map(str::to_string).unwrap_or_else(|| crate::sigv4::endpoint("ec2", &region));
         let endpoint: http::Uri =
             endpoint.parse().map_err(|e| Ec2Error::Transport { endpoint: endpoint.clone(), reason: format!("{e}") })?;
         let credentials =

@@ -67,7 +67,7 @@ impl CloudWatch {
     }
 
     fn new(endpoint_url: Option<&str>, region: &str, credentials: SharedCredentialsProvider) -> Result<Self, String> {
-        let endpoint = endpoint_url.map_or_else(|| format!("https://monitoring.{region}.amazonaws.com"), str::to_owned);
+        let endpoint = endpoint_url.map_or_else(|| crate::sigv4::endpoint("monitoring", region), str::to_owned);
         let endpoint = endpoint.parse().map_err(|e| format!("bad CloudWatch endpoint {endpoint}: {e}"))?;
         let client = crate::http_client::OneShot::new().map_err(|e| e.to_string())?;
         Ok(Self { endpoint, region: region.to_owned(), credentials, client })
