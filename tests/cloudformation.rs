@@ -592,3 +592,50 @@ async fn two_environments_in_one_region_both_keep_their_access_logs() {
     }
     assert_eq!(report["shared"], "CREATE_COMPLETE");
 }
+
+/// ECS reads the certificate secret with the execution role as the
+/// service's first task starts, so the role's permission to read it must
+/// exist before the service: it is inline on the role (the service refers
+/// to the task definition, which refers to the role). A separate
+/// `AWS::IAM::Policy` has no ordering against the service, and a DependsOn
+/// cannot name a conditional resource.
+#[test]
+fn the_execution_roles_secret_permissions_exist_before_the_service() {
+    let fargate = load("fargate.yaml");
+    assert!(resources(&fargate).all(|(_, r)| r["Type"] != "AWS::IAM::Policy"), "no detached policy");
+    let policies = fargate["Resources"]["ExecutionRole"]["Properties"]["Policies"].as_array().unwrap();
+    let conditional: Vec<(&str, &str)> = policies
+        .iter()
+        .filter_map(|p| Some((p["Fn::If"][0].as_str()?, p["Fn::If"][1]["PolicyName"].as_str()?)))
+        .collect();
+    assert_eq!(
+        conditional,
+        [("HasCertificateSecret", "read-certificate-secret"), ("HasCertificateKey", "decrypt-certificate-secret")]
+    );
+    let resources = &fargate["Resources"];
+    assert_eq!(resources["Service"]["Properties"]["TaskDefinition"], json!({ "Ref": "TaskDefinition" }));
+    assert_eq!(
+        resources["TaskDefinition"]["Properties"]["ExecutionRoleArn"],
+        json!({ "Fn::GetAtt": ["ExecutionRole", "Arn"] })
+    );
+}
+
+/// A spent monthly quota answers every call 429 until the month ends (the
+/// agent can no longer wake the server): an alarm on the stage's 4XXError
+/// says so, through the same topic as the other alarms.
+#[test]
+fn a_spent_api_quota_raises_an_alarm() {
+    let lambda = load("lambda.yaml");
+    let alarms: Vec<&Value> =
+        resources(&lambda).filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm").map(|(_, r)| r).collect();
+    let quota = alarms
+        .iter()
+        .find(|a| a["Properties"]["MetricName"] == "4XXError")
+        .expect("an alarm on the API's client errors");
+    let properties = &quota["Properties"];
+    assert_eq!(properties["Namespace"], "AWS/ApiGateway");
+    let dimensions = properties["Dimensions"].as_array().unwrap();
+    assert!(dimensions.iter().any(|d| d["Name"] == "Stage" && d["Value"] == json!({ "Ref": "Stage" })));
+    assert_eq!(properties["AlarmActions"], json!([{ "Ref": "AlarmTopic" }]));
+    assert_eq!(properties["TreatMissingData"], "notBreaching", "no data is no refusal");
+}

@@ -47,6 +47,10 @@
    `POST /fluidity-test/role-not-usable-yet?times=N`, the next N
    UpdateAccount calls answer as it does then (400 BadRequestException,
    "The role ARN does not have required permissions set to API Gateway").
+11. CloudFormation drops a list item that is `!If [..., ..., !Ref
+   AWS::NoValue]` when the condition is false (the execution role's
+   conditional inline policies); moto leaves a null in the role's
+   Policies list and fails the creation (HTTP 500). Nulls are dropped.
 9. moto's DescribeStackResource fails (HTTP 500) on a stack that holds a
    resource of a type moto skips (an API Gateway stage, an alarm), which
    has no logical id there; it now looks past those.
@@ -66,7 +70,7 @@ from moto.cloudformation.models import CloudFormationBackend, Event, Stack
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
 from moto.ecs.models import Service as EcsService
 from moto.iam.exceptions import InvalidInput
-from moto.iam.models import IAMBackend
+from moto.iam.models import IAMBackend, Role as IamRole
 from moto.server import DomainDispatcherApplication, create_backend_app
 from werkzeug.serving import run_simple
 
@@ -188,6 +192,22 @@ def describe_stack_resource(self, stack_name, logical_resource_id):
 
 
 CloudFormationBackend.describe_stack_resource = describe_stack_resource
+
+
+def _without_absent_policies(original):
+    """A role's Policies without the items AWS::NoValue removed (see 11. above)."""
+    def wrapped(cls, *args, **kwargs):
+        json_arg = kwargs.get("cloudformation_json") or next(a for a in args if isinstance(a, dict))
+        properties = json_arg.get("Properties", {})
+        if isinstance(properties.get("Policies"), list):
+            properties["Policies"] = [p for p in properties["Policies"] if p is not None]
+        return original.__func__(cls, *args, **kwargs)
+    return classmethod(wrapped)
+
+
+IamRole.create_from_cloudformation_json = _without_absent_policies(IamRole.create_from_cloudformation_json)
+if hasattr(IamRole, "update_from_cloudformation_json"):
+    IamRole.update_from_cloudformation_json = _without_absent_policies(IamRole.update_from_cloudformation_json)
 
 
 def _service_linked_role_taken(original):
