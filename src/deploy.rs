@@ -131,11 +131,16 @@ pub enum Command {
         #[arg(long)]
         id: Option<String>,
     },
-    /// Delete the Lambda stack, the Fargate stack and the certificate secret (the bucket and image repository are kept).
+    /// Delete the Lambda stack, the Fargate stack and the certificate secret (the bucket and image repository too with --purge).
     Delete {
         /// Really delete: without it nothing is touched.
         #[arg(long)]
         force: bool,
+        /// Also delete the artifact bucket (the Lambda packages) and the image
+        /// repository (every server image): nothing of this environment is
+        /// left, and a later deploy uploads and pushes again.
+        #[arg(long, requires = "force")]
+        purge: bool,
     },
 }
 
@@ -219,7 +224,7 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         Command::Status { no_drift } => status(&cli, &stacks, !no_drift).await,
         Command::Outputs { json } => outputs(&cli, &stacks, *json).await,
         Command::ApiKey { id } => api_key(&cli, &stacks, id.as_deref()).await,
-        Command::Delete { force } => delete(&cli, &stacks, *force).await,
+        Command::Delete { force, purge } => delete(&cli, &stacks, *force, *purge).await,
     }
 }
 
@@ -334,7 +339,7 @@ async fn api_key(cli: &Cli, stacks: &Stacks, id: Option<&str>) -> Result<(), Err
     Ok(())
 }
 
-async fn delete(cli: &Cli, stacks: &Stacks, force: bool) -> Result<(), Error> {
+async fn delete(cli: &Cli, stacks: &Stacks, force: bool, purge: bool) -> Result<(), Error> {
     if !force {
         return Err(ConfigError::new(
             "--force",
@@ -344,6 +349,14 @@ async fn delete(cli: &Cli, stacks: &Stacks, force: bool) -> Result<(), Error> {
         .into());
     }
     let clients = Clients::load(&cli.aws).await?;
+    let env = cli.env.as_str();
+    // The repository's name is the Fargate stack's parameter (read before it goes).
+    let fargate = stack::find(&clients.cloudformation, &stacks.fargate).await?;
+    let repository = fargate
+        .as_ref()
+        .and_then(|f| f.parameters().iter().find(|p| p.parameter_key() == Some("ImageRepositoryName")))
+        .and_then(|p| p.parameter_value())
+        .map_or_else(|| format!("fluidity-server-{env}"), str::to_owned);
     for name in [&stacks.lambda, &stacks.fargate] {
         println!("deleting {name}…");
         if stack::delete(&clients.cloudformation, name, cli.poll_interval).await? {
@@ -360,13 +373,30 @@ async fn delete(cli: &Cli, stacks: &Stacks, force: bool) -> Result<(), Error> {
     if secret::delete(&clients, &name).await? {
         println!("{name}: deleted (the server's certificates, without a recovery window)");
     }
-    println!("kept: the artifact bucket and the image repository (delete them by hand when no longer needed)");
-    if !shared_removed && stack::find(&clients.cloudformation, logging::ACCOUNT_STACK).await?.is_some() {
+    let bucket = publish::bucket_name(env, &publish::account_id(&clients).await?, &clients.region);
+    let mut kept = Vec::new();
+    if purge {
+        let gone = |existed: bool| if existed { "deleted" } else { "not there" };
+        println!("s3://{bucket}: {} (the Lambda packages)", gone(publish::delete_bucket(&clients, &bucket).await?));
         println!(
-            "kept: {}, the region's API Gateway logging setting other environments may use \
+            "{repository}: {} (the server images)",
+            gone(publish::delete_repository(&clients, &repository).await?)
+        );
+    } else {
+        kept.push(format!(
+            "the artifact bucket s3://{bucket} and the image repository {repository} (--purge removes them)"
+        ));
+    }
+    if !shared_removed && stack::find(&clients.cloudformation, logging::ACCOUNT_STACK).await?.is_some() {
+        kept.push(format!(
+            "{}, the region's API Gateway logging role other environments may use \
              (CloudFormation refuses to delete it while one still imports it)",
             logging::ACCOUNT_STACK
-        );
+        ));
+    }
+    // The last line says what is left, if anything.
+    if !kept.is_empty() {
+        println!("kept: {}", kept.join("; "));
     }
     Ok(())
 }

@@ -387,10 +387,23 @@ async fn deploy_update_no_changes_status_outputs_delete() {
         "Lambda first:\n{out}"
     );
     assert_eq!(world.live_stacks().await, [ACCOUNT], "the region's logging setting outlives an environment");
-    assert!(out.contains("kept: fluidity-apigateway-account"), "{out}");
+    let last = out.lines().last().unwrap();
+    assert!(last.starts_with("kept: the artifact bucket s3://fluidity-dev-artifacts-"), "{out}");
+    assert!(last.contains("image repository fluidity-server-dev") && last.contains(ACCOUNT), "{last}");
     let (code, _, err) = world.run(&["outputs"]);
     assert_eq!(code, 1);
     assert!(one_line(&err).contains("deploy first"), "{err}");
+
+    // 9. --purge (only with --force) removes the bucket and the repository too.
+    let (code, _, err) = world.run(&["delete", "--purge"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(world.s3.head_bucket().bucket(BUCKET).send().await.is_ok(), "nothing removed without --force");
+    let (code, out, err) = world.run(&["delete", "--force", "--purge"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&format!("s3://{BUCKET}: deleted")) && out.contains("fluidity-server-dev: deleted"), "{out}");
+    assert!(world.s3.head_bucket().bucket(BUCKET).send().await.is_err(), "the bucket is gone");
+    assert!(world.ecr.describe_repositories().send().await.unwrap().repositories().is_empty());
+    assert!(!out.lines().last().unwrap().contains("artifact bucket"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -119,6 +119,57 @@ pub async fn prune_packages(clients: &Clients, bucket: &str, keep: &[&str]) -> a
     Ok(removed)
 }
 
+/// Empties and deletes the artifact bucket (`delete --purge`). Whether it existed.
+pub async fn delete_bucket(clients: &Clients, bucket: &str) -> anyhow::Result<bool> {
+    match clients.s3.head_bucket().bucket(bucket).send().await {
+        Ok(_) => {}
+        Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 404) => return Ok(false),
+        Err(e) => bail!("cannot use bucket {bucket}: {}", describe(&e)),
+    }
+    let mut token = None;
+    loop {
+        let listed = clients
+            .s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot list s3://{bucket}: {}", describe(&e)))?;
+        for key in listed.contents().iter().filter_map(|o| o.key()) {
+            clients
+                .s3
+                .delete_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot remove s3://{bucket}/{key}: {}", describe(&e)))?;
+        }
+        token = listed.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    clients
+        .s3
+        .delete_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot delete bucket {bucket}: {}", describe(&e)))?;
+    Ok(true)
+}
+
+/// Deletes the image repository with its images (`delete --purge`). Whether it existed.
+pub async fn delete_repository(clients: &Clients, name: &str) -> anyhow::Result<bool> {
+    match clients.ecr.delete_repository().repository_name(name).force(true).send().await {
+        Ok(_) => Ok(true),
+        Err(e) if e.code() == Some("RepositoryNotFoundException") => Ok(false),
+        Err(e) => bail!("cannot delete image repository {name}: {}", describe(&e)),
+    }
+}
+
 /// Images kept in the repository (the newest; the running one is among them).
 pub const IMAGES_KEPT: i32 = 10;
 
