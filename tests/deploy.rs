@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const BUCKET: &str = "fluidity-dev-artifacts-123456789012-us-east-1";
 const ACCOUNT: &str = "fluidity-apigateway-account";
+/// The access key the tool runs with (the test's own setup uses another).
+const DEPLOYER_KEY: &str = "fluidity-deployer";
 
 /// A moto instance with a VPC and subnet, the two artifacts on disk and the
 /// environment the tool runs in (never the machine's own AWS configuration).
@@ -74,7 +76,7 @@ impl World {
             .env("HOME", self.dir.path())
             .env("AWS_ENDPOINT_URL", self.moto.url())
             .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_ACCESS_KEY_ID", DEPLOYER_KEY)
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_CONFIG_FILE", self.path("no-aws-config"))
             .env("AWS_SHARED_CREDENTIALS_FILE", self.path("no-aws-credentials"))
@@ -127,6 +129,27 @@ impl World {
         let stack = &described.stacks()[0];
         let found = stack.parameters().iter().find(|p| p.parameter_key() == Some(key));
         found.and_then(|p| p.parameter_value()).unwrap_or_else(|| panic!("no parameter {key}")).to_owned()
+    }
+
+    /// The tool's recorded calls judged against cloudformation/deployer-policy.json
+    /// (tests/deployer_check.py): asserts none was denied and the policy
+    /// refuses what it must; the actions seen.
+    fn deployer_check(&self) -> Vec<String> {
+        let output = Command::new("python3")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/deployer_check.py"))
+            .arg(self.path("requests.jsonl"))
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation/deployer-policy.json"))
+            .arg(DEPLOYER_KEY)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "deployer_check.py: {}", String::from_utf8_lossy(&output.stderr));
+        let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(report["denied"], serde_json::json!([]), "calls the deployer policy refuses");
+        assert_eq!(report["forbidden"], serde_json::json!([]), "the deployer policy allows too much");
+        assert_eq!(report["for_the_stacks"], serde_json::json!([]), "CloudFormation could not make these");
+        // "Managed policy size: 6,144 characters" (IAM User Guide, "IAM and AWS STS quotas").
+        assert!(report["size"].as_u64().unwrap() <= 6144, "too long for a managed policy: {}", report["size"]);
+        report["actions"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
     }
 
     /// Leaves stack `name` as a failed creation does: ROLLBACK_COMPLETE
@@ -404,6 +427,26 @@ async fn deploy_update_no_changes_status_outputs_delete() {
     assert!(world.s3.head_bucket().bucket(BUCKET).send().await.is_err(), "the bucket is gone");
     assert!(world.ecr.describe_repositories().send().await.unwrap().repositories().is_empty());
     assert!(!out.lines().last().unwrap().contains("artifact bucket"), "{out}");
+
+    // Every call of all this is one the deployer policy in the repository allows.
+    let actions = world.deployer_check();
+    for expected in [
+        "cloudformation:CreateChangeSet",
+        "cloudformation:ExecuteChangeSet",
+        "cloudformation:SetStackPolicy",
+        "cloudformation:DetectStackDrift",
+        "cloudformation:DeleteStack",
+        "s3:PutObject",
+        "s3:DeleteBucket",
+        "ecr:CreateRepository",
+        "ecr:DeleteRepository",
+        "secretsmanager:CreateSecret",
+        "iam:CreateServiceLinkedRole",
+        "apigateway:GET",
+        "ecs:DescribeServices",
+    ] {
+        assert!(actions.iter().any(|a| a == expected), "{expected} not exercised: {actions:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -887,6 +930,8 @@ async fn an_install_from_before_the_shared_logging_stack_is_upgraded() {
     assert!(problems.is_empty(), "requests AWS would refuse: {problems:#?}");
     assert!(signatures > 0, "no signature recomputed");
     assert!(checked["apigateway.UpdateAccount"].as_u64().unwrap_or(0) > 0, "UpdateAccount not checked: {checked}");
+    let actions = world.deployer_check();
+    assert!(actions.iter().any(|a| a == "iam:PassRole"), "the account setting passes the role: {actions:?}");
 }
 
 /// The stack policy evaluator and the emulator's enforcement of it pass
