@@ -85,7 +85,7 @@ let
   # to ARM64), the templates of this checkout — and skopeo to push the image.
   # Each can be overridden by its variable or flag. Everything evaluates pure:
   # the image is then certificate-free, and the deploy tool stores certs/ of
-  # the working directory in Secrets Manager at run time, where ECS reads the
+  # the working directory in Parameter Store at run time, where ECS reads the
   # server's FLUIDITY_TLS_*_PEM from (see image.nix for the baked variant).
   deployApp = pkgs.writeShellApplication {
     name = "fluidity-deploy";

@@ -7,7 +7,7 @@
 # - Certificate-free (the default, and what a pure evaluation gives): the image
 #   holds no certificate and no key. The server reads FLUIDITY_TLS_CA_PEM,
 #   FLUIDITY_TLS_CERT_PEM and FLUIDITY_TLS_KEY_PEM, which ECS injects from the
-#   Secrets Manager secret that `fluidity-deploy` writes from certs/ (see
+#   Parameter Store parameters that `fluidity-deploy` writes from certs/ (see
 #   cloudformation/fargate.yaml). This is the image `nix run .#deploy` pushes.
 #
 # - Baked: FLUIDITY_CERTS_DIR names the directory written by fluidity-certs

@@ -11,7 +11,8 @@
 //! - [`image`]: the architecture of a server image archive, checked before a push.
 //! - [`apigateway`]: the value of the agent's API key (never a stack output)
 //!   and the region's API Gateway logging setting.
-//! - [`secret`]: the server's certificates in Secrets Manager.
+//! - [`certificates`]: the server's certificates in Parameter Store.
+//! - [`secret`]: the Secrets Manager secret earlier versions kept them in.
 //! - [`iam`]: the ECS service-linked role a new account lacks.
 //! - [`logging`]: the region's API Gateway logging role in its shared stack,
 //!   and the move of an older install's own role there.
@@ -21,6 +22,7 @@
 pub mod agent_config;
 pub mod apigateway;
 pub mod aws;
+pub mod certificates;
 pub mod drift;
 pub mod iam;
 pub mod image;
@@ -54,9 +56,11 @@ use aws::{AwsArgs, Clients};
 /// stops first, the agent follows the new one to its new address).
 ///
 /// The server's CA, certificate and key (ca.crt, server.crt, server.key in
-/// --certs-dir, written by fluidity-certs) are kept in the Secrets Manager
-/// secret fluidity-<env>-server-tls, which ECS hands to the task; the image
-/// then carries none. With --certificates image they are expected baked
+/// --certs-dir, written by fluidity-certs) are kept as SecureString
+/// parameters under /fluidity/<env>/server-tls/<hash>/ in Parameter Store
+/// (no monthly fee), which ECS hands to the task; the image then carries
+/// none. A secret an earlier version kept them in is deleted once the stack
+/// no longer reads it. With --certificates image they are expected baked
 /// into the image instead (FLUIDITY_CERTS_DIR=certs nix build --impure).
 ///
 /// Examples:
@@ -131,7 +135,7 @@ pub enum Command {
         #[arg(long)]
         id: Option<String>,
     },
-    /// Delete the Lambda stack, the Fargate stack and the certificate secret (the bucket and image repository too with --purge).
+    /// Delete the Lambda stack, the Fargate stack and the certificate parameters (the bucket and image repository too with --purge).
     Delete {
         /// Really delete: without it nothing is touched.
         #[arg(long)]
@@ -163,10 +167,11 @@ pub struct DeployArgs {
     /// ContainerImage is given as a parameter.
     #[arg(long, value_name = "ARCHIVE", env = "FLUIDITY_SERVER_IMAGE")]
     pub image: Option<PathBuf>,
-    /// How the server gets its certificates: from a Secrets Manager secret the
-    /// tool writes from --certs-dir (the image needs none), or baked into the
-    /// image. A CertificateSecretArn parameter of your own is used as given.
-    #[arg(long, value_enum, default_value_t = Certificates::SecretsManager, env = "FLUIDITY_SERVER_CERTIFICATES")]
+    /// How the server gets its certificates: from Parameter Store, written by
+    /// the tool from --certs-dir (the image needs none), or baked into the
+    /// image. A CertificateParameterPath or CertificateSecretArn parameter of
+    /// your own is used as given.
+    #[arg(long, value_enum, default_value_t = Certificates::ParameterStore, env = "FLUIDITY_SERVER_CERTIFICATES")]
     pub certificates: Certificates,
     /// Directory with the server's ca.crt, server.crt and server.key (fluidity-certs writes them).
     #[arg(long, value_name = "DIR", default_value = "certs", env = "FLUIDITY_CERTS_DIR")]
@@ -186,8 +191,8 @@ pub struct DeployArgs {
 /// Where the server's certificates come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Certificates {
-    /// A Secrets Manager secret written from --certs-dir.
-    SecretsManager,
+    /// SecureString parameters written from --certs-dir.
+    ParameterStore,
     /// Baked into the image (nothing is stored in AWS).
     Image,
 }
@@ -369,9 +374,13 @@ async fn delete(cli: &Cli, stacks: &Stacks, force: bool, purge: bool) -> Result<
     if shared_removed {
         println!("{}: deleted (its creation had failed; nothing imports it)", logging::ACCOUNT_STACK);
     }
-    let name = secret::name(cli.env.as_str());
+    let removed = certificates::prune(&clients, env, &[]).await?;
+    if removed > 0 {
+        println!("{}: deleted (the server's certificates)", certificates::root(env));
+    }
+    let name = secret::name(env);
     if secret::delete(&clients, &name).await? {
-        println!("{name}: deleted (the server's certificates, without a recovery window)");
+        println!("{name}: deleted (an earlier version's certificate secret, without a recovery window)");
     }
     let bucket = publish::bucket_name(env, &publish::account_id(&clients).await?, &clients.region);
     let mut kept = Vec::new();

@@ -20,6 +20,10 @@
       The region's API Gateway CloudWatch role. Prints {"role"} (null if unset).
   aws_fixture.py ENDPOINT stop-task CLUSTER TASK_ARN
       Stops the task (its service's server went away). Prints {"stopped"}.
+  aws_fixture.py ENDPOINT parameters PATH
+      Every parameter under PATH, decrypted. Prints {NAME: {"value", "type", "tier"}}.
+  aws_fixture.py ENDPOINT put-secret NAME VALUE
+      Creates a Secrets Manager secret (as an earlier version did). Prints {"arn"}.
   aws_fixture.py ENDPOINT secret NAME
       The secret's ARN, current version and value (all null if there is none).
       Prints {"arn","version","value"}.
@@ -110,6 +114,17 @@ def main():
         _, ecs = clients(endpoint)
         ecs.stop_task(cluster=args[0], task=args[1], reason="replaced")
         result = {"stopped": args[1]}
+    elif command == "parameters":
+        ssm = boto3.client("ssm", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        found = ssm.get_parameters_by_path(Path=args[0], Recursive=True, WithDecryption=True)["Parameters"]
+        described = {p["Name"]: p for p in ssm.describe_parameters()["Parameters"]}
+        result = {p["Name"]: {"value": p["Value"], "type": p["Type"],
+                              "tier": described.get(p["Name"], {}).get("Tier", "Standard")} for p in found}
+    elif command == "put-secret":
+        secrets = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
+                               aws_access_key_id="test", aws_secret_access_key="test")
+        result = {"arn": secrets.create_secret(Name=args[0], SecretString=args[1])["ARN"]}
     elif command == "secret":
         secrets = boto3.client("secretsmanager", endpoint_url=endpoint, region_name="us-east-1",
                                aws_access_key_id="test", aws_secret_access_key="test")

@@ -610,7 +610,11 @@ fn the_execution_roles_secret_permissions_exist_before_the_service() {
         .collect();
     assert_eq!(
         conditional,
-        [("HasCertificateSecret", "read-certificate-secret"), ("HasCertificateKey", "decrypt-certificate-secret")]
+        [
+            ("HasCertificateParameters", "read-certificate-parameters"),
+            ("HasCertificateSecret", "read-certificate-secret"),
+            ("HasCertificateKey", "decrypt-certificate-secret")
+        ]
     );
     let resources = &fargate["Resources"];
     assert_eq!(resources["Service"]["Properties"]["TaskDefinition"], json!({ "Ref": "TaskDefinition" }));

@@ -440,7 +440,8 @@ async fn deploy_update_no_changes_status_outputs_delete() {
         "s3:DeleteBucket",
         "ecr:CreateRepository",
         "ecr:DeleteRepository",
-        "secretsmanager:CreateSecret",
+        "ssm:PutParameter",
+        "ssm:DeleteParameters",
         "iam:CreateServiceLinkedRole",
         "apigateway:GET",
         "ecs:DescribeServices",
@@ -660,34 +661,45 @@ async fn a_failed_creation_reports_its_events_and_blocks_redeploys() {
     assert!(out.contains("stack fluidity-dev-lambda: created"), "{out}");
 }
 
+/// The server's certificates go to Parameter Store (standard SecureString
+/// parameters: no monthly fee), under a path named by their content, which
+/// the task definition reads; an earlier version's secret is deleted once
+/// the stack no longer reads it.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_server_certificates_reach_the_task_through_secrets_manager() {
+async fn the_server_certificates_reach_the_task_through_parameter_store() {
     let world = World::new().await;
+    let root = "/fluidity/dev/server-tls";
+    // An install of an earlier version kept them in a Secrets Manager secret.
+    world.fixture(&["put-secret", "fluidity-dev-server-tls", "{}"]);
     let certs = world.path("certs");
     let file = |name: &str| std::fs::read_to_string(certs.join(name)).unwrap();
     let key = file("server.key");
     let key_body = key.lines().nth(1).unwrap().to_owned();
     let (code, out, err) = world.deploy(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("server certificates: secret fluidity-dev-server-tls (created)"), "{out}");
+    let path = world.parameter("fluidity-dev-fargate", "CertificateParameterPath").await;
+    assert!(path.starts_with(&format!("{root}/")) && path.len() == root.len() + 17, "{path}");
+    assert!(out.contains(&format!("server certificates: Parameter Store {path} (created)")), "{out}");
     assert!(!out.contains(&key_body) && !err.contains(&key_body), "the key was printed");
     assert!(!out.contains("PRIVATE KEY") && !err.contains("PRIVATE KEY"), "the key was printed");
+    assert!(out.contains("deleted the Secrets Manager secret fluidity-dev-server-tls"), "{out}");
+    assert!(world.fixture(&["secret", "fluidity-dev-server-tls"])["arn"].is_null(), "the $0.40/month secret is gone");
 
-    // The secret holds the three files under the keys the template reads.
-    let secret = world.fixture(&["secret", "fluidity-dev-server-tls"]);
-    let value: Value = serde_json::from_str(secret["value"].as_str().unwrap()).unwrap();
-    assert_eq!(value["ca_crt"], file("ca.crt"));
-    assert_eq!(value["server_crt"], file("server.crt"));
-    assert_eq!(value["server_key"], key);
-    let (arn, version) = (secret["arn"].as_str().unwrap(), secret["version"].as_str().unwrap());
-    assert_eq!(world.parameter("fluidity-dev-fargate", "CertificateSecretArn").await, arn);
-    assert_eq!(world.parameter("fluidity-dev-fargate", "CertificateSecretVersionId").await, version);
+    // Three standard SecureString parameters, one per file, read by the task.
+    let stored = world.fixture(&["parameters", root]);
+    for name in ["ca.crt", "server.crt", "server.key"] {
+        let parameter = &stored[format!("{path}/{name}")];
+        assert_eq!(parameter["value"], file(name), "{name}");
+        assert_eq!((parameter["type"].as_str(), parameter["tier"].as_str()), (Some("SecureString"), Some("Standard")));
+    }
+    assert_eq!(stored.as_object().unwrap().len(), 3);
+    let arn = |name: &str| format!("arn:aws:ssm:us-east-1:123456789012:parameter{path}/{name}");
     assert_eq!(
         task_secrets(&world).await,
         [
-            ("FLUIDITY_TLS_CA_PEM".to_owned(), format!("{arn}:ca_crt::{version}")),
-            ("FLUIDITY_TLS_CERT_PEM".to_owned(), format!("{arn}:server_crt::{version}")),
-            ("FLUIDITY_TLS_KEY_PEM".to_owned(), format!("{arn}:server_key::{version}")),
+            ("FLUIDITY_TLS_CA_PEM".to_owned(), arn("ca.crt")),
+            ("FLUIDITY_TLS_CERT_PEM".to_owned(), arn("server.crt")),
+            ("FLUIDITY_TLS_KEY_PEM".to_owned(), arn("server.key")),
         ]
     );
     // The default task (Cpu 256) runs the server on one runtime thread.
@@ -695,38 +707,48 @@ async fn the_server_certificates_reach_the_task_through_secrets_manager() {
     let threads = env.iter().find(|e| e.name() == Some("FLUIDITY_WORKER_THREADS")).and_then(|e| e.value());
     assert_eq!(threads, Some("1"), "{env:?}");
 
-    // The same files again: no new version. New ones: a new version, and the
-    // task definition follows it.
+    // The same files again: the same path, nothing written. New ones: a new
+    // path the task definition follows; the previous set stays for a
+    // rollback, older ones go.
     let (code, out, err) = world.deploy(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("secret fluidity-dev-server-tls (unchanged)"), "{out}");
-    write_certs(&certs, true);
-    let (code, out, err) = world.deploy(&[]);
-    assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("secret fluidity-dev-server-tls (updated)"), "{out}");
-    let rotated = world.fixture(&["secret", "fluidity-dev-server-tls"]);
-    assert_ne!(rotated["version"], secret["version"]);
-    assert_eq!(
-        world.parameter("fluidity-dev-fargate", "CertificateSecretVersionId").await,
-        rotated["version"].as_str().unwrap()
-    );
-    let value: Value = serde_json::from_str(rotated["value"].as_str().unwrap()).unwrap();
-    assert_eq!(value["server_key"], file("server.key"));
+    assert!(out.contains(&format!("Parameter Store {path} (unchanged)")), "{out}");
+    let mut paths = vec![path.clone()];
+    for _ in 0..2 {
+        write_certs(&certs, true);
+        let (code, out, err) = world.deploy(&[]);
+        assert_eq!(code, 0, "{out}\n{err}");
+        let rotated = world.parameter("fluidity-dev-fargate", "CertificateParameterPath").await;
+        assert!(!paths.contains(&rotated) && out.contains(&format!("{rotated} (created)")), "{out}");
+        // The task definition's secrets name the path (above), so CloudFormation
+        // replaces it when the path changes; moto keeps the old revision, so
+        // the stack's parameter is what is checked here.
+        paths.push(rotated);
+    }
+    let stored = world.fixture(&["parameters", root]);
+    let mut held: Vec<&str> = stored.as_object().unwrap().keys().map(|k| k.rsplit_once('/').unwrap().0).collect();
+    held.dedup();
+    assert_eq!(held.len(), 2, "the current and the previous set: {held:?}");
+    assert!(held.contains(&paths[1].as_str()) && held.contains(&paths[2].as_str()), "{held:?} {paths:?}");
+    assert_eq!(stored[format!("{}/server.key", paths[2])]["value"], file("server.key"));
 
     // delete --force leaves no key behind.
     let (code, out, err) = world.run(&["delete", "--force"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(out.contains("fluidity-dev-server-tls: deleted"), "{out}");
-    assert!(world.fixture(&["secret", "fluidity-dev-server-tls"])["arn"].is_null());
+    assert!(out.contains(&format!("{root}: deleted")), "{out}");
+    assert_eq!(world.fixture(&["parameters", root]), serde_json::json!({}));
 
-    // Every Secrets Manager and API Gateway request the tool signed itself is
-    // one AWS accepts (moto would take a CreateSecret without its token).
+    // Every SSM, Secrets Manager and API Gateway request the tool signed
+    // itself is one AWS accepts.
     let (checked, signatures, problems) = common::model_check(&world.path("requests.jsonl"));
     assert!(problems.is_empty(), "requests AWS would refuse: {problems:#?}");
     assert!(signatures >= 3, "signatures recomputed: {signatures}");
-    for operation in ["secretsmanager.CreateSecret", "secretsmanager.PutSecretValue", "secretsmanager.DeleteSecret"] {
+    for operation in
+        ["ssm.PutParameter", "ssm.GetParametersByPath", "ssm.DeleteParameters", "secretsmanager.DeleteSecret"]
+    {
         assert!(checked[operation].as_u64().unwrap_or(0) > 0, "{operation} not checked: {checked}");
     }
+    world.deployer_check();
 }
 
 /// The model checker's own tests: a CreateSecret without its idempotency

@@ -74,6 +74,13 @@ def secretsmanager(action, body):
     return [(f"secretsmanager:{action}", arn)]
 
 
+def ssm(action, body):
+    """Parameters act on their ARN (`parameter` + the name, which starts with
+    a slash); GetParametersByPath on the path's."""
+    names = body.get("Names") or [body.get("Name") or body.get("Path")]
+    return [(f"ssm:{action}", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter{n}") for n in names]
+
+
 def iam(form):
     """CreateServiceLinkedRole acts on the role it makes, with iam:AWSServiceName."""
     action = form["Action"]
@@ -118,6 +125,8 @@ def calls_of(entry):
         found = ecr(target[len(ECR_TARGET):], body)
     elif scope == "secretsmanager":
         found = secretsmanager(target.split(".", 1)[1], body)
+    elif scope == "ssm":
+        found = ssm(target.split(".", 1)[1], body)
     elif scope == "iam":
         found = iam(form)
     elif scope == "apigateway":
@@ -143,6 +152,9 @@ FORBIDDEN = [
     ("s3:DeleteBucket", "arn:aws:s3:::someone-elses-bucket", {}),
     ("s3:GetObject", "arn:aws:s3:::someone-elses-bucket/secret", {}),
     ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:prod-db-AbCdEf", {}),
+    ("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:fluidity-dev-server-tls-AbCdEf", {}),
+    ("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/fluidity/dev/server-tls/0123/server.key", {}),
+    ("ssm:PutParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/prod/db-password", {}),
     ("secretsmanager:DeleteSecret", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:prod-db-AbCdEf", {}),
     ("lambda:UpdateFunctionCode", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:payments", {}),
     ("ecs:UpdateService", f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/prod/api", {}),

@@ -6,7 +6,7 @@ checks no required member, type, length or enum. botocore (installed with
 boto3) ships each service's model, the same JSON the SDKs are generated from;
 this reads a recording made by tests/moto_launcher.py --record and checks
 every request signed for a service whose requests our code builds itself —
-Secrets Manager (JSON 1.1, deploy), API Gateway (REST-JSON, deploy), IAM
+SSM Parameter Store and Secrets Manager (JSON 1.1, deploy), API Gateway (REST-JSON, deploy), IAM
 (Query, deploy), CloudWatch (Query, server) and EC2 (EC2 Query, Lambda) — for:
 
 - the signing scope naming the model's signing name;
@@ -41,7 +41,7 @@ from botocore.credentials import Credentials
 SESSION = botocore.session.get_session()
 # Signing name in the recorded scope -> botocore service name.
 SERVICES = {"secretsmanager": "secretsmanager", "apigateway": "apigateway", "monitoring": "cloudwatch", "ec2": "ec2",
-            "iam": "iam"}
+            "iam": "iam", "ssm": "ssm"}
 TYPES = {"string": str, "integer": int, "long": int, "boolean": bool, "list": list, "map": dict, "structure": dict,
          "timestamp": (str, int, float), "double": (int, float), "float": (int, float), "blob": str}
 

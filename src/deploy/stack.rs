@@ -91,6 +91,12 @@ pub fn outputs(stack: &Stack) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The value of one parameter of the stack (none if empty).
+pub fn parameter(stack: &Stack, key: &str) -> Option<String> {
+    let found = stack.parameters().iter().find(|p| p.parameter_key() == Some(key));
+    found.and_then(|p| p.parameter_value()).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
 /// The value of one output of the stack.
 pub fn output(stack: &Stack, key: &str) -> Option<String> {
     stack.outputs().iter().find(|o| o.output_key() == Some(key)).and_then(|o| o.output_value()).map(str::to_owned)

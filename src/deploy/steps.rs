@@ -13,7 +13,10 @@ use super::aws::Clients;
 use super::logging::{self, Shared};
 use super::params::{Template, Values};
 use super::stack::{self, Outcome};
-use super::{Certificates, Cli, DeployArgs, Env, Error, Stacks, agent_config, apigateway, iam, image, publish, secret};
+use super::{
+    Certificates, Cli, DeployArgs, Env, Error, Stacks, agent_config, apigateway, certificates, iam, image, publish,
+    secret,
+};
 use crate::config::ConfigError;
 
 /// `DesiredCount` on updates: the template leaves the property out.
@@ -32,7 +35,7 @@ pub async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(),
     if args.dry_run {
         return Ok(());
     }
-    run.prune_packages(&plan, &found).await?;
+    run.prune(&plan, &found).await?;
     super::print_outputs(&run.clients, stacks, false).await?;
     write_agent_config(cli, args, stacks, &run.clients).await
 }
@@ -57,6 +60,8 @@ struct Found {
     migrating: bool,
     /// The package the Lambda stack runs now: kept as the rollback target.
     previous_key: Option<String>,
+    /// The certificate path the Fargate stack reads now: kept likewise.
+    previous_certificates: Option<String>,
 }
 
 impl<'a> Run<'a> {
@@ -125,22 +130,18 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Keeps the server's certificates in Secrets Manager.
+    /// Keeps the server's certificates in Parameter Store, under a path
+    /// named by their content.
     async fn keep_certificates(&self, plan: &mut Plan) -> Result<(), Error> {
         let Some(tls) = &plan.tls else { return Ok(()) };
-        let name = secret::name(self.env);
-        let stored = if self.args.dry_run {
-            println!("server certificates: would be kept in Secrets Manager as {name}");
-            secret::current(&self.clients, &name).await?
+        let path = tls.path(self.env);
+        if self.args.dry_run {
+            println!("server certificates: would be kept in Parameter Store under {path}");
         } else {
-            let stored = secret::store(&self.clients, &name, tls).await?;
-            println!("server certificates: secret {name} ({})", stored.change);
-            Some((stored.arn, stored.version))
-        };
-        if let Some((arn, version)) = stored {
-            plan.values.set("CertificateSecretArn", arn);
-            plan.values.set("CertificateSecretVersionId", version);
+            let change = certificates::store(&self.clients, &path, tls).await?;
+            println!("server certificates: Parameter Store {path} ({change})");
         }
+        plan.values.set("CertificateParameterPath", path);
         Ok(())
     }
 
@@ -157,7 +158,9 @@ impl<'a> Run<'a> {
     /// Reads what exists and sets the parameters that depend on it.
     async fn survey(&self, plan: &mut Plan) -> Result<Found, Error> {
         let cfn = &self.clients.cloudformation;
-        let fargate_live = stack::find(cfn, &self.stacks.fargate).await?.as_ref().is_some_and(stack::is_live);
+        let fargate = stack::find(cfn, &self.stacks.fargate).await?;
+        let fargate_live = fargate.as_ref().is_some_and(stack::is_live);
+        let previous_certificates = fargate.as_ref().and_then(|f| stack::parameter(f, "CertificateParameterPath"));
         // An update leaves the service's desired count alone (unless asked):
         // sending a value would reset it, waking a sleeping server or stopping
         // a running one.
@@ -173,11 +176,8 @@ impl<'a> Run<'a> {
             Some(l) if stack::is_live(l) => logging::holds_old_role(&self.clients, &self.stacks.lambda).await?,
             _ => false,
         };
-        let previous_key = lambda.as_ref().and_then(|l| {
-            let code_key = l.parameters().iter().find(|p| p.parameter_key() == Some("CodeKey"));
-            code_key.and_then(|p| p.parameter_value()).map(str::to_owned)
-        });
-        Ok(Found { fargate_live, shared, migrating, previous_key })
+        let previous_key = lambda.as_ref().and_then(|l| stack::parameter(l, "CodeKey"));
+        Ok(Found { fargate_live, shared, migrating, previous_key, previous_certificates })
     }
 
     /// The Fargate stack, the region's shared logging stack, then the Lambda
@@ -254,21 +254,41 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Removes Lambda packages older than the current and the previous one.
-    async fn prune_packages(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
-        if plan.zip.is_none() {
-            return Ok(());
+    /// Removes Lambda packages and certificate paths older than the current
+    /// and the previous one (a rollback's target), and the secret an earlier
+    /// version kept the certificates in, which the stack no longer reads.
+    async fn prune(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
+        if plan.zip.is_some()
+            && let (Some(bucket), Some(key)) = (plan.values.get("CodeBucket"), plan.values.get("CodeKey"))
+        {
+            let removed =
+                publish::prune_packages(&self.clients, bucket, &kept(Some(key), found.previous_key.as_deref())).await?;
+            if removed > 0 {
+                println!("lambda package: removed {removed} older package(s) (kept the current and the previous one)");
+            }
         }
-        let (Some(bucket), Some(key)) = (plan.values.get("CodeBucket"), plan.values.get("CodeKey")) else {
-            return Ok(());
-        };
-        let keep: Vec<&str> = [Some(key), found.previous_key.as_deref()].into_iter().flatten().collect();
-        let removed = publish::prune_packages(&self.clients, bucket, &keep).await?;
-        if removed > 0 {
-            println!("lambda package: removed {removed} older package(s) (kept the current and the previous one)");
+        if plan.tls.is_some() {
+            let current = plan.values.get("CertificateParameterPath");
+            let keep = kept(current, found.previous_certificates.as_deref());
+            let removed = certificates::prune(&self.clients, self.env, &keep).await?;
+            if removed > 0 {
+                println!("server certificates: removed {removed} older set(s) (kept the current and the previous one)");
+            }
+            let legacy = secret::name(self.env);
+            if secret::delete(&self.clients, &legacy).await? {
+                println!(
+                    "server certificates: deleted the Secrets Manager secret {legacy} an earlier version kept them in \
+                     (it cost $0.40 a month; Parameter Store costs nothing)"
+                );
+            }
         }
         Ok(())
     }
+}
+
+/// The current and the previous value, those there are.
+fn kept<'v>(current: Option<&'v str>, previous: Option<&'v str>) -> Vec<&'v str> {
+    [current, previous].into_iter().flatten().filter(|v| !v.is_empty()).collect()
 }
 
 /// Everything a deploy needs from disk, read and checked before any AWS call.
@@ -283,8 +303,8 @@ struct Plan {
     zip: Option<(PathBuf, String)>,
     /// (path, sha256) of the image archive, unless ContainerImage is given.
     image: Option<(PathBuf, String)>,
-    /// The server's certificates, to be kept in Secrets Manager.
-    tls: Option<secret::ServerTls>,
+    /// The server's certificates, to be kept in Parameter Store.
+    tls: Option<certificates::ServerTls>,
 }
 
 fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigError> {
@@ -332,9 +352,9 @@ fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigErr
     if let Some((path, _)) = &image {
         check_architecture(path, values.get("CpuArchitecture").unwrap_or("ARM64"))?;
     }
-    let own_secret = values.get("CertificateSecretArn").is_some();
+    let own = values.get("CertificateSecretArn").is_some() || values.get("CertificateParameterPath").is_some();
     let tls = match args.certificates {
-        Certificates::SecretsManager if !own_secret => Some(secret::ServerTls::load(&args.certs_dir)?),
+        Certificates::ParameterStore if !own => Some(certificates::ServerTls::load(&args.certs_dir)?),
         _ => None,
     };
     Ok(Plan { fargate, account, lambda, policy, values, zip, image, tls })
