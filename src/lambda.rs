@@ -80,8 +80,10 @@ pub fn classify(event: &Value) -> Result<Invocation, String> {
             serde_json::from_value(event.clone()).map_err(|e| format!("malformed API Gateway event: {e}"))?;
         return Ok(Invocation::Api { method: request.http_method.to_string(), path: request.path.unwrap_or_default() });
     }
+    // EventBridge rules send `source: aws.events`; the nightly stop's
+    // Scheduler target sends the Input lambda.yaml gives it (aws.scheduler).
     let scheduled = event.get("detail-type").and_then(Value::as_str) == Some("Scheduled Event")
-        || event.get("source").and_then(Value::as_str) == Some("aws.events");
+        || matches!(event.get("source").and_then(Value::as_str), Some("aws.events" | "aws.scheduler"));
     if scheduled {
         return Ok(Invocation::Schedule);
     }
@@ -208,5 +210,16 @@ mod tests {
         assert!(classify(&json!({ "hello": 1 })).is_err());
         assert!(classify(&json!({ "httpMethod": 42 })).unwrap_err().contains("malformed"));
         assert!(classify(&json!("text")).is_err());
+    }
+
+    /// The nightly stop's EventBridge Scheduler target sends the Input that
+    /// lambda.yaml gives it: a scheduled call, not a malformed one.
+    #[test]
+    fn the_nightly_stops_input_is_a_scheduled_call() {
+        let template = include_str!("../cloudformation/lambda.yaml");
+        let input = template.lines().find_map(|l| l.trim().strip_prefix("Input: '")?.strip_suffix('\''));
+        let input: Value = serde_json::from_str(input.expect("the schedule's Input")).unwrap();
+        assert_eq!(input["source"], "aws.scheduler");
+        assert_eq!(classify(&input), Ok(Invocation::Schedule));
     }
 }

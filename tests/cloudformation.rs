@@ -643,3 +643,51 @@ fn a_spent_api_quota_raises_an_alarm() {
     assert_eq!(properties["AlarmActions"], json!([{ "Ref": "AlarmTopic" }]));
     assert_eq!(properties["TreatMissingData"], "notBreaching", "no data is no refusal");
 }
+
+/// The nightly stop happens at NightlyStopHour in NightlyStopTimeZone (an
+/// EventBridge rule's cron is UTC only: Tokyo's 23:00 would be 08:00), and
+/// the schedule may invoke the Kill function and nothing else, with an
+/// input the function takes for a scheduled call.
+#[test]
+fn the_nightly_stop_follows_the_users_time_zone() {
+    let lambda = load("lambda.yaml");
+    let stop = &lambda["Resources"]["NightlyStop"];
+    assert_eq!(stop["Type"], "AWS::Scheduler::Schedule");
+    let properties = &stop["Properties"];
+    assert_eq!(properties["ScheduleExpression"], json!({ "Fn::Sub": "cron(0 ${NightlyStopHour} * * ? *)" }));
+    assert_eq!(properties["ScheduleExpressionTimezone"], json!({ "Ref": "NightlyStopTimeZone" }));
+    assert_eq!(properties["Target"]["Arn"], json!({ "Fn::GetAtt": ["KillFunction", "Arn"] }));
+    assert_eq!(properties["Target"]["RoleArn"], json!({ "Fn::GetAtt": ["NightlyStopRole", "Arn"] }));
+    let input: Value = serde_json::from_str(properties["Target"]["Input"].as_str().unwrap()).unwrap();
+    assert_eq!(input["detail-type"], "Scheduled Event", "what fluidity-lambda takes as a schedule");
+    let hour = &lambda["Parameters"]["NightlyStopHour"];
+    assert_eq!(
+        (hour["MinValue"].as_u64(), hour["MaxValue"].as_u64(), hour["Default"].as_u64()),
+        (Some(0), Some(23), Some(23))
+    );
+    let zone = regex_lite_match(lambda["Parameters"]["NightlyStopTimeZone"]["AllowedPattern"].as_str().unwrap());
+    for good in ["UTC", "Asia/Tokyo", "America/Argentina/Buenos_Aires", "Etc/GMT+9"] {
+        assert!(zone(good), "{good}");
+    }
+    for bad in ["", "Tokyo time", "../etc/passwd", "Asia/Tokyo;"] {
+        assert!(!zone(bad), "{bad}");
+    }
+    let role = &lambda["Resources"]["NightlyStopRole"]["Properties"];
+    assert_eq!(role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]["Service"], "scheduler.amazonaws.com");
+    let statements = role["Policies"][0]["PolicyDocument"]["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Action"], "lambda:InvokeFunction");
+    assert_eq!(statements[0]["Resource"], json!({ "Fn::GetAtt": ["KillFunction", "Arn"] }));
+    assert!(lambda["Resources"].get("NightlyKill").is_none(), "the UTC-only rule is gone");
+}
+
+/// A matcher for the parameter's AllowedPattern (anchored; CloudFormation's
+/// patterns are Java regular expressions, which this one is too).
+fn regex_lite_match(pattern: &str) -> impl Fn(&str) -> bool {
+    let script = "import re, sys\nprint('yes' if re.fullmatch(sys.argv[1], sys.argv[2]) else 'no')";
+    let pattern = pattern.to_owned();
+    move |value: &str| {
+        let out = std::process::Command::new("python3").args(["-c", script, &pattern, value]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    }
+}

@@ -926,10 +926,12 @@ async fn an_install_from_before_the_shared_logging_stack_is_upgraded() {
         out.contains(&format!("this region uses {lambda}'s own role; moving it to the shared stack {ACCOUNT}")),
         "{out}"
     );
-    assert!(out.contains("removes its own ApiGatewayLogsRole"), "{out}");
+    assert!(out.contains(&format!("stack {lambda}: removes its ApiGatewayLogsRole")), "{out}");
+    assert!(out.contains(&format!("stack {lambda}: removes its NightlyKill")), "the UTC-only rule too:\n{out}");
     assert!(out.contains(&format!("stack {lambda}: updated")), "{out}");
     assert_eq!(world.live_stacks().await, [ACCOUNT, "fluidity-dev-fargate", lambda]);
     assert_eq!(world.resource(lambda, "ApiGatewayLogsRole").await, None, "the old role is gone");
+    assert_eq!(world.resource(lambda, "NightlyKill").await, None, "the UTC-only rule is gone");
     let shared = world.cfn.describe_stacks().stack_name(ACCOUNT).send().await.unwrap().stacks()[0].clone();
     let shared_role = shared.outputs().iter().find(|o| o.output_key() == Some("LogsRoleArn")).unwrap();
     assert_eq!(
@@ -945,7 +947,7 @@ async fn an_install_from_before_the_shared_logging_stack_is_upgraded() {
     // Done once: the next deploy changes nothing and moves nothing.
     let (code, out, err) = world.deploy(&[]);
     assert_eq!(code, 0, "{out}\n{err}");
-    assert!(!out.contains("moving it") && !out.contains("removes its own"), "{out}");
+    assert!(!out.contains("moving it") && !out.contains("removes its"), "{out}");
 
     // The account setting was made by a request AWS's model accepts.
     let (checked, signatures, problems) = common::model_check(&world.path("requests.jsonl"));

@@ -9,7 +9,7 @@
 //! moves the setting over: the region's role is recognised as Fluidity's,
 //! the shared stack is deployed and the region pointed at its role, then
 //! the Lambda stack is updated under a policy that allows exactly that
-//! role's removal ([`policy_allowing_removal`]).
+//! role's removal ([`super::stack::policy_allowing_removal`]).
 
 use std::time::{Duration, Instant};
 
@@ -129,72 +129,9 @@ pub async fn remove_failed(clients: &Clients, shared: &str, poll: Duration) -> a
     Ok(true)
 }
 
-/// Whether `lambda` (an existing stack) still holds its own [`OLD_ROLE`].
-pub async fn holds_old_role(clients: &Clients, lambda: &str) -> anyhow::Result<bool> {
-    Ok(stack::resource(&clients.cloudformation, lambda, OLD_ROLE).await?.is_some())
-}
-
-/// `policy` changed so that deleting the resources `removed` is allowed and
-/// nothing else is: they leave every statement that denies `Update:Delete`,
-/// and a new statement keeps denying their modification and replacement.
-/// Everything else stays as protected as before.
-pub fn policy_allowing_removal(policy: &str, removed: &[&str]) -> anyhow::Result<String> {
-    use serde_json::{Value, json};
-    let mut policy: Value = serde_json::from_str(policy).context("the stack policy is not valid JSON")?;
-    let ids: Vec<String> = removed.iter().map(|id| format!("LogicalResourceId/{id}")).collect();
-    let statements = policy["Statement"].as_array_mut().context("the stack policy has no Statement list")?;
-    for statement in statements.iter_mut().filter(|s| s["Effect"] == "Deny") {
-        let actions = match &statement["Action"] {
-            Value::String(a) => vec![a.clone()],
-            Value::Array(list) => list.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
-            _ => vec![],
-        };
-        if !actions.iter().any(|a| a == "Update:Delete" || a == "Update:*") {
-            continue;
-        }
-        if let Value::Array(resources) = &mut statement["Resource"] {
-            resources.retain(|r| !r.as_str().is_some_and(|r| ids.iter().any(|id| id == r)));
-        }
-    }
-    statements.retain(|s| s["Resource"].as_array().is_none_or(|r| !r.is_empty()));
-    statements.push(json!({
-        "Effect": "Deny",
-        "Principal": "*",
-        "Action": ["Update:Modify", "Update:Replace"],
-        "Resource": ids,
-    }));
-    Ok(policy.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const OURS: &str = include_str!("../../cloudformation/stack-policy.json");
-
-    fn denies(policy: &serde_json::Value, action: &str, id: &str) -> bool {
-        let resource = format!("LogicalResourceId/{id}");
-        policy["Statement"].as_array().unwrap().iter().any(|s| {
-            s["Effect"] == "Deny"
-                && (s["Action"] == action || s["Action"].as_array().is_some_and(|a| a.iter().any(|x| x == action)))
-                && s["Resource"].as_array().is_some_and(|r| r.iter().any(|x| x == resource.as_str()))
-        })
-    }
-
-    #[test]
-    fn the_migration_policy_allows_exactly_the_old_roles_removal() {
-        let before: serde_json::Value = serde_json::from_str(OURS).unwrap();
-        assert!(denies(&before, "Update:Delete", OLD_ROLE), "the policy this migration works around");
-        let during: serde_json::Value =
-            serde_json::from_str(&policy_allowing_removal(OURS, &[OLD_ROLE]).unwrap()).unwrap();
-        assert!(!denies(&during, "Update:Delete", OLD_ROLE));
-        assert!(denies(&during, "Update:Modify", OLD_ROLE));
-        assert!(denies(&during, "Update:Replace", OLD_ROLE));
-        for other in ["RestApi", "WakeRole", "Service", "TaskDefinition"] {
-            assert!(denies(&during, "Update:Delete", other), "{other} stays protected");
-        }
-        assert!(denies(&during, "Update:Replace", "Cluster"));
-    }
 
     #[test]
     fn a_role_arn_is_matched_by_name_with_or_without_a_path() {
@@ -205,10 +142,5 @@ mod tests {
         assert!(is_role("arn:aws-cn:iam::123456789012:role/service/x-role", "x-role"));
         assert!(!is_role("arn:aws:iam::123456789012:role/x-role-2", "x-role"));
         assert!(!is_role("arn:aws:iam::123456789012:user/x-role", "x-role"));
-    }
-
-    #[test]
-    fn a_policy_that_is_not_json_is_an_error() {
-        assert!(policy_allowing_removal("{", &[OLD_ROLE]).is_err());
     }
 }

@@ -251,6 +251,38 @@ async fn set_policy(client: &Client, name: &str, policy: &str) -> anyhow::Result
     Ok(())
 }
 
+/// `policy` changed so that deleting the resources `removed` is allowed and
+/// nothing else is: they leave every statement that denies `Update:Delete`,
+/// and a new statement keeps denying their modification and replacement.
+/// Everything else stays as protected as before.
+pub fn policy_allowing_removal(policy: &str, removed: &[&str]) -> anyhow::Result<String> {
+    use serde_json::{Value, json};
+    let mut policy: Value = serde_json::from_str(policy).context("the stack policy is not valid JSON")?;
+    let ids: Vec<String> = removed.iter().map(|id| format!("LogicalResourceId/{id}")).collect();
+    let statements = policy["Statement"].as_array_mut().context("the stack policy has no Statement list")?;
+    for statement in statements.iter_mut().filter(|s| s["Effect"] == "Deny") {
+        let actions = match &statement["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(list) => list.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
+            _ => vec![],
+        };
+        if !actions.iter().any(|a| a == "Update:Delete" || a == "Update:*") {
+            continue;
+        }
+        if let Value::Array(resources) = &mut statement["Resource"] {
+            resources.retain(|r| !r.as_str().is_some_and(|r| ids.iter().any(|id| id == r)));
+        }
+    }
+    statements.retain(|s| s["Resource"].as_array().is_none_or(|r| !r.is_empty()));
+    statements.push(json!({
+        "Effect": "Deny",
+        "Principal": "*",
+        "Action": ["Update:Modify", "Update:Replace"],
+        "Resource": ids,
+    }));
+    Ok(policy.to_string())
+}
+
 fn is_no_changes(reason: Option<&str>) -> bool {
     reason.is_some_and(|r| r.contains("didn't contain changes") || r.contains("No updates are to be performed"))
 }
@@ -422,6 +454,37 @@ async fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const OURS: &str = include_str!("../../cloudformation/stack-policy.json");
+
+    fn denies(policy: &serde_json::Value, action: &str, id: &str) -> bool {
+        let resource = format!("LogicalResourceId/{id}");
+        policy["Statement"].as_array().unwrap().iter().any(|s| {
+            s["Effect"] == "Deny"
+                && (s["Action"] == action || s["Action"].as_array().is_some_and(|a| a.iter().any(|x| x == action)))
+                && s["Resource"].as_array().is_some_and(|r| r.iter().any(|x| x == resource.as_str()))
+        })
+    }
+
+    #[test]
+    fn the_migration_policy_allows_exactly_the_old_roles_removal() {
+        let before: serde_json::Value = serde_json::from_str(OURS).unwrap();
+        assert!(denies(&before, "Update:Delete", "ApiGatewayLogsRole"), "the policy this migration works around");
+        let during: serde_json::Value =
+            serde_json::from_str(&policy_allowing_removal(OURS, &["ApiGatewayLogsRole"]).unwrap()).unwrap();
+        assert!(!denies(&during, "Update:Delete", "ApiGatewayLogsRole"));
+        assert!(denies(&during, "Update:Modify", "ApiGatewayLogsRole"));
+        assert!(denies(&during, "Update:Replace", "ApiGatewayLogsRole"));
+        for other in ["RestApi", "WakeRole", "Service", "TaskDefinition"] {
+            assert!(denies(&during, "Update:Delete", other), "{other} stays protected");
+        }
+        assert!(denies(&during, "Update:Replace", "Cluster"));
+    }
+
+    #[test]
+    fn a_policy_that_is_not_json_is_an_error() {
+        assert!(policy_allowing_removal("{", &["ApiGatewayLogsRole"]).is_err());
+    }
 
     #[test]
     fn both_ways_of_saying_no_changes_are_recognised() {

@@ -19,6 +19,15 @@ use super::{
 };
 use crate::config::ConfigError;
 
+/// Resources older versions put in the Lambda stack that lambda.yaml no
+/// longer has, and why; the stack policy protects some of them, so the
+/// update that removes them runs under a policy allowing exactly that.
+const RETIRED: &[(&str, &str)] = &[
+    (logging::OLD_ROLE, "API Gateway logs with the shared stack's role now"),
+    ("NightlyKill", "the nightly stop is an EventBridge Scheduler schedule now, in NightlyStopTimeZone"),
+    ("NightlyKillPermission", "the schedule invokes the function with its own role"),
+];
+
 /// `DesiredCount` on updates: the template leaves the property out.
 pub const KEEP_DESIRED_COUNT: &str = "keep";
 
@@ -56,8 +65,8 @@ struct Found {
     fargate_live: bool,
     /// The region's shared logging stack, unless its setting is someone else's.
     shared: Option<Shared>,
-    /// The Lambda stack still holds its own logging role (an older install).
-    migrating: bool,
+    /// Resources of an older layout the Lambda stack still holds ([`RETIRED`]).
+    retiring: Vec<(&'static str, &'static str)>,
     /// The package the Lambda stack runs now: kept as the rollback target.
     previous_key: Option<String>,
     /// The certificate path the Fargate stack reads now: kept likewise.
@@ -172,12 +181,16 @@ impl<'a> Run<'a> {
             plan.values.set("ApiGatewayAccountStackName", logging::NO_SHARED_STACK);
         }
         let lambda = stack::find(cfn, &self.stacks.lambda).await?;
-        let migrating = match &lambda {
-            Some(l) if stack::is_live(l) => logging::holds_old_role(&self.clients, &self.stacks.lambda).await?,
-            _ => false,
-        };
+        let mut retiring = Vec::new();
+        if lambda.as_ref().is_some_and(stack::is_live) {
+            for (logical_id, why) in RETIRED {
+                if stack::resource(cfn, &self.stacks.lambda, logical_id).await?.is_some() {
+                    retiring.push((*logical_id, *why));
+                }
+            }
+        }
         let previous_key = lambda.as_ref().and_then(|l| stack::parameter(l, "CodeKey"));
-        Ok(Found { fargate_live, shared, migrating, previous_key, previous_certificates })
+        Ok(Found { fargate_live, shared, retiring, previous_key, previous_certificates })
     }
 
     /// The Fargate stack, the region's shared logging stack, then the Lambda
@@ -206,14 +219,15 @@ impl<'a> Run<'a> {
             );
             return Ok(());
         }
-        let relaxed = if found.migrating {
-            println!(
-                "stack {lambda}: removes its own {} (API Gateway logs with the shared stack's now); the stack policy allows that for this update only",
-                logging::OLD_ROLE
-            );
-            Some(logging::policy_allowing_removal(&plan.policy, &[logging::OLD_ROLE])?)
-        } else {
+        let relaxed = if found.retiring.is_empty() {
             None
+        } else {
+            for (logical_id, why) in &found.retiring {
+                println!("stack {lambda}: removes its {logical_id} ({why})");
+            }
+            println!("stack {lambda}: the stack policy allows exactly those removals, for this update only");
+            let removed: Vec<&str> = found.retiring.iter().map(|(id, _)| *id).collect();
+            Some(stack::policy_allowing_removal(&plan.policy, &removed)?)
         };
         self.deploy_stack(lambda, &plan.lambda, "this environment's control plane", plan, relaxed).await
     }
