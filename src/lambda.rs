@@ -131,14 +131,24 @@ async fn api(function: Function, control: &Control, method: &str, path: &str) ->
         let message = format!("{} expects {expected} /{}, got {method} {path}", function.name(), function.name());
         return api_response(400, &json!({ "error": "BadRequest", "message": message }));
     }
-    let outcome = match function {
-        Function::Wake => {
-            control.wake().await.map(|(changed, status)| json!(Change { action: "wake".into(), changed, status }))
+    let work = async {
+        match function {
+            Function::Wake => {
+                control.wake().await.map(|(changed, status)| json!(Change { action: "wake".into(), changed, status }))
+            }
+            Function::Kill => {
+                control.kill().await.map(|(changed, status)| json!(Change { action: "kill".into(), changed, status }))
+            }
+            Function::Status | Function::Sleep => control.status().await.map(|status| json!(status)),
         }
-        Function::Kill => {
-            control.kill().await.map(|(changed, status)| json!(Change { action: "kill".into(), changed, status }))
-        }
-        Function::Status | Function::Sleep => control.status().await.map(|status| json!(status)),
+    };
+    // Every call, not only Wake's wait, ends before API Gateway's limit.
+    let budget = control.settings.api_budget;
+    let Ok(outcome) = tokio::time::timeout(budget, work).await else {
+        let message =
+            format!("AWS did not answer within {} s; a wake may still be under way: ask /status", budget.as_secs_f32());
+        error!(function = function.name(), %message, "out of time");
+        return api_response(504, &json!({ "error": "Timeout", "message": message }));
     };
     match outcome {
         Ok(body) => {

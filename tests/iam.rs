@@ -52,6 +52,7 @@ async fn control_as(moto: &Moto, key: &str) -> Control {
             idle_threshold: Duration::from_secs(15 * 60),
             namespace: "Fluidity".into(),
             wake_wait: Duration::ZERO,
+            api_budget: fluidity::lambda::env::API_BUDGET,
         },
     }
 }

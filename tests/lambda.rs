@@ -175,6 +175,34 @@ async fn bad_events_are_400_and_aws_failures_502() {
     assert_eq!((code, body["error"].as_str()), (502, Some("EcsError")), "{body}");
 }
 
+/// API Gateway ends a Lambda integration after 29 s and answers 504 itself
+/// ("Amazon API Gateway quotas"): a call whose AWS requests hang answers
+/// 504 with a reason within the function's budget instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_aws_calls_end_in_a_504_within_the_budget() {
+    let moto = Moto::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging = format!("http://{}", listener.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            connections.push(tcp); // accepted, never answered
+        }
+    });
+    let mut c = control(&moto, "svc-hangs").await;
+    let config = moto.sdk_config().await;
+    c.ecs = aws_sdk_ecs::Client::from_conf(aws_sdk_ecs::config::Builder::from(&config).endpoint_url(&hanging).build());
+    c.settings.api_budget = std::time::Duration::from_millis(1500);
+    for (function, method, path) in [(Function::Wake, "POST", "/wake"), (Function::Status, "GET", "/status")] {
+        let started = std::time::Instant::now();
+        let (code, body) = call(&c, function, method, path).await;
+        assert_eq!((code, body["error"].as_str()), (504, Some("Timeout")), "{body}");
+        assert!(body["message"].as_str().unwrap().contains("within 1.5 s"), "{body}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    }
+    held.abort();
+}
+
 /// A Lambda Runtime API emulator: hands out queued events, records answers.
 struct RuntimeApi {
     addr: std::net::SocketAddr,

@@ -53,7 +53,15 @@ pub struct Settings {
     pub namespace: String,
     /// How long Wake waits for the task to run before it answers.
     pub wake_wait: Duration,
+    /// How long an API call may take in all, AWS retries included
+    /// ([`API_BUDGET`]; shorter in tests).
+    pub api_budget: Duration,
 }
+
+/// API Gateway ends a Lambda integration after 29 s ("Amazon API Gateway
+/// quotas", REST APIs: integration timeout 50 ms to 29 s) and answers 504
+/// itself, without the function's reason. The functions answer first.
+pub const API_BUDGET: Duration = Duration::from_secs(27);
 
 /// A missing or invalid variable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,6 +93,7 @@ impl Settings {
         };
         Ok(Self {
             wake_wait: Duration::from_secs(wake_wait),
+            api_budget: API_BUDGET,
             cluster: required(CLUSTER_NAME)?,
             service: required(SERVICE_NAME)?,
             idle_threshold: Duration::from_secs(minutes * 60),

@@ -68,6 +68,7 @@ pub async fn control(moto: &Moto, service: &str) -> Control {
             idle_threshold: Duration::from_secs(15 * 60),
             namespace: "Fluidity".into(),
             wake_wait: Duration::ZERO,
+            api_budget: lambda::env::API_BUDGET,
         },
     }
 }
