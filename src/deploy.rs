@@ -18,6 +18,7 @@
 //!   and the move of an older install's own role there.
 //! - [`agent_config`]: the agent's configuration, written after a deploy.
 //! - [`steps`]: the `deploy` command, as the steps it takes.
+//! - [`verify`]: one run of a new task definition before a deploy is done.
 
 pub mod agent_config;
 pub mod apigateway;
@@ -32,6 +33,7 @@ pub mod publish;
 pub mod secret;
 pub mod stack;
 pub mod steps;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;

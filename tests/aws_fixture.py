@@ -97,6 +97,12 @@ def main():
         ec2, _ = clients(endpoint)
         vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
+        # A task stays in its state until something stops it, as on AWS
+        # (moto's default moves it one state on with every describe).
+        transition = {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 100000}}
+        urllib.request.urlopen(urllib.request.Request(
+            f"{endpoint}/moto-api/state-manager/set-transition", data=json.dumps(transition).encode(),
+            method="POST")).read()
         result = {"vpc": vpc, "subnet": subnet}
     elif command == "api-key":
         apigateway = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",

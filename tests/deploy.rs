@@ -1026,3 +1026,45 @@ fn post_to_emulator(url: &str) -> bool {
         .unwrap();
     String::from_utf8_lossy(&out.stdout) == "200"
 }
+
+/// The usual deploy is made while the server sleeps, so ECS's circuit
+/// breaker never judges a new task definition (no deployment starts at
+/// desired 0, nor on a later wake). The tool runs one task of it: one that
+/// stops (the emulator makes the next task exit as a crashing container
+/// does, see tests/moto_launcher.py) fails the deploy, and the Fargate stack
+/// is put back on the previous task definition before anything else changes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_task_definition_that_crashes_is_put_back() {
+    let world = World::new().await;
+    let crash_next = || post_to_emulator(&format!("{}/fluidity-test/crash-next-tasks?times=1", world.moto.url()));
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("stack fluidity-dev-fargate: the new task definition ran and was healthy"), "{out}");
+    let image = world.parameter("fluidity-dev-fargate", "ContainerImage").await;
+
+    docker_archive(&world.path("server-image.tar.gz"), "arm64", "exits at once");
+    assert!(crash_next());
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    let last = err.lines().last().unwrap();
+    assert!(last.contains("the new task definition failed its check: Essential container in task exited"), "{err}");
+    assert!(last.contains("exited with 1") && last.contains("back on the previous one"), "{last}");
+    assert_eq!(world.parameter("fluidity-dev-fargate", "ContainerImage").await, image, "the stack was put back");
+    assert!(!out.contains("stack fluidity-dev-lambda ("), "nothing after the Fargate stack changed:\n{out}");
+
+    // A fixed image deploys; an unchanged task definition is not run again.
+    docker_archive(&world.path("server-image.tar.gz"), "arm64", "fixed");
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("the new task definition ran and was healthy"), "{out}");
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!out.contains("task definition ran"), "checked once:\n{out}");
+
+    // A first deploy has nothing to go back to: it says so, the server asleep.
+    let fresh = World::new().await;
+    assert!(post_to_emulator(&format!("{}/fluidity-test/crash-next-tasks?times=1", fresh.moto.url())));
+    let (code, out, err) = fresh.deploy(&[]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(one_line(&err).contains("failed its check") && err.contains("the server stays asleep"), "{err}");
+}

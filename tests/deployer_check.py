@@ -105,8 +105,18 @@ def apigateway(entry):
 
 
 def ecs(action, body):
+    """Service Authorization Reference, "Amazon ECS": services and tasks act
+    on their ARNs, RunTask on the task definition's, each with ecs:cluster."""
     cluster = body.get("cluster", "default").rsplit("/", 1)[-1]
-    return [(f"ecs:{action}", f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/{cluster}/{s}") for s in body["services"]]
+    context = {"ecs:cluster": f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{cluster}"}
+    if action == "DescribeServices":
+        return [(f"ecs:{action}", f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/{cluster}/{s}", context)
+                for s in body["services"]]
+    if action == "RunTask":
+        return [("ecs:RunTask", body["taskDefinition"], context)]
+    tasks = body.get("tasks") or [body["task"]]
+    arn = lambda t: t if t.startswith("arn:") else f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster}/{t}"  # noqa: E731
+    return [(f"ecs:{action}", arn(t), context) for t in tasks]
 
 
 def calls_of(entry):
@@ -158,6 +168,9 @@ FORBIDDEN = [
     ("secretsmanager:DeleteSecret", f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:prod-db-AbCdEf", {}),
     ("lambda:UpdateFunctionCode", f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:payments", {}),
     ("ecs:UpdateService", f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/prod/api", {}),
+    ("ecs:RunTask", f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/fluidity-server-dev:3",
+     {"ecs:cluster": f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/prod"}),
+    ("ecs:StopTask", f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/prod/0123", {}),
     ("ecr:PutImage", f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/app", {}),
     ("cloudformation:DeleteStack", f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/network/1", {}),
     ("ec2:RunInstances", "*", {}),

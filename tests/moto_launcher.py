@@ -5,9 +5,9 @@
    numbers where the ECS API model says strings, so strict clients (the Rust
    SDK) fail to read DescribeTasks and RunTask. This wraps moto's WSGI app and
    turns those two fields into strings in ECS responses.
-2. moto does arithmetic on a service's DesiredCount, which CloudFormation
-   passes on as text from a String parameter (AWS accepts it); it is made a
-   number. moto 5.2's RunTask with awsvpc networking reads `private_dns_name` from a
+2. moto does arithmetic on a service's DesiredCount and (in RunTask) on a
+   task's container memory and cpu, which CloudFormation passes on as text
+   from String parameters (AWS accepts it); they are made numbers. moto 5.2's RunTask with awsvpc networking reads `private_dns_name` from a
    network interface class that lacks it; a property is added when missing.
 3. moto's ExecuteChangeSet only records the new template: it creates no
    resources, outputs or exports. Executing a change set here does what
@@ -51,6 +51,13 @@
    AWS::NoValue]` when the condition is false (the execution role's
    conditional inline policies); moto leaves a null in the role's
    Policies list and fails the creation (HTTP 500). Nulls are dropped.
+12. moto runs every task it is given. After
+   `POST /fluidity-test/crash-next-tasks?times=N`, the next N tasks RunTask
+   starts stop at once as a task whose essential container exits does on
+   AWS (lastStatus STOPPED, stopCode EssentialContainerExited, stoppedReason
+   "Essential container in task exited", the container's exit code 1): a
+   bad image or unreadable certificates, for the deploy tool's check of a
+   new task definition.
 9. moto's DescribeStackResource fails (HTTP 500) on a stack that holds a
    resource of a type moto skips (an API Gateway stage, an alarm), which
    has no logical id there; it now looks past those.
@@ -68,7 +75,7 @@ import urllib.parse
 from moto.cloudformation.exceptions import ValidationError as CfnValidationError
 from moto.cloudformation.models import CloudFormationBackend, Event, Stack
 from moto.ec2.models.elastic_network_interfaces import NetworkInterface
-from moto.ecs.models import Service as EcsService
+from moto.ecs.models import EC2ContainerServiceBackend, Service as EcsService
 from moto.iam.exceptions import InvalidInput
 from moto.iam.models import IAMBackend, Role as IamRole
 from moto.server import DomainDispatcherApplication, create_backend_app
@@ -208,6 +215,48 @@ def _without_absent_policies(original):
 IamRole.create_from_cloudformation_json = _without_absent_policies(IamRole.create_from_cloudformation_json)
 if hasattr(IamRole, "update_from_cloudformation_json"):
     IamRole.update_from_cloudformation_json = _without_absent_policies(IamRole.update_from_cloudformation_json)
+
+
+CRASH_NEXT_TASKS = [0]
+
+
+def _crashing_tasks(original):
+    """Tasks that stop at once while CRASH_NEXT_TASKS counts down (see 12. above)."""
+    def wrapped(self, *args, **kwargs):
+        tasks = original(self, *args, **kwargs)
+        for task in tasks:
+            if CRASH_NEXT_TASKS[0] > 0:
+                CRASH_NEXT_TASKS[0] -= 1
+                task.last_status = "STOPPED"
+                task.desired_status = "STOPPED"
+                task.stopped_reason = "Essential container in task exited"
+                task.stop_code = "EssentialContainerExited"
+                for container in task.containers:
+                    container.last_status = "STOPPED"
+                    container.exitCode = 1
+                    container.health_status = "UNKNOWN"
+        return tasks
+    return wrapped
+
+
+EC2ContainerServiceBackend.run_task = _crashing_tasks(EC2ContainerServiceBackend.run_task)
+
+
+def _numeric_container_sizes(original):
+    """RunTask sums the containers' memory and cpu, which CloudFormation
+    passes on as text from String parameters (AWS takes "512"); moto fails
+    adding them (HTTP 500). They are made numbers first."""
+    def wrapped(task_definition):
+        for container in task_definition.container_definitions:
+            for key in ("cpu", "memory", "memoryReservation", "Cpu", "Memory", "MemoryReservation"):
+                if isinstance(container.get(key), str) and container[key].isdigit():
+                    container[key] = int(container[key])
+        return original(task_definition)
+    return staticmethod(wrapped)
+
+
+EC2ContainerServiceBackend._calculate_task_resource_requirements = _numeric_container_sizes(
+    EC2ContainerServiceBackend._calculate_task_resource_requirements)
 
 
 def _service_linked_role_taken(original):
@@ -376,6 +425,10 @@ class RoleNotUsableYet:
 
     def __call__(self, environ, start_response):
         path, method = environ.get("PATH_INFO", ""), environ.get("REQUEST_METHOD")
+        if path == "/fluidity-test/crash-next-tasks":
+            CRASH_NEXT_TASKS[0] = int(urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("times", ["1"])[0])
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [b"{}"]
         if path == "/fluidity-test/role-not-usable-yet":
             self.remaining = int(urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("times", ["1"])[0])
             start_response("200 OK", [("Content-Type", "application/json")])

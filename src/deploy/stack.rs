@@ -91,6 +91,17 @@ pub fn outputs(stack: &Stack) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The stack's template as it was last deployed (to put it back).
+pub async fn template(client: &Client, name: &str) -> anyhow::Result<String> {
+    let got = client
+        .get_template()
+        .stack_name(name)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the template of {name}: {}", describe(&e)))?;
+    got.template_body().map(str::to_owned).with_context(|| format!("{name} has no template body"))
+}
+
 /// The value of one parameter of the stack (none if empty).
 pub fn parameter(stack: &Stack, key: &str) -> Option<String> {
     let found = stack.parameters().iter().find(|p| p.parameter_key() == Some(key));

@@ -15,7 +15,7 @@ use super::params::{Template, Values};
 use super::stack::{self, Outcome};
 use super::{
     Certificates, Cli, DeployArgs, Env, Error, Stacks, agent_config, apigateway, certificates, iam, image, publish,
-    secret,
+    secret, verify,
 };
 use crate::config::ConfigError;
 
@@ -71,6 +71,15 @@ struct Found {
     previous_key: Option<String>,
     /// The certificate path the Fargate stack reads now: kept likewise.
     previous_certificates: Option<String>,
+    /// The Fargate stack as it is, to put back if its new task definition fails.
+    previous: Option<PreviousFargate>,
+}
+
+/// A live Fargate stack's template, parameters and task definition.
+struct PreviousFargate {
+    template: String,
+    parameters: Vec<(String, String)>,
+    task_definition: Option<String>,
 }
 
 impl<'a> Run<'a> {
@@ -170,6 +179,18 @@ impl<'a> Run<'a> {
         let fargate = stack::find(cfn, &self.stacks.fargate).await?;
         let fargate_live = fargate.as_ref().is_some_and(stack::is_live);
         let previous_certificates = fargate.as_ref().and_then(|f| stack::parameter(f, "CertificateParameterPath"));
+        let previous = match fargate.as_ref().filter(|f| stack::is_live(f)) {
+            Some(live) => Some(PreviousFargate {
+                template: stack::template(cfn, &self.stacks.fargate).await?,
+                parameters: live
+                    .parameters()
+                    .iter()
+                    .filter_map(|p| Some((p.parameter_key()?.to_owned(), p.parameter_value()?.to_owned())))
+                    .collect(),
+                task_definition: stack::output(live, "TaskDefinitionArn"),
+            }),
+            None => None,
+        };
         // An update leaves the service's desired count alone (unless asked):
         // sending a value would reset it, waking a sleeping server or stopping
         // a running one.
@@ -190,7 +211,7 @@ impl<'a> Run<'a> {
             }
         }
         let previous_key = lambda.as_ref().and_then(|l| stack::parameter(l, "CodeKey"));
-        Ok(Found { fargate_live, shared, retiring, previous_key, previous_certificates })
+        Ok(Found { fargate_live, shared, retiring, previous_key, previous_certificates, previous })
     }
 
     /// The Fargate stack, the region's shared logging stack, then the Lambda
@@ -198,6 +219,9 @@ impl<'a> Run<'a> {
     async fn deploy_stacks(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
         let (stacks, dry_run) = (self.stacks, self.args.dry_run);
         self.deploy_stack(&stacks.fargate, &plan.fargate, "this environment's server", plan, None).await?;
+        if !dry_run {
+            self.check_task_definition(plan, found).await?;
+        }
         if let Some(shared) = &found.shared {
             let poll = self.cli.poll_interval;
             if !dry_run && logging::remove_failed(&self.clients, &shared.name, poll).await? {
@@ -230,6 +254,56 @@ impl<'a> Run<'a> {
             Some(stack::policy_allowing_removal(&plan.policy, &removed)?)
         };
         self.deploy_stack(lambda, &plan.lambda, "this environment's control plane", plan, relaxed).await
+    }
+
+    /// Runs the Fargate stack's task definition once if it is new (see
+    /// [`verify`]); one that fails puts the stack back as it was.
+    async fn check_task_definition(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
+        let fargate = &self.stacks.fargate;
+        let described =
+            stack::find(&self.clients.cloudformation, fargate).await?.context("the Fargate stack is gone")?;
+        let output = |key| stack::output(&described, key).with_context(|| format!("{fargate} has no {key} output"));
+        let (cluster, service, definition) =
+            (output("ClusterName")?, output("ServiceName")?, output("TaskDefinitionArn")?);
+        if found.previous.as_ref().and_then(|p| p.task_definition.as_deref()) == Some(definition.as_str()) {
+            return Ok(());
+        }
+        let poll = self.cli.poll_interval;
+        match verify::task_definition(&self.clients, &cluster, &service, &definition, poll).await? {
+            verify::Verdict::Healthy => {
+                println!("stack {fargate}: the new task definition ran and was healthy (one task, stopped again)");
+                Ok(())
+            }
+            verify::Verdict::JudgedByTheService => {
+                println!("stack {fargate}: the running service's deployment judges the new task definition");
+                Ok(())
+            }
+            verify::Verdict::Failed(reason) => {
+                let Some(previous) = &found.previous else {
+                    return Err(anyhow::anyhow!(
+                        "the new task definition failed its check: {reason}; the server stays asleep; fix the image or the certificates and deploy again"
+                    )
+                    .into());
+                };
+                println!(
+                    "stack {fargate}: the new task definition failed its check ({reason}); putting the stack back"
+                );
+                let request = stack::Request {
+                    name: fargate,
+                    template_body: &previous.template,
+                    parameters: previous.parameters.clone(),
+                    stack_policy: &plan.policy,
+                    policy_during_update: None,
+                    dry_run: false,
+                    poll,
+                };
+                stack::deploy(&self.clients.cloudformation, &request).await?;
+                Err(anyhow::anyhow!(
+                    "the new task definition failed its check: {reason}; {fargate} is back on the previous one and nothing else was changed"
+                )
+                .into())
+            }
+        }
     }
 
     async fn deploy_stack(
