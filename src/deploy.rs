@@ -4,6 +4,7 @@
 //! with drift, prints outputs, deletes.
 //!
 //! - [`params`]: parameter files, overrides and template declarations (no AWS).
+//! - [`plan`]: everything a deploy reads from disk, checked before any AWS call.
 //! - [`aws`]: the clients (region, profile, endpoint) and one-line SDK errors.
 //! - [`publish`]: artifact bucket, content-hash Lambda key, image repository, push.
 //! - [`stack`]: change sets, event streaming, deletion.
@@ -29,6 +30,7 @@ pub mod iam;
 pub mod image;
 pub mod logging;
 pub mod params;
+pub mod plan;
 pub mod publish;
 pub mod secret;
 pub mod stack;

@@ -2,22 +2,20 @@
 //! on disk ([`plan`], no AWS call), then publish the Lambda package and the
 //! server image, keep the server's certificates, make sure the account has
 //! ECS's service-linked role, look at what is deployed already, deploy the
-//! stacks in order (moving an older install's logging role on the way),
-//! prune old packages, and end with the agent's configuration.
-
-use std::path::{Path, PathBuf};
+//! Fargate stack and run its new task definition once, the region's shared
+//! logging stack, the Lambda stack (retiring an older layout's resources),
+//! prune what older deploys left, and end with the agent's configuration.
 
 use anyhow::Context;
 
 use super::aws::Clients;
 use super::logging::{self, Shared};
-use super::params::{Template, Values};
+use super::params::Template;
+use super::plan::{Plan, plan};
 use super::stack::{self, Outcome};
 use super::{
-    Certificates, Cli, DeployArgs, Env, Error, Stacks, agent_config, apigateway, certificates, iam, image, publish,
-    secret, verify,
+    Cli, DeployArgs, Env, Error, Stacks, agent_config, apigateway, certificates, iam, publish, secret, verify,
 };
-use crate::config::ConfigError;
 
 /// Resources older versions put in the Lambda stack that lambda.yaml no
 /// longer has, and why; the stack policy protects some of them, so the
@@ -40,7 +38,10 @@ pub async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(),
     run.keep_certificates(&mut plan).await?;
     run.ensure_service_linked_role().await?;
     let found = run.survey(&mut plan).await?;
-    run.deploy_stacks(&plan, &found).await?;
+    run.deploy_fargate(&plan).await?;
+    run.check_task_definition(&plan, &found).await?;
+    run.deploy_shared_logging(&plan, &found).await?;
+    run.deploy_lambda(&plan, &found).await?;
     if args.dry_run {
         return Ok(());
     }
@@ -214,30 +215,34 @@ impl<'a> Run<'a> {
         Ok(Found { fargate_live, shared, retiring, previous_key, previous_certificates, previous })
     }
 
-    /// The Fargate stack, the region's shared logging stack, then the Lambda
-    /// stack (it imports both).
-    async fn deploy_stacks(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
-        let (stacks, dry_run) = (self.stacks, self.args.dry_run);
-        self.deploy_stack(&stacks.fargate, &plan.fargate, "this environment's server", plan, None).await?;
-        if !dry_run {
-            self.check_task_definition(plan, found).await?;
+    /// This environment's server: cluster, service, task definition.
+    async fn deploy_fargate(&self, plan: &Plan) -> Result<(), Error> {
+        self.deploy_stack(&self.stacks.fargate, &plan.fargate, "this environment's server", plan, None).await
+    }
+
+    /// The region's shared logging stack (unless the region's setting is
+    /// someone else's), replacing a failed one, then the region's setting
+    /// pointed at its role.
+    async fn deploy_shared_logging(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
+        let Some(shared) = &found.shared else { return Ok(()) };
+        let (poll, dry_run) = (self.cli.poll_interval, self.args.dry_run);
+        if !dry_run && logging::remove_failed(&self.clients, &shared.name, poll).await? {
+            println!("stack {}: its creation had failed (nothing imports it); deleted, creating it again", shared.name);
         }
-        if let Some(shared) = &found.shared {
-            let poll = self.cli.poll_interval;
-            if !dry_run && logging::remove_failed(&self.clients, &shared.name, poll).await? {
-                println!(
-                    "stack {}: its creation had failed (nothing imports it); deleted, creating it again",
-                    shared.name
-                );
-            }
-            let role = "API Gateway's logging role, shared by every environment in the region";
-            self.deploy_stack(&shared.name, &plan.account, role, plan, None).await?;
-            if !dry_run && let Some(before) = logging::point_region_at(&self.clients, &shared.name, poll).await? {
-                println!("API Gateway logging: this region now logs with {}'s role (it used {before})", shared.name);
-            }
+        let role = "API Gateway's logging role, shared by every environment in the region";
+        self.deploy_stack(&shared.name, &plan.account, role, plan, None).await?;
+        if !dry_run && let Some(before) = logging::point_region_at(&self.clients, &shared.name, poll).await? {
+            println!("API Gateway logging: this region now logs with {}'s role (it used {before})", shared.name);
         }
-        let lambda = &stacks.lambda;
-        if dry_run && (!found.fargate_live || found.shared.as_ref().is_some_and(|s| !s.exists)) {
+        Ok(())
+    }
+
+    /// This environment's control plane (it imports both stacks above);
+    /// resources of an older layout leave it under a stack policy that allows
+    /// exactly their removal, for this update only.
+    async fn deploy_lambda(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
+        let lambda = &self.stacks.lambda;
+        if self.args.dry_run && (!found.fargate_live || found.shared.as_ref().is_some_and(|s| !s.exists)) {
             println!(
                 "stack {lambda}: not shown in this dry run (it imports the outputs of stacks that do not exist yet)"
             );
@@ -259,6 +264,9 @@ impl<'a> Run<'a> {
     /// Runs the Fargate stack's task definition once if it is new (see
     /// [`verify`]); one that fails puts the stack back as it was.
     async fn check_task_definition(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
+        if self.args.dry_run {
+            return Ok(());
+        }
         let fargate = &self.stacks.fargate;
         let described =
             stack::find(&self.clients.cloudformation, fargate).await?.context("the Fargate stack is gone")?;
@@ -377,111 +385,6 @@ impl<'a> Run<'a> {
 /// The current and the previous value, those there are.
 fn kept<'v>(current: Option<&'v str>, previous: Option<&'v str>) -> Vec<&'v str> {
     [current, previous].into_iter().flatten().filter(|v| !v.is_empty()).collect()
-}
-
-/// Everything a deploy needs from disk, read and checked before any AWS call.
-struct Plan {
-    fargate: Template,
-    /// The region's shared API Gateway logging setting (apigateway-account.yaml).
-    account: Template,
-    lambda: Template,
-    policy: String,
-    values: Values,
-    /// (path, sha256) of the Lambda package, unless CodeBucket/CodeKey are given.
-    zip: Option<(PathBuf, String)>,
-    /// (path, sha256) of the image archive, unless ContainerImage is given.
-    image: Option<(PathBuf, String)>,
-    /// The server's certificates, to be kept in Parameter Store.
-    tls: Option<certificates::ServerTls>,
-}
-
-fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigError> {
-    let fargate = Template::load(&cli.templates.join("fargate.yaml"))?;
-    let lambda = Template::load(&cli.templates.join("lambda.yaml"))?;
-    let account = Template::load(&cli.templates.join("apigateway-account.yaml"))?;
-    let policy_path = cli.templates.join("stack-policy.json");
-    let policy = std::fs::read_to_string(&policy_path).map_err(|e| {
-        ConfigError::new(
-            policy_path.display().to_string(),
-            format!("cannot read: {e}"),
-            "restore it from the repository",
-        )
-    })?;
-    serde_json::from_str::<serde_json::Value>(&policy).map_err(|e| {
-        ConfigError::new(policy_path.display().to_string(), format!("not valid JSON: {e}"), "fix the stack policy")
-    })?;
-    let params_path =
-        args.params_file.clone().unwrap_or_else(|| cli.templates.join(format!("params-{}.json", cli.env.as_str())));
-    let mut values = Values::load(&params_path)?;
-    values.apply(&args.params);
-    values.set("FargateStackName", &stacks.fargate);
-    // The tool makes the region's logging setting itself, with retries
-    // (logging::point_region_at); the shared stack only holds the role.
-    if values.get("SetAccountSetting").is_none() {
-        values.set("SetAccountSetting", "false");
-    }
-    values.check(&[&fargate, &lambda, &account])?;
-    let zip = match (values.get("CodeBucket"), values.get("CodeKey")) {
-        (Some(_), Some(_)) => None,
-        _ => Some(artifact(
-            args.lambda_zip.as_deref(),
-            "--lambda-zip",
-            "the Lambda package (nix build .#lambda-zip), or --param CodeBucket=… --param CodeKey=…",
-        )?),
-    };
-    let image = match values.get("ContainerImage") {
-        Some(_) => None,
-        None => Some(artifact(
-            args.image.as_deref(),
-            "--image",
-            "the server image archive (nix build .#server-image-aarch64 for the default ARM64 task), or --param ContainerImage=URI",
-        )?),
-    };
-    if let Some((path, _)) = &image {
-        check_architecture(path, values.get("CpuArchitecture").unwrap_or("ARM64"))?;
-    }
-    let own = values.get("CertificateSecretArn").is_some() || values.get("CertificateParameterPath").is_some();
-    let tls = match args.certificates {
-        Certificates::ParameterStore if !own => Some(certificates::ServerTls::load(&args.certs_dir)?),
-        _ => None,
-    };
-    Ok(Plan { fargate, account, lambda, policy, values, zip, image, tls })
-}
-
-/// Refuses an image archive built for another CPU than the task's.
-fn check_architecture(path: &Path, cpu_architecture: &str) -> Result<(), ConfigError> {
-    let Some(wanted) = image::docker_architecture(cpu_architecture) else {
-        return Err(ConfigError::new(
-            "CpuArchitecture",
-            format!("unknown value {cpu_architecture}"),
-            "use ARM64 or X86_64",
-        ));
-    };
-    let package = if wanted == "arm64" { "server-image-aarch64" } else { "server-image-x86_64" };
-    let found = image::architecture(path).map_err(|e| {
-        ConfigError::new("--image", e.to_string(), format!("pass the archive `nix build .#{package}` writes"))
-    })?;
-    if found != wanted {
-        let mut fix = format!("pass the archive of nix build .#{package}");
-        if let Some(other) = ["ARM64", "X86_64"].into_iter().find(|a| image::docker_architecture(a) == Some(&found)) {
-            fix += &format!(", or run the task on it with --param CpuArchitecture={other}");
-        }
-        return Err(ConfigError::new(
-            "--image",
-            format!("{} is an {found} image but the task's CpuArchitecture is {cpu_architecture}", path.display()),
-            fix,
-        ));
-    }
-    Ok(())
-}
-
-fn artifact(path: Option<&Path>, flag: &str, what: &str) -> Result<(PathBuf, String), ConfigError> {
-    let Some(path) = path else {
-        return Err(ConfigError::new(flag, "not given", format!("pass {what}")));
-    };
-    let hash =
-        publish::file_sha256(path).map_err(|e| ConfigError::new(flag, format!("{e:#}"), format!("pass {what}")))?;
-    Ok((path.to_path_buf(), hash))
 }
 
 /// Ends a deploy with the agent's configuration for this environment and

@@ -1,0 +1,115 @@
+//! Everything a deploy needs from disk — templates, the stack policy,
+//! parameters, the artifacts' hashes and architecture, the certificates —
+//! read and checked before any AWS call: a mistake is one line and exit 2,
+//! and nothing has changed.
+
+use std::path::{Path, PathBuf};
+
+use super::params::{Template, Values};
+use super::{Certificates, Cli, DeployArgs, Stacks, certificates, image, publish};
+use crate::config::ConfigError;
+
+/// Everything a deploy needs from disk, read and checked before any AWS call.
+pub struct Plan {
+    pub fargate: Template,
+    /// The region's shared API Gateway logging setting (apigateway-account.yaml).
+    pub account: Template,
+    pub lambda: Template,
+    pub policy: String,
+    pub values: Values,
+    /// (path, sha256) of the Lambda package, unless CodeBucket/CodeKey are given.
+    pub zip: Option<(PathBuf, String)>,
+    /// (path, sha256) of the image archive, unless ContainerImage is given.
+    pub image: Option<(PathBuf, String)>,
+    /// The server's certificates, to be kept in Parameter Store.
+    pub tls: Option<certificates::ServerTls>,
+}
+
+pub fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigError> {
+    let fargate = Template::load(&cli.templates.join("fargate.yaml"))?;
+    let lambda = Template::load(&cli.templates.join("lambda.yaml"))?;
+    let account = Template::load(&cli.templates.join("apigateway-account.yaml"))?;
+    let policy_path = cli.templates.join("stack-policy.json");
+    let policy = std::fs::read_to_string(&policy_path).map_err(|e| {
+        ConfigError::new(
+            policy_path.display().to_string(),
+            format!("cannot read: {e}"),
+            "restore it from the repository",
+        )
+    })?;
+    serde_json::from_str::<serde_json::Value>(&policy).map_err(|e| {
+        ConfigError::new(policy_path.display().to_string(), format!("not valid JSON: {e}"), "fix the stack policy")
+    })?;
+    let params_path =
+        args.params_file.clone().unwrap_or_else(|| cli.templates.join(format!("params-{}.json", cli.env.as_str())));
+    let mut values = Values::load(&params_path)?;
+    values.apply(&args.params);
+    values.set("FargateStackName", &stacks.fargate);
+    // The tool makes the region's logging setting itself, with retries
+    // (logging::point_region_at); the shared stack only holds the role.
+    if values.get("SetAccountSetting").is_none() {
+        values.set("SetAccountSetting", "false");
+    }
+    values.check(&[&fargate, &lambda, &account])?;
+    let zip = match (values.get("CodeBucket"), values.get("CodeKey")) {
+        (Some(_), Some(_)) => None,
+        _ => Some(artifact(
+            args.lambda_zip.as_deref(),
+            "--lambda-zip",
+            "the Lambda package (nix build .#lambda-zip), or --param CodeBucket=… --param CodeKey=…",
+        )?),
+    };
+    let image = match values.get("ContainerImage") {
+        Some(_) => None,
+        None => Some(artifact(
+            args.image.as_deref(),
+            "--image",
+            "the server image archive (nix build .#server-image-aarch64 for the default ARM64 task), or --param ContainerImage=URI",
+        )?),
+    };
+    if let Some((path, _)) = &image {
+        check_architecture(path, values.get("CpuArchitecture").unwrap_or("ARM64"))?;
+    }
+    let own = values.get("CertificateSecretArn").is_some() || values.get("CertificateParameterPath").is_some();
+    let tls = match args.certificates {
+        Certificates::ParameterStore if !own => Some(certificates::ServerTls::load(&args.certs_dir)?),
+        _ => None,
+    };
+    Ok(Plan { fargate, account, lambda, policy, values, zip, image, tls })
+}
+
+/// Refuses an image archive built for another CPU than the task's.
+fn check_architecture(path: &Path, cpu_architecture: &str) -> Result<(), ConfigError> {
+    let Some(wanted) = image::docker_architecture(cpu_architecture) else {
+        return Err(ConfigError::new(
+            "CpuArchitecture",
+            format!("unknown value {cpu_architecture}"),
+            "use ARM64 or X86_64",
+        ));
+    };
+    let package = if wanted == "arm64" { "server-image-aarch64" } else { "server-image-x86_64" };
+    let found = image::architecture(path).map_err(|e| {
+        ConfigError::new("--image", e.to_string(), format!("pass the archive `nix build .#{package}` writes"))
+    })?;
+    if found != wanted {
+        let mut fix = format!("pass the archive of nix build .#{package}");
+        if let Some(other) = ["ARM64", "X86_64"].into_iter().find(|a| image::docker_architecture(a) == Some(&found)) {
+            fix += &format!(", or run the task on it with --param CpuArchitecture={other}");
+        }
+        return Err(ConfigError::new(
+            "--image",
+            format!("{} is an {found} image but the task's CpuArchitecture is {cpu_architecture}", path.display()),
+            fix,
+        ));
+    }
+    Ok(())
+}
+
+fn artifact(path: Option<&Path>, flag: &str, what: &str) -> Result<(PathBuf, String), ConfigError> {
+    let Some(path) = path else {
+        return Err(ConfigError::new(flag, "not given", format!("pass {what}")));
+    };
+    let hash =
+        publish::file_sha256(path).map_err(|e| ConfigError::new(flag, format!("{e:#}"), format!("pass {what}")))?;
+    Ok((path.to_path_buf(), hash))
+}
