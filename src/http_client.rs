@@ -151,19 +151,25 @@ pub(crate) mod tests {
         (addr, task)
     }
 
-    /// Accepts one connection, reads its request head, answers 200 with
-    /// `body`; returns the head (for the tests of the callers too).
-    pub(crate) async fn answer_once(listener: tokio::net::TcpListener, body: &str) -> String {
-        let (mut tcp, _) = listener.accept().await.unwrap();
+    /// Reads a request head, up to its blank line.
+    pub(crate) async fn read_head(tcp: &mut tokio::net::TcpStream) -> String {
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
             tcp.read_exact(&mut byte).await.unwrap();
             head.push(byte[0]);
         }
+        String::from_utf8(head).unwrap()
+    }
+
+    /// Accepts one connection, reads its request head, answers 200 with
+    /// `body`; returns the head (for the tests of the callers too).
+    pub(crate) async fn answer_once(listener: tokio::net::TcpListener, body: &str) -> String {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let head = read_head(&mut tcp).await;
         let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
         tcp.write_all(answer.as_bytes()).await.unwrap();
-        String::from_utf8(head).unwrap()
+        head
     }
 
     #[tokio::test]

@@ -339,13 +339,7 @@ mod tests {
             let mut heads = Vec::new();
             for answer in answers {
                 let (mut tcp, _) = listener.accept().await.unwrap();
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    tcp.read_exact(&mut byte).await.unwrap();
-                    head.push(byte[0]);
-                }
-                let text = String::from_utf8(head).unwrap();
+                let text = crate::http_client::tests::read_head(&mut tcp).await;
                 let length = text
                     .lines()
                     .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(|n| n.parse().unwrap()))

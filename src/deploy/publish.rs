@@ -106,17 +106,16 @@ pub async fn prune_packages(clients: &Clients, bucket: &str, keep: &[&str]) -> a
         .map_err(|e| anyhow::anyhow!("cannot list s3://{bucket}/lambda/: {}", describe(&e)))?;
     let mut removed = 0;
     for key in listed.contents().iter().filter_map(|o| o.key()).filter(|k| !keep.contains(k)) {
-        clients
-            .s3
-            .delete_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot remove s3://{bucket}/{key}: {}", describe(&e)))?;
+        delete_object(clients, bucket, key).await?;
         removed += 1;
     }
     Ok(removed)
+}
+
+async fn delete_object(clients: &Clients, bucket: &str, key: &str) -> anyhow::Result<()> {
+    let deleted = clients.s3.delete_object().bucket(bucket).key(key).send().await;
+    deleted.map_err(|e| anyhow::anyhow!("cannot remove s3://{bucket}/{key}: {}", describe(&e)))?;
+    Ok(())
 }
 
 /// Empties and deletes the artifact bucket (`delete --purge`). Whether it existed.
@@ -137,14 +136,7 @@ pub async fn delete_bucket(clients: &Clients, bucket: &str) -> anyhow::Result<bo
             .await
             .map_err(|e| anyhow::anyhow!("cannot list s3://{bucket}: {}", describe(&e)))?;
         for key in listed.contents().iter().filter_map(|o| o.key()) {
-            clients
-                .s3
-                .delete_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot remove s3://{bucket}/{key}: {}", describe(&e)))?;
+            delete_object(clients, bucket, key).await?;
         }
         token = listed.next_continuation_token().map(str::to_owned);
         if token.is_none() {
