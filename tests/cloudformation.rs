@@ -658,6 +658,11 @@ fn the_nightly_stop_follows_the_users_time_zone() {
     assert_eq!(properties["ScheduleExpressionTimezone"], json!({ "Ref": "NightlyStopTimeZone" }));
     assert_eq!(properties["Target"]["Arn"], json!({ "Fn::GetAtt": ["KillFunction", "Arn"] }));
     assert_eq!(properties["Target"]["RoleArn"], json!({ "Fn::GetAtt": ["NightlyStopRole", "Arn"] }));
+    let retry = &properties["Target"]["RetryPolicy"];
+    assert!(
+        retry["MaximumEventAgeInSeconds"].as_u64().unwrap() <= 3600,
+        "a late stop is dropped, not delivered next morning"
+    );
     let input: Value = serde_json::from_str(properties["Target"]["Input"].as_str().unwrap()).unwrap();
     assert_eq!(input["detail-type"], "Scheduled Event", "what fluidity-lambda takes as a schedule");
     let hour = &lambda["Parameters"]["NightlyStopHour"];
@@ -666,7 +671,7 @@ fn the_nightly_stop_follows_the_users_time_zone() {
         (Some(0), Some(23), Some(23))
     );
     let zone = regex_lite_match(lambda["Parameters"]["NightlyStopTimeZone"]["AllowedPattern"].as_str().unwrap());
-    for good in ["UTC", "Asia/Tokyo", "America/Argentina/Buenos_Aires", "Etc/GMT+9"] {
+    for good in ["UTC", "Asia/Tokyo", "America/Argentina/Buenos_Aires", "Etc/GMT+9", "EST5EDT"] {
         assert!(zone(good), "{good}");
     }
     for bad in ["", "Tokyo time", "../etc/passwd", "Asia/Tokyo;"] {

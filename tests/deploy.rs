@@ -776,14 +776,22 @@ async fn missing_or_broken_server_certificates_change_nothing() {
     let (code, out, err) = world.deploy(&[]);
     assert_eq!(code, 2, "{out}\n{err}");
     assert!(one_line(&err).contains("does not match"), "{err}");
+    // A certificate with a long chain: more than a standard parameter holds.
+    write_certs(&certs, true);
+    let chain = std::fs::read_to_string(certs.join("server.crt")).unwrap()
+        + &std::fs::read_to_string(certs.join("ca.crt")).unwrap().repeat(6);
+    std::fs::write(certs.join("server.crt"), chain).unwrap();
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    assert!(one_line(&err).contains("a standard Parameter Store parameter holds 4096"), "{err}");
     world.nothing_created().await;
-    assert!(world.fixture(&["secret", "fluidity-dev-server-tls"])["arn"].is_null());
-    // Baked into the image instead: no secret is needed or made.
+    assert_eq!(world.fixture(&["parameters", "/fluidity"]), serde_json::json!({}));
+    // Baked into the image instead: nothing is stored.
     let (code, out, err) = world.deploy(&["--certificates", "image"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(!out.contains("server certificates"), "{out}");
-    assert_eq!(world.parameter("fluidity-dev-fargate", "CertificateSecretArn").await, "");
-    assert!(world.fixture(&["secret", "fluidity-dev-server-tls"])["arn"].is_null());
+    assert_eq!(world.parameter("fluidity-dev-fargate", "CertificateParameterPath").await, "");
+    assert_eq!(world.fixture(&["parameters", "/fluidity"]), serde_json::json!({}));
 }
 
 /// The server container of the Fargate service's task definition.

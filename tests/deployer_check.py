@@ -114,6 +114,8 @@ def ecs(action, body):
                 for s in body["services"]]
     if action == "RunTask":
         return [("ecs:RunTask", body["taskDefinition"], context)]
+    if "resourceArn" in body:  # tags of the checked task definition
+        return [(f"ecs:{action}", body["resourceArn"], {})]
     tasks = body.get("tasks") or [body["task"]]
     arn = lambda t: t if t.startswith("arn:") else f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster}/{t}"  # noqa: E731
     return [(f"ecs:{action}", arn(t), context) for t in tasks]

@@ -30,6 +30,10 @@ use super::aws::Clients;
 use crate::config::ConfigError;
 use crate::tls::{PemSource, TlsSources};
 
+/// A standard-tier parameter's value holds at most 4 KB ("Managing
+/// parameter tiers", Systems Manager User Guide); our PEMs are about 1 KB.
+const STANDARD_LIMIT: usize = 4096;
+
 /// The files, as the parameters under a path are named.
 pub const FILES: [&str; 3] = ["ca.crt", "server.crt", "server.key"];
 
@@ -62,7 +66,20 @@ impl ServerTls {
         material
             .server_config()
             .map_err(|e| ConfigError::new("--certs-dir", format!("{} cannot serve TLS: {e}", dir.display()), fix))?;
-        Ok(Self([sources.ca.read("certs.ca")?, sources.cert.read("certs.cert")?, sources.key.read("certs.key")?]))
+        let pems = [sources.ca.read("certs.ca")?, sources.cert.read("certs.cert")?, sources.key.read("certs.key")?];
+        for (file, pem) in FILES.iter().zip(&pems) {
+            if pem.len() > STANDARD_LIMIT {
+                return Err(ConfigError::new(
+                    "--certs-dir",
+                    format!(
+                        "{file} is {} bytes; a standard Parameter Store parameter holds {STANDARD_LIMIT}",
+                        pem.len()
+                    ),
+                    "leave intermediate certificates out of server.crt (the agent trusts our CA directly), or use --certificates image",
+                ));
+            }
+        }
+        Ok(Self(pems))
     }
 
     /// `<root>/<first 16 hex digits of the SHA-256 of the three files>`.
@@ -104,6 +121,7 @@ pub async fn prune(clients: &Clients, env: &str, keep: &[&str]) -> anyhow::Resul
     let names = names_under(clients, &root(env)).await?;
     let doomed: Vec<&String> = names.iter().filter(|n| !keep.iter().any(|k| n.starts_with(&format!("{k}/")))).collect();
     let mut paths: Vec<&str> = doomed.iter().filter_map(|n| n.rsplit_once('/').map(|(p, _)| p)).collect();
+    paths.sort_unstable();
     paths.dedup();
     for chunk in doomed.chunks(10) {
         // DeleteParameters takes at most 10 names (SSM API Reference).

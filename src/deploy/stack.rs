@@ -218,11 +218,17 @@ pub async fn deploy(client: &Client, request: &Request<'_>) -> anyhow::Result<Ou
     let status = match executed {
         Ok(status) if matches!(status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE") => status,
         failed => {
-            if temporary.is_some() {
-                set_policy(client, name, request.stack_policy).await.context("the update failed, and")?;
+            let outcome = match &failed {
+                Ok(status) => format!("ended in {status}{}", rollback_note(status)),
+                Err(e) => format!("failed: {e:#}"),
+            };
+            if temporary.is_some()
+                && let Err(e) = set_policy(client, name, request.stack_policy).await
+            {
+                bail!("stack {name} {outcome}; and its stack policy could not be put back ({e:#}): deploy again");
             }
-            let status = failed?;
-            bail!("stack {name} ended in {status}{}", rollback_note(&status));
+            failed?;
+            bail!("stack {name} {outcome}");
         }
     };
     set_policy(client, name, request.stack_policy)

@@ -80,7 +80,6 @@ struct Found {
 struct PreviousFargate {
     template: String,
     parameters: Vec<(String, String)>,
-    task_definition: Option<String>,
 }
 
 impl<'a> Run<'a> {
@@ -188,7 +187,6 @@ impl<'a> Run<'a> {
                     .iter()
                     .filter_map(|p| Some((p.parameter_key()?.to_owned(), p.parameter_value()?.to_owned())))
                     .collect(),
-                task_definition: stack::output(live, "TaskDefinitionArn"),
             }),
             None => None,
         };
@@ -273,12 +271,17 @@ impl<'a> Run<'a> {
         let output = |key| stack::output(&described, key).with_context(|| format!("{fargate} has no {key} output"));
         let (cluster, service, definition) =
             (output("ClusterName")?, output("ServiceName")?, output("TaskDefinitionArn")?);
-        if found.previous.as_ref().and_then(|p| p.task_definition.as_deref()) == Some(definition.as_str()) {
+        if verify::is_checked(&self.clients, &definition).await? {
             return Ok(());
         }
         let poll = self.cli.poll_interval;
-        match verify::task_definition(&self.clients, &cluster, &service, &definition, poll).await? {
+        // A check that cannot finish is no pass: the stack goes back too.
+        let verdict = verify::task_definition(&self.clients, &cluster, &service, &definition, poll)
+            .await
+            .unwrap_or_else(|e| verify::Verdict::Failed(format!("the check could not finish: {e:#}")));
+        match verdict {
             verify::Verdict::Healthy => {
+                verify::mark_checked(&self.clients, &definition).await?;
                 println!("stack {fargate}: the new task definition ran and was healthy (one task, stopped again)");
                 Ok(())
             }
@@ -296,10 +299,21 @@ impl<'a> Run<'a> {
                 println!(
                     "stack {fargate}: the new task definition failed its check ({reason}); putting the stack back"
                 );
+                // The service's desired count is left as it is now (the
+                // user may have woken the server meanwhile).
+                let keep = previous.template.contains(KEEP_DESIRED_COUNT);
+                let parameters = previous
+                    .parameters
+                    .iter()
+                    .map(|(k, v)| match k.as_str() {
+                        "DesiredCount" if keep => (k.clone(), KEEP_DESIRED_COUNT.to_owned()),
+                        _ => (k.clone(), v.clone()),
+                    })
+                    .collect();
                 let request = stack::Request {
                     name: fargate,
                     template_body: &previous.template,
-                    parameters: previous.parameters.clone(),
+                    parameters,
                     stack_policy: &plan.policy,
                     policy_during_update: None,
                     dry_run: false,

@@ -24,6 +24,37 @@ use super::aws::{Clients, describe};
 /// check start period and retries).
 const DEADLINE: Duration = Duration::from_secs(10 * 60);
 
+/// The tag a task definition gets once a task of it ran healthy: a deploy
+/// checks any definition without it, so a check cut short (an error, ^C)
+/// is made again by the next deploy rather than skipped.
+const CHECKED_TAG: &str = "fluidity:checked";
+
+/// Whether a task of `task_definition` has run healthy (it carries [`CHECKED_TAG`]).
+pub async fn is_checked(clients: &Clients, task_definition: &str) -> anyhow::Result<bool> {
+    let tags = clients
+        .ecs
+        .list_tags_for_resource()
+        .resource_arn(task_definition)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the tags of {task_definition}: {}", describe(&e)))?;
+    Ok(tags.tags().iter().any(|t| t.key() == Some(CHECKED_TAG)))
+}
+
+/// Records that a task of `task_definition` ran healthy.
+pub async fn mark_checked(clients: &Clients, task_definition: &str) -> anyhow::Result<()> {
+    let tag = aws_sdk_ecs::types::Tag::builder().key(CHECKED_TAG).value("healthy").build();
+    clients
+        .ecs
+        .tag_resource()
+        .resource_arn(task_definition)
+        .tags(tag)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot tag {task_definition} as checked: {}", describe(&e)))?;
+    Ok(())
+}
+
 /// What the check found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -97,8 +128,15 @@ async fn watch(clients: &Clients, cluster: &str, task: &str, poll: Duration) -> 
         if status == "STOPPED" {
             return Ok(Verdict::Failed(stopped_reason(task)));
         }
-        let healthy = !task.containers().is_empty()
-            && task.containers().iter().all(|c| c.health_status().is_some_and(|h| h.as_str() == "HEALTHY"));
+        let health = |wanted: &'static str| {
+            task.containers().iter().map(move |c| c.health_status().map(|h| h.as_str() == wanted))
+        };
+        // ECS replaces an unhealthy task only for a service; a standalone
+        // one would run on: its health check failing is the verdict.
+        if health("UNHEALTHY").any(|h| h == Some(true)) {
+            return Ok(Verdict::Failed(format!("its health check failed ({status})")));
+        }
+        let healthy = !task.containers().is_empty() && health("HEALTHY").all(|h| h == Some(true));
         if status == "RUNNING" && healthy {
             return Ok(Verdict::Healthy);
         }
