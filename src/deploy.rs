@@ -381,6 +381,14 @@ async fn delete(cli: &Cli, stacks: &Stacks, force: bool, purge: bool) -> Result<
     let removed = certificates::prune(&clients, env, &[]).await?;
     if removed > 0 {
         println!("{}: deleted (the server's certificates)", certificates::root(env));
+        // "After deleting a parameter, wait for at least 30 seconds to create
+        // a parameter with the same name" (DeleteParameter, SSM API
+        // Reference): a deploy right after this one writes the same names.
+        println!(
+            "waiting {} s: Parameter Store takes a deleted name again only after that",
+            certificates::NAME_REUSE.as_secs()
+        );
+        tokio::time::sleep(certificates::NAME_REUSE).await;
     }
     let name = secret::name(env);
     if secret::delete(&clients, &name).await? {

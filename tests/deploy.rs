@@ -736,6 +736,7 @@ async fn the_server_certificates_reach_the_task_through_parameter_store() {
     let (code, out, err) = world.run(&["delete", "--force"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains(&format!("{root}: deleted")), "{out}");
+    assert!(out.contains("waiting 30 s: Parameter Store takes a deleted name again only after that"), "{out}");
     assert_eq!(world.fixture(&["parameters", root]), serde_json::json!({}));
 
     // Every SSM, Secrets Manager and API Gateway request the tool signed

@@ -34,6 +34,11 @@ use crate::tls::{PemSource, TlsSources};
 /// parameter tiers", Systems Manager User Guide); our PEMs are about 1 KB.
 const STANDARD_LIMIT: usize = 4096;
 
+/// How long a deleted parameter's name stays unusable ("After deleting a
+/// parameter, wait for at least 30 seconds to create a parameter with the
+/// same name", DeleteParameter, SSM API Reference).
+pub const NAME_REUSE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The files, as the parameters under a path are named.
 pub const FILES: [&str; 3] = ["ca.crt", "server.crt", "server.key"];
 
