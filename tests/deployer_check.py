@@ -235,12 +235,12 @@ def main(recording, policy_file, access_key):
                     report["actions"].append(action)
                 if iam_eval.evaluate([policy], action, resource, context) != "Allow":
                     report["denied"].append(iam_eval.explain([policy], action, resource, context))
-    for action, resource, context in FORBIDDEN:
-        if iam_eval.evaluate([policy], action, resource, context) == "Allow":
-            report["forbidden"].append(f"{action} on {resource} {context}")
-    for action, resource, context in FOR_THE_STACKS:
-        if iam_eval.evaluate([policy], action, resource, context) != "Allow":
-            report["for_the_stacks"].append(f"{action} on {resource} {context}")
+    def listed(calls, allowed):
+        """The calls of `calls` whose decision is not `allowed`, one line each."""
+        return [f"{a} on {r} {c}" for a, r, c in calls
+                if (iam_eval.evaluate([policy], a, r, c) == "Allow") != allowed]
+    report["forbidden"] = listed(FORBIDDEN, allowed=False)
+    report["for_the_stacks"] = listed(FOR_THE_STACKS, allowed=True)
     print(json.dumps(report))
 
 

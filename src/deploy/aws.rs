@@ -133,6 +133,35 @@ pub async fn signed_text(
     Ok((answer.status, answer.body))
 }
 
+/// One signed call of an AWS JSON 1.1 service (`X-Amz-Target:
+/// <target_prefix>.<action>`): its JSON answer, or one line naming `what`,
+/// the action, the service's error code and its message.
+pub async fn json_call(
+    clients: &Clients,
+    service: &str,
+    target_prefix: &str,
+    what: &str,
+    action: &str,
+    input: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let base = endpoint(clients, service);
+    let uri: http::Uri = format!("{base}/").parse().with_context(|| format!("bad {what} URL {base}"))?;
+    let host = uri.authority().with_context(|| format!("the {what} URL has no host"))?.to_string();
+    let request = http::Request::post(uri)
+        .header("host", host)
+        .header("content-type", "application/x-amz-json-1.1")
+        .header("x-amz-target", format!("{target_prefix}.{action}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(input.to_string())))
+        .with_context(|| format!("cannot build the {what} request"))?;
+    let (status, json) = signed_json(clients, service, what, request).await?;
+    if status != 200 {
+        let code = json["__type"].as_str().unwrap_or("error").rsplit('#').next().unwrap_or("error");
+        anyhow::bail!("{what} {action} answered {status}: {code}: {}", json_message(&json));
+    }
+    Ok(json)
+}
+
 /// The `message` (or `Message`) of a JSON error answer.
 pub fn json_message(json: &serde_json::Value) -> &str {
     json["message"].as_str().or(json["Message"].as_str()).unwrap_or("no message")

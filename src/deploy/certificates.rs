@@ -20,9 +20,6 @@
 
 use std::path::Path;
 
-use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -154,24 +151,9 @@ async fn names_under(clients: &Clients, path: &str) -> anyhow::Result<Vec<String
     }
 }
 
-/// One signed SSM call (JSON 1.1); its JSON answer, or one line with the
-/// service's error code and message.
+/// One signed SSM call.
 async fn call(clients: &Clients, action: &str, input: Value) -> anyhow::Result<Value> {
-    let base = super::aws::endpoint(clients, "ssm");
-    let uri: http::Uri = format!("{base}/").parse().with_context(|| format!("bad SSM URL {base}"))?;
-    let host = uri.authority().context("the SSM URL has no host")?.to_string();
-    let request = http::Request::post(uri)
-        .header("host", host)
-        .header("content-type", "application/x-amz-json-1.1")
-        .header("x-amz-target", format!("AmazonSSM.{action}"))
-        .body(Full::new(Bytes::from(input.to_string())))
-        .context("cannot build the SSM request")?;
-    let (status, json) = super::aws::signed_json(clients, "ssm", "SSM Parameter Store", request).await?;
-    if status != 200 {
-        let code = json["__type"].as_str().unwrap_or("error").rsplit('#').next().unwrap_or("error");
-        bail!("SSM {action} answered {status}: {code}: {}", super::aws::json_message(&json));
-    }
-    Ok(json)
+    super::aws::json_call(clients, "ssm", "AmazonSSM", "SSM", action, &input).await
 }
 
 #[cfg(test)]
@@ -198,6 +180,6 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_key() {
-        assert_eq!(format!("{:?}", tls("-----BEGIN PRIVATE KEY-----")), "ServerTls(<redacted>)");
+        assert_eq!(format!("{:?}", tls("the key text")), "ServerTls(<redacted>)");
     }
 }

@@ -31,11 +31,14 @@ pub enum Outcome {
 pub async fn find(client: &Client, name: &str) -> anyhow::Result<Option<Stack>> {
     match client.describe_stacks().stack_name(name).send().await {
         Ok(found) => Ok(found.stacks().first().cloned()),
-        Err(e) if e.code() == Some("ValidationError") && e.message().is_some_and(|m| m.contains("does not exist")) => {
-            Ok(None)
-        }
+        Err(e) if does_not_exist(&e) => Ok(None),
         Err(e) => bail!("cannot describe stack {name}: {}", describe(&e)),
     }
+}
+
+/// CloudFormation's answer for a stack or resource that is not there.
+fn does_not_exist(e: &impl ProvideErrorMetadata) -> bool {
+    e.code() == Some("ValidationError") && e.message().is_some_and(|m| m.contains("does not exist"))
 }
 
 fn status_of(stack: &Stack) -> &str {
@@ -117,9 +120,7 @@ pub fn output(stack: &Stack, key: &str) -> Option<String> {
 pub async fn resource(client: &Client, stack: &str, logical_id: &str) -> anyhow::Result<Option<String>> {
     match client.describe_stack_resource().stack_name(stack).logical_resource_id(logical_id).send().await {
         Ok(found) => Ok(found.stack_resource_detail().and_then(|r| r.physical_resource_id()).map(str::to_owned)),
-        Err(e) if e.code() == Some("ValidationError") && e.message().is_some_and(|m| m.contains("does not exist")) => {
-            Ok(None)
-        }
+        Err(e) if does_not_exist(&e) => Ok(None),
         Err(e) => bail!("cannot describe resource {logical_id} of stack {stack}: {}", describe(&e)),
     }
 }

@@ -62,8 +62,6 @@ struct Run<'a> {
 
 /// What is deployed already, read before any stack changes.
 struct Found {
-    /// The Fargate stack holds resources (an update, not a creation).
-    fargate_live: bool,
     /// The region's shared logging stack, unless its setting is someone else's.
     shared: Option<Shared>,
     /// Resources of an older layout the Lambda stack still holds ([`RETIRED`]).
@@ -72,7 +70,8 @@ struct Found {
     previous_key: Option<String>,
     /// The certificate path the Fargate stack reads now: kept likewise.
     previous_certificates: Option<String>,
-    /// The Fargate stack as it is, to put back if its new task definition fails.
+    /// The live Fargate stack as it is (none: this deploy creates it), to put
+    /// back if its new task definition fails.
     previous: Option<PreviousFargate>,
 }
 
@@ -177,7 +176,6 @@ impl<'a> Run<'a> {
     async fn survey(&self, plan: &mut Plan) -> Result<Found, Error> {
         let cfn = &self.clients.cloudformation;
         let fargate = stack::find(cfn, &self.stacks.fargate).await?;
-        let fargate_live = fargate.as_ref().is_some_and(stack::is_live);
         let previous_certificates = fargate.as_ref().and_then(|f| stack::parameter(f, "CertificateParameterPath"));
         let previous = match fargate.as_ref().filter(|f| stack::is_live(f)) {
             Some(live) => Some(PreviousFargate {
@@ -193,7 +191,7 @@ impl<'a> Run<'a> {
         // An update leaves the service's desired count alone (unless asked):
         // sending a value would reset it, waking a sleeping server or stopping
         // a running one.
-        if fargate_live && !self.args.params.iter().any(|(k, _)| k == "DesiredCount") {
+        if fargate.as_ref().is_some_and(stack::is_live) && !self.args.params.iter().any(|(k, _)| k == "DesiredCount") {
             plan.values.set("DesiredCount", KEEP_DESIRED_COUNT);
         }
         let shared = logging::shared(&self.clients, plan.values.get("ApiGatewayAccountStackName"), self.env).await?;
@@ -210,7 +208,7 @@ impl<'a> Run<'a> {
             }
         }
         let previous_key = lambda.as_ref().and_then(|l| stack::parameter(l, "CodeKey"));
-        Ok(Found { fargate_live, shared, retiring, previous_key, previous_certificates, previous })
+        Ok(Found { shared, retiring, previous_key, previous_certificates, previous })
     }
 
     /// This environment's server: cluster, service, task definition.
@@ -240,7 +238,7 @@ impl<'a> Run<'a> {
     /// exactly their removal, for this update only.
     async fn deploy_lambda(&self, plan: &Plan, found: &Found) -> Result<(), Error> {
         let lambda = &self.stacks.lambda;
-        if self.args.dry_run && (!found.fargate_live || found.shared.as_ref().is_some_and(|s| !s.exists)) {
+        if self.args.dry_run && (found.previous.is_none() || found.shared.as_ref().is_some_and(|s| !s.exists)) {
             println!(
                 "stack {lambda}: not shown in this dry run (it imports the outputs of stacks that do not exist yet)"
             );
