@@ -151,10 +151,10 @@ pub async fn check(config: AgentConfig) -> anyhow::Result<Checked> {
             "ok",
             format!("control API: the key from {} is accepted; the server is {}", settings.key_source, status.state),
         );
-        let Some(address) = status.address(settings.server_port) else {
+        let Some(address) = settings.target(&status) else {
             return Ok(Checked::ApiOnly { state: status.state.to_string() });
         };
-        config.server = address.to_string();
+        config.server = address;
     }
     let connector = dial::Connector::new(&config).context("building the agent TLS configuration")?;
     connector.check(&mut say).await.context("the tunnel to the server")?;
@@ -192,7 +192,7 @@ pub async fn run(mut config: AgentConfig, shutdown: CancellationToken) -> anyhow
             };
         }
     };
-    config.server = address.to_string();
+    config.server = address;
     let agent = Agent::with_listener(listener, config)?;
     info!(addr = %agent.local_addr(), "local proxy listening");
     agent.check_server().await?;

@@ -16,6 +16,16 @@ pub fn runtime_error(program: &str, error: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Reports the error that ended a run: a [`ConfigError`] found only while
+/// running (e.g. a listen address the system refuses) as a configuration
+/// error (exit 2, see [`config_error`]), anything else as a runtime error (exit 1).
+pub fn run_error(program: &str, error: &anyhow::Error) -> ExitCode {
+    match error.downcast_ref::<ConfigError>() {
+        Some(config) => config_error(program, config),
+        None => runtime_error(program, error),
+    }
+}
+
 /// Builds the Tokio runtime every binary uses, with `worker_threads` workers
 /// (blocking work such as DNS lookups runs on its own pool besides).
 pub fn runtime(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {

@@ -5,7 +5,8 @@
 //! - [`env`]: configuration from environment variables (names defined once).
 //! - [`control`]: the ECS/CloudWatch operations.
 //! - [`sleep`]: the idle decision, a pure function.
-//! - [`ec2`]: the single EC2 call Status needs.
+//! - [`ec2`]: the EC2 calls: the task's public IP, the caller's ingress.
+//! - [`route53`]: the optional server name's A record.
 //!
 //! API Gateway invocations get proxy-integration responses (200 JSON, 400 for
 //! a bad request, 502 with an `errorType` for AWS failures); scheduled
@@ -15,6 +16,7 @@
 pub mod control;
 pub mod ec2;
 pub mod env;
+pub mod route53;
 pub mod sleep;
 
 use serde_json::{Value, json};
@@ -67,8 +69,9 @@ impl Function {
 /// What invoked the function.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invocation {
-    /// API Gateway proxy integration.
-    Api { method: String, path: String },
+    /// API Gateway proxy integration, with the caller's address
+    /// (`requestContext.identity.sourceIp`).
+    Api { method: String, path: String, source: Option<std::net::IpAddr> },
     /// EventBridge schedule.
     Schedule,
 }
@@ -78,7 +81,9 @@ pub fn classify(event: &Value) -> Result<Invocation, String> {
     if event.get("httpMethod").is_some() || event.get("requestContext").is_some() {
         let request: aws_lambda_events::apigw::ApiGatewayProxyRequest =
             serde_json::from_value(event.clone()).map_err(|e| format!("malformed API Gateway event: {e}"))?;
-        return Ok(Invocation::Api { method: request.http_method.to_string(), path: request.path.unwrap_or_default() });
+        let source = request.request_context.identity.source_ip.as_deref().and_then(|ip| ip.trim().parse().ok());
+        let (method, path) = (request.http_method.to_string(), request.path.unwrap_or_default());
+        return Ok(Invocation::Api { method, path, source });
     }
     // EventBridge rules send `source: aws.events`; the nightly stop's
     // Scheduler target sends the Input lambda.yaml gives it (aws.scheduler).
@@ -115,12 +120,18 @@ pub async fn handle(function: Function, control: &Control, event: &Value) -> Res
             warn!(function = function.name(), %message, "bad event");
             Ok(api_response(400, &json!({ "error": "BadRequest", "message": message })))
         }
-        Ok(Invocation::Api { method, path }) => Ok(api(function, control, &method, &path).await),
+        Ok(Invocation::Api { method, path, source }) => Ok(api(function, control, &method, &path, source).await),
         Ok(Invocation::Schedule) => scheduled(function, control).await,
     }
 }
 
-async fn api(function: Function, control: &Control, method: &str, path: &str) -> Value {
+async fn api(
+    function: Function,
+    control: &Control,
+    method: &str,
+    path: &str,
+    source: Option<std::net::IpAddr>,
+) -> Value {
     let Some(expected) = function.api_method() else {
         return api_response(
             400,
@@ -133,9 +144,10 @@ async fn api(function: Function, control: &Control, method: &str, path: &str) ->
     }
     let work = async {
         match function {
-            Function::Wake => {
-                control.wake().await.map(|(changed, status)| json!(Change { action: "wake".into(), changed, status }))
-            }
+            Function::Wake => control
+                .wake(source)
+                .await
+                .map(|(changed, status)| json!(Change { action: "wake".into(), changed, status })),
             Function::Kill => {
                 control.kill().await.map(|(changed, status)| json!(Change { action: "kill".into(), changed, status }))
             }
@@ -198,6 +210,7 @@ pub async fn control_from_environment(settings: env::Settings) -> Result<Control
         ecs: aws_sdk_ecs::Client::new(&config),
         cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
         ec2: ec2::Ec2::from_sdk_config(&config)?,
+        route53: route53::Route53::from_sdk_config(&config)?,
         settings,
     })
 }

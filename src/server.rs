@@ -16,6 +16,7 @@ mod origins;
 mod proxy;
 pub mod stats;
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{ServerArgs, ServerConfig};
 pub use stats::Stats;
+
+use crate::config::ConfigError;
 
 /// A bound, not yet running server.
 pub struct Server {
@@ -39,17 +42,14 @@ pub struct Server {
 impl Server {
     /// Binds the listening socket and builds the TLS configuration.
     pub async fn bind(mut config: ServerConfig) -> anyhow::Result<Self> {
-        let listener =
-            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = listen("listen", config.listen).await?;
         // The port actually bound is the one never to dial (port 0 picks one).
         if let Ok(bound) = listener.local_addr() {
             config.dialer.policy.own_ports.retain(|p| *p != 0);
             config.dialer.policy.own_ports.push(bound.port());
         }
         let health = match config.health_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
-                format!("cannot listen on {addr} for health and metrics (set health_listen, or off)")
-            })?),
+            Some(addr) => Some(listen("health_listen", addr).await?),
             None => None,
         };
         Ok(Self { listener, health, config: Arc::new(config), stats: Arc::default(), cloudwatch: None })
@@ -129,4 +129,106 @@ pub async fn run(config: ServerConfig, shutdown: CancellationToken) -> anyhow::R
         None => tracing::info!(addr = %server.local_addr(), "server listening"),
     }
     server.run(shutdown).await
+}
+
+/// Where Linux keeps the lowest port an unprivileged process may bind (per
+/// network namespace; Fargate tasks set it with the task definition's
+/// `SystemControls`).
+const UNPRIVILEGED_PORT_START: &str = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+
+/// The port of [`config::DEFAULT_LISTEN`], offered when another is refused.
+const DEFAULT_PORT: u16 = 8443;
+
+/// Binds `addr`, the value of the setting `key`. A refusal the user has to
+/// fix (privileged port, address in use, address not on this machine) comes
+/// back as a [`ConfigError`], which the binary reports like any other
+/// configuration mistake (one line, exit 2); anything else as a runtime error.
+async fn listen(key: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|error| {
+        let start = || std::fs::read_to_string(UNPRIVILEGED_PORT_START).ok()?.trim().parse().ok();
+        match bind_refused(key, addr, &error, start) {
+            Some(refused) => refused.into(),
+            None => anyhow::Error::new(error).context(format!("cannot listen on {addr} (`{key}`)")),
+        }
+    })
+}
+
+/// What a failed bind of `addr` means for the setting `key`, if the user can
+/// fix it; `unprivileged_port_start` reads the sysctl (None if unreadable).
+fn bind_refused(
+    key: &str,
+    addr: SocketAddr,
+    error: &io::Error,
+    unprivileged_port_start: impl FnOnce() -> Option<u16>,
+) -> Option<ConfigError> {
+    let port = addr.port();
+    let (problem, fix) = match error.kind() {
+        io::ErrorKind::PermissionDenied => match unprivileged_port_start() {
+            Some(start) if port < start => (
+                format!("port {port} is privileged for this user: net.ipv4.ip_unprivileged_port_start is {start}"),
+                format!(
+                    "set that sysctl to {port} or lower, or listen on {}; on Fargate the task definition's SystemControls set it",
+                    start.max(DEFAULT_PORT)
+                ),
+            ),
+            Some(_) => (error.to_string(), "run as a user allowed to bind it, or choose another address".into()),
+            None => (
+                format!(
+                    "port {port} is privileged for this user: net.ipv4.ip_unprivileged_port_start is 1024 by default"
+                ),
+                format!("set that sysctl to {port} or lower, or listen on {DEFAULT_PORT}"),
+            ),
+        },
+        io::ErrorKind::AddrInUse => {
+            ("the address is in use by another process".into(), "stop that process, or choose another port".into())
+        }
+        io::ErrorKind::AddrNotAvailable => (
+            format!("{} is not an address of this machine", addr.ip()),
+            "listen on 0.0.0.0 or on one of this machine's addresses".into(),
+        ),
+        _ => return None,
+    };
+    Some(ConfigError::new(key, format!("cannot listen on {addr}: {problem}"), fix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(addr: &str, kind: io::ErrorKind, start: Option<u16>) -> Option<String> {
+        let addr = addr.parse().unwrap();
+        bind_refused("listen", addr, &io::Error::from(kind), || start).map(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_privileged_port_names_the_sysctl_its_value_and_the_alternatives() {
+        let line = refused("0.0.0.0:443", io::ErrorKind::PermissionDenied, Some(1024)).unwrap();
+        assert_eq!(
+            line,
+            "configuration error: `listen`: cannot listen on 0.0.0.0:443: port 443 is privileged for this user: \
+             net.ipv4.ip_unprivileged_port_start is 1024 (set that sysctl to 443 or lower, or listen on 8443; on \
+             Fargate the task definition's SystemControls set it)"
+        );
+        // A sysctl set above the default port: the alternative offered must work.
+        let line = refused("0.0.0.0:443", io::ErrorKind::PermissionDenied, Some(10000)).unwrap();
+        assert!(line.contains("or listen on 10000;"), "{line}");
+        let line = refused("0.0.0.0:443", io::ErrorKind::PermissionDenied, None).unwrap();
+        assert!(line.contains("net.ipv4.ip_unprivileged_port_start is 1024 by default"), "{line}");
+    }
+
+    #[test]
+    fn each_refusal_the_user_can_fix_is_one_line_naming_the_setting() {
+        let cases = [
+            ("0.0.0.0:8443", io::ErrorKind::PermissionDenied, Some(1024), "permission denied"),
+            ("127.0.0.1:8443", io::ErrorKind::AddrInUse, Some(1024), "in use by another process"),
+            ("192.0.2.1:8443", io::ErrorKind::AddrNotAvailable, Some(1024), "192.0.2.1 is not an address"),
+        ];
+        for (addr, kind, start, expected) in cases {
+            let line = refused(addr, kind, start).unwrap();
+            assert!(line.contains("`listen`") && line.contains(expected), "{kind:?}: {line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+        assert_eq!(refused("0.0.0.0:8443", io::ErrorKind::OutOfMemory, Some(1024)), None);
+        assert!(config::DEFAULT_LISTEN.ends_with(&format!(":{DEFAULT_PORT}")));
+    }
 }

@@ -12,12 +12,26 @@
       Prints {"task_arn","eni","public_ip"}.
   aws_fixture.py ENDPOINT network
       A VPC and one subnet (what a deploy needs from the user). Prints {"vpc","subnet"}.
+  aws_fixture.py ENDPOINT default-vpc [add-private-subnet|no-public-subnets|delete]
+      The region's default VPC (moto makes one per region, with a subnet per
+      zone that maps public IPs on launch): as it is, with one more subnet
+      that maps none, with none of its subnets mapping one, or deleted (its
+      subnets first). Prints {"vpc","public","private"}: the subnets that map
+      public IPs in zone order, and the others (vpc null once deleted).
   aws_fixture.py ENDPOINT api-key VALUE [NAME]
       An API Gateway key with this value (named fluidity-test unless NAME). Prints {"id"}.
   aws_fixture.py ENDPOINT account-role ROLE_ARN
       Sets the region's API Gateway CloudWatch role (as another stack would). Prints {"role"}.
   aws_fixture.py ENDPOINT account-role
       The region's API Gateway CloudWatch role. Prints {"role"} (null if unset).
+  aws_fixture.py ENDPOINT ingress SG
+      The group's ingress entries. Prints [{"cidr","port","description"}], in order.
+  aws_fixture.py ENDPOINT allow SG CIDR PORT DESCRIPTION
+      Adds an entry by hand (as a user or a fixed-CIDR stack would). Prints {"allowed"}.
+  aws_fixture.py ENDPOINT zone NAME
+      A Route 53 hosted zone. Prints {"id"} (without /hostedzone/).
+  aws_fixture.py ENDPOINT records ZONE_ID
+      The zone's A records. Prints {NAME: {"ttl", "values"}} (names without the final dot).
   aws_fixture.py ENDPOINT stop-task CLUSTER TASK_ARN
       Stops the task (its service's server went away). Prints {"stopped"}.
   aws_fixture.py ENDPOINT parameters PATH
@@ -85,6 +99,27 @@ def run_task(endpoint, cluster, service, subnet, sg, public_ip, address=None):
     return {"task_arn": task["taskArn"], "eni": eni, "public_ip": public}
 
 
+def default_vpc(endpoint, change=None):
+    ec2, _ = clients(endpoint)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    subnets = lambda: ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]  # noqa: E731
+    if change == "add-private-subnet":
+        ec2.create_subnet(VpcId=vpc, CidrBlock="172.31.240.0/24", AvailabilityZone="us-east-1a")
+    elif change == "no-public-subnets":
+        for subnet in subnets():
+            ec2.modify_subnet_attribute(SubnetId=subnet["SubnetId"], MapPublicIpOnLaunch={"Value": False})
+    elif change == "delete":
+        for subnet in subnets():
+            ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+        ec2.delete_vpc(VpcId=vpc)
+        return {"vpc": None, "public": [], "private": []}
+    elif change is not None:
+        sys.exit(f"unknown default-vpc change {change}")
+    found = sorted(subnets(), key=lambda s: (s["AvailabilityZone"], s["SubnetId"]))
+    return {"vpc": vpc, "public": [s["SubnetId"] for s in found if s["MapPublicIpOnLaunch"]],
+            "private": [s["SubnetId"] for s in found if not s["MapPublicIpOnLaunch"]]}
+
+
 def main():
     endpoint, command, *args = sys.argv[1:]
     if command == "setup":
@@ -104,6 +139,8 @@ def main():
             f"{endpoint}/moto-api/state-manager/set-transition", data=json.dumps(transition).encode(),
             method="POST")).read()
         result = {"vpc": vpc, "subnet": subnet}
+    elif command == "default-vpc":
+        result = default_vpc(endpoint, *args)
     elif command == "api-key":
         apigateway = boto3.client("apigateway", endpoint_url=endpoint, region_name="us-east-1",
                                   aws_access_key_id="test", aws_secret_access_key="test")
@@ -120,6 +157,28 @@ def main():
         _, ecs = clients(endpoint)
         ecs.stop_task(cluster=args[0], task=args[1], reason="replaced")
         result = {"stopped": args[1]}
+    elif command == "ingress":
+        ec2, _ = clients(endpoint)
+        group = ec2.describe_security_groups(GroupIds=[args[0]])["SecurityGroups"][0]
+        result = [{"cidr": r.get("CidrIp") or r.get("CidrIpv6"), "port": p.get("FromPort"),
+                   "description": r.get("Description")}
+                  for p in group["IpPermissions"] for r in p.get("IpRanges", []) + p.get("Ipv6Ranges", [])]
+    elif command == "allow":
+        ec2, _ = clients(endpoint)
+        ec2.authorize_security_group_ingress(GroupId=args[0], IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": int(args[2]), "ToPort": int(args[2]),
+            "IpRanges": [{"CidrIp": args[1], "Description": args[3]}]}])
+        result = {"allowed": args[1]}
+    elif command in ("zone", "records"):
+        route53 = boto3.client("route53", endpoint_url=endpoint, region_name="us-east-1",
+                               aws_access_key_id="test", aws_secret_access_key="test")
+        if command == "zone":
+            zone = route53.create_hosted_zone(Name=args[0], CallerReference=args[0])["HostedZone"]
+            result = {"id": zone["Id"].rsplit("/", 1)[-1]}
+        else:
+            sets = route53.list_resource_record_sets(HostedZoneId=args[0])["ResourceRecordSets"]
+            result = {r["Name"].rstrip("."): {"ttl": r.get("TTL"), "values": [v["Value"] for v in r["ResourceRecords"]]}
+                      for r in sets if r["Type"] == "A"}
     elif command == "parameters":
         ssm = boto3.client("ssm", endpoint_url=endpoint, region_name="us-east-1",
                            aws_access_key_id="test", aws_secret_access_key="test")

@@ -6,7 +6,7 @@
   cfn_stacks.py ENDPOINT create ENV      create one environment and describe it
 
 Each environment loads cloudformation/params-ENV.json and fills the values a
-user or the deploy tool supplies (VPC, subnet, ingress CIDR, image, code
+user or the deploy tool supplies (VPC, subnet, ingress mode, server name, image, code
 bucket/key) with objects made here in the emulator. The region's shared stack
 (apigateway-account.yaml) is created first, as the deploy tool does.
 
@@ -67,6 +67,9 @@ class World:
         vpc = self.ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
         self.subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock="10.42.1.0/24")["Subnet"]["SubnetId"]
         self.vpc = vpc
+        route53 = boto3.client("route53", **kw)
+        zone = route53.create_hosted_zone(Name="fluidity.test", CallerReference="cfn_stacks")["HostedZone"]
+        self.zone = zone["Id"].rsplit("/", 1)[-1]
         self.s3.create_bucket(Bucket="fluidity-artifacts")
         package = io.BytesIO()
         with zipfile.ZipFile(package, "w") as z:
@@ -75,7 +78,10 @@ class World:
 
     def params(self, env):
         params = json.load(open(os.path.join(ROOT, "cloudformation", f"params-{env}.json")))
-        params.update(VpcId=self.vpc, PublicSubnets=self.subnet, AllowedIngressCidr="203.0.113.7/32",
+        # The defaults a newcomer gets (the address that woke it), and the
+        # optional name, so that every conditional grant is exercised.
+        params.update(VpcId=self.vpc, PublicSubnets=self.subnet, AllowedIngressCidr="caller", ServerPort="443",
+                      HostedZoneId=self.zone, ServerDomainName=f"{env}.fluidity.test",
                       ContainerImage=f"123456789012.dkr.ecr.us-east-1.amazonaws.com/fluidity-server-{env}:0123abcd",
                       CodeBucket="fluidity-artifacts", CodeKey="lambda/0123abcd.zip")
         return params
@@ -210,7 +216,7 @@ def create(world, env, endpoint):
     ecs.register_task_definition(
         family=f"fluidity-server-{env}", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256",
         memory="512", containerDefinitions=[{"name": "server", "image": "fluidity-server:test", "memory": 512}])
-    out = {"subnet": world.subnet, "stacks": {}, "roles": {}}
+    out = {"subnet": world.subnet, "zone": world.zone, "stacks": {}, "roles": {}}
     for name, _ in env_stacks(env):
         out["stacks"][name] = world.outputs(name)[1]
         for resource in world.cfn.describe_stack_resources(StackName=name)["StackResources"]:

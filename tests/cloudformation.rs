@@ -55,11 +55,22 @@ fn resources(template: &Value) -> impl Iterator<Item = (&String, &Value)> {
     template["Resources"].as_object().unwrap().iter()
 }
 
+/// A list property's items, with `Fn::If` items (and whole `Fn::If`
+/// lists) expanded to both branches and `AWS::NoValue` dropped, so a
+/// conditional policy or rule is checked like any other.
 fn as_list(value: &Value) -> Vec<&Value> {
     match value {
-        Value::Array(items) => items.iter().collect(),
+        Value::Array(items) => items.iter().flat_map(branches).collect(),
         Value::Null => vec![],
-        other => vec![other],
+        other => branches(other),
+    }
+}
+
+fn branches(value: &Value) -> Vec<&Value> {
+    match value.get("Fn::If").and_then(Value::as_array).map(Vec::as_slice) {
+        Some([_, then, otherwise]) => as_list(then).into_iter().chain(as_list(otherwise)).collect(),
+        _ if *value == json!({ "Ref": "AWS::NoValue" }) => vec![],
+        _ => vec![value],
     }
 }
 
@@ -71,11 +82,12 @@ fn as_list(value: &Value) -> Vec<&Value> {
 /// authorised against "*" with the `ecs:cluster` key, as AWS's own example
 /// grants it ("Amazon ECS identity-based policy examples", List and describe
 /// task examples: `"Resource": ["*"]` with `ArnEquals` on `ecs:cluster`).
-const STAR_ONLY: [&str; 5] = [
+const STAR_ONLY: [&str; 6] = [
     "ecr:GetAuthorizationToken",
     "cloudwatch:PutMetricData",
     "cloudwatch:GetMetricData",
     "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSecurityGroups",
     "ecs:ListTasks",
 ];
 
@@ -155,17 +167,17 @@ fn ingress_violations(id: &str, resource: &Value) -> Vec<String> {
         _ => return vec![],
     };
     let allowed = json!({ "Ref": "AllowedIngressCidr" });
+    let server_port = json!({ "Ref": "ServerPort" });
     rules
         .into_iter()
         .filter(|rule| {
-            let port = |k: &str| rule[k].as_i64().or_else(|| rule[k].as_str().and_then(|s| s.parse().ok()));
             !(rule["IpProtocol"] == "tcp"
-                && port("FromPort") == Some(8443)
-                && port("ToPort") == Some(8443)
+                && rule["FromPort"] == server_port
+                && rule["ToPort"] == server_port
                 && rule["CidrIp"] == allowed
                 && ["CidrIpv6", "SourceSecurityGroupId", "SourcePrefixListId"].iter().all(|k| rule.get(*k).is_none()))
         })
-        .map(|rule| format!("{id}: ingress other than tcp 8443 from AllowedIngressCidr: {rule}"))
+        .map(|rule| format!("{id}: ingress other than tcp ServerPort from AllowedIngressCidr: {rule}"))
         .collect()
 }
 
@@ -284,7 +296,7 @@ fn policy_check_catches_each_kind_of_fault() {
         (
             "ssh from anywhere",
             Box::new(|t| {
-                t.pointer_mut("/Resources/SecurityGroup/Properties/SecurityGroupIngress")
+                t.pointer_mut("/Resources/SecurityGroup/Properties/SecurityGroupIngress/Fn::If/1")
                     .unwrap()
                     .as_array_mut()
                     .unwrap()
@@ -293,10 +305,18 @@ fn policy_check_catches_each_kind_of_fault() {
             "ingress other than",
         ),
         (
-            "8443 from the world",
+            "the server port from the world",
             Box::new(|t| {
-                t.pointer_mut("/Resources/SecurityGroup/Properties/SecurityGroupIngress/0").unwrap()["CidrIp"] =
+                t.pointer_mut("/Resources/SecurityGroup/Properties/SecurityGroupIngress/Fn::If/1/0").unwrap()["CidrIp"] =
                     json!("0.0.0.0/0")
+            }),
+            "ingress other than",
+        ),
+        (
+            "a fixed port instead of ServerPort",
+            Box::new(|t| {
+                t.pointer_mut("/Resources/SecurityGroup/Properties/SecurityGroupIngress/Fn::If/1/0").unwrap()["FromPort"] =
+                    json!(8443)
             }),
             "ingress other than",
         ),
@@ -319,6 +339,119 @@ fn policy_check_catches_each_kind_of_fault() {
         break_it(&mut broken);
         let violations = policy_violations(&broken);
         assert!(violations.iter().any(|v| v.contains(expect)), "{what}: not caught: {violations:?}");
+    }
+}
+
+/// Port 443 as a non-root user: the task sets the namespaced sysctl
+/// `net.ipv4.ip_unprivileged_port_start` to ServerPort ("SystemControl",
+/// Amazon ECS API Reference: every namespaced net.* sysctl is supported on
+/// Fargate platform 1.4.0 and later), runs as 65532, and its port mapping,
+/// listen address, security group and outputs all follow ServerPort.
+#[test]
+fn the_server_listens_on_server_port_as_a_non_root_user() {
+    let template = load("fargate.yaml");
+    let port = json!({ "Ref": "ServerPort" });
+    assert_eq!(template["Parameters"]["ServerPort"]["Default"], 443);
+    let container = &template["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0];
+    let user = container["User"].as_str().expect("the container names its user");
+    assert!(user.split(':').all(|id| id.parse::<u32>().is_ok_and(|id| id != 0)), "non-root: {user}");
+    assert_eq!(user, "65532:65532", "the image's unprivileged user");
+    assert_eq!(
+        container["SystemControls"],
+        json!([{ "Namespace": "net.ipv4.ip_unprivileged_port_start", "Value": port }]),
+        "ports from ServerPort up are unprivileged in the task's namespace"
+    );
+    assert_eq!(container["PortMappings"], json!([{ "ContainerPort": port, "Protocol": "tcp" }]));
+    let listen = as_list(&container["Environment"]).into_iter().find(|e| e["Name"] == "FLUIDITY_LISTEN").cloned();
+    assert_eq!(listen, Some(json!({ "Name": "FLUIDITY_LISTEN", "Value": { "Fn::Sub": "0.0.0.0:${ServerPort}" } })));
+    let rules = as_list(&template["Resources"]["SecurityGroup"]["Properties"]["SecurityGroupIngress"]);
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!((&rules[0]["FromPort"], &rules[0]["ToPort"]), (&port, &port));
+    assert_eq!(template["Outputs"]["ServerPort"]["Value"], port);
+}
+
+/// `caller` (the default) leaves no fixed rule in the group: the Wake
+/// function adds the waking address, and only it may (an export names the
+/// group, `none` with a fixed CIDR, and the functions' roles may change only
+/// that group).
+#[test]
+fn caller_mode_has_no_fixed_ingress_and_the_functions_may_change_only_that_group() {
+    let template = load("fargate.yaml");
+    assert_eq!(template["Parameters"]["AllowedIngressCidr"]["Default"], "caller");
+    let pattern = regex_lite_match(template["Parameters"]["AllowedIngressCidr"]["AllowedPattern"].as_str().unwrap());
+    assert!(pattern("caller") && pattern("203.0.113.7/32") && !pattern("anyone") && !pattern("0.0.0.0"));
+    assert_eq!(
+        template["Conditions"]["FixedIngress"],
+        json!({ "Fn::Not": [{ "Fn::Equals": [{ "Ref": "AllowedIngressCidr" }, "caller"] }] })
+    );
+    let ingress = &template["Resources"]["SecurityGroup"]["Properties"]["SecurityGroupIngress"]["Fn::If"];
+    assert_eq!((&ingress[0], &ingress[2]), (&json!("FixedIngress"), &json!({ "Ref": "AWS::NoValue" })));
+    assert_eq!(
+        template["Outputs"]["CallerIngressGroup"]["Value"],
+        json!({ "Fn::If": ["FixedIngress", "none", { "Ref": "SecurityGroup" }] })
+    );
+    let lambda = load("lambda.yaml");
+    let group_arn = "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:security-group/${Group}";
+    for (role, actions) in [
+        ("WakeRole", vec!["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"]),
+        ("SleepRole", vec!["ec2:RevokeSecurityGroupIngress"]),
+        ("KillRole", vec!["ec2:RevokeSecurityGroupIngress"]),
+    ] {
+        let statements =
+            as_list(&lambda["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]);
+        let changes: Vec<&&Value> = statements
+            .iter()
+            .filter(|s| as_list(&s["Action"]).iter().any(|a| a.as_str().unwrap().contains("SecurityGroupIngress")))
+            .collect();
+        assert_eq!(changes.len(), 1, "{role}: {changes:?}");
+        let granted: Vec<&str> = as_list(&changes[0]["Action"]).iter().filter_map(|a| a.as_str()).collect();
+        assert_eq!(granted, actions, "{role}");
+        let resources = as_list(&changes[0]["Resource"]);
+        assert_eq!(resources[0]["Fn::Sub"][0], group_arn, "{role}: the server's group only");
+        assert_eq!(
+            resources[0]["Fn::Sub"][1]["Group"]["Fn::ImportValue"]["Fn::Sub"],
+            "${FargateStackName}-CallerIngressGroup"
+        );
+    }
+    let status =
+        as_list(&lambda["Resources"]["StatusRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]);
+    assert!(!status.iter().any(|s| s.to_string().contains("SecurityGroupIngress")), "status never changes the group");
+}
+
+/// The optional name: Route 53 changes on that zone only, for that one name,
+/// A records and UPSERT ("Using IAM policy conditions for fine-grained access
+/// control to manage resource record sets", Route 53 Developer Guide); none
+/// at all without the parameters.
+#[test]
+fn the_server_name_may_be_changed_and_nothing_else_in_the_zone() {
+    let lambda = load("lambda.yaml");
+    assert_eq!(lambda["Parameters"]["HostedZoneId"]["Default"], "");
+    assert_eq!(lambda["Parameters"]["ServerDomainName"]["Default"], "");
+    for role in ["WakeRole", "StatusRole"] {
+        let statements = &lambda["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+        let conditional: Vec<&Value> = statements
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s.get("Fn::If").is_some_and(|f| f[1]["Action"] == "route53:ChangeResourceRecordSets"))
+            .collect();
+        assert_eq!(conditional.len(), 1, "{role}");
+        let [condition, grant, otherwise] = conditional[0]["Fn::If"].as_array().unwrap().as_slice() else { panic!() };
+        assert_eq!((condition, otherwise), (&json!("HasServerName"), &json!({ "Ref": "AWS::NoValue" })));
+        assert_eq!(
+            grant["Resource"],
+            json!({ "Fn::Sub": "arn:${AWS::Partition}:route53:::hostedzone/${HostedZoneId}" })
+        );
+        let only = &grant["Condition"]["ForAllValues:StringEquals"];
+        assert_eq!(
+            only["route53:ChangeResourceRecordSetsNormalizedRecordNames"],
+            json!([{ "Ref": "ServerDomainName" }])
+        );
+        assert_eq!(only["route53:ChangeResourceRecordSetsRecordTypes"], json!(["A"]));
+        assert_eq!(only["route53:ChangeResourceRecordSetsActions"], json!(["UPSERT"]));
+    }
+    for role in ["SleepRole", "KillRole"] {
+        assert!(!lambda["Resources"][role].to_string().contains("route53"), "{role}");
     }
 }
 
@@ -466,11 +599,13 @@ async fn both_stacks_create_update_and_delete_in_the_emulator() {
         "WakeFunctionName",
     ];
     let fargate_outputs = [
+        "CallerIngressGroup",
         "ClusterArn",
         "ClusterName",
         "LogGroupName",
         "MetricsNamespace",
         "SecurityGroupId",
+        "ServerPort",
         "ServiceArn",
         "ServiceName",
         "TaskDefinitionArn",
@@ -500,6 +635,12 @@ async fn both_stacks_create_update_and_delete_in_the_emulator() {
         assert_eq!(env["IDLE_THRESHOLD_MINUTES"].to_string().trim_matches('"'), "5", "{f}: {env}");
         assert_eq!(env_of("updated", f)["IDLE_THRESHOLD_MINUTES"].to_string().trim_matches('"'), "9", "{f}");
         assert_eq!(report["created"]["functions"][format!("fluidity-dev-{f}")]["handler"], f);
+        // `caller` mode: the group the functions may admit callers to, the port, and the name.
+        let group = &created["fluidity-dev-fargate"]["outputs"]["CallerIngressGroup"];
+        assert!(group.as_str().unwrap().starts_with("sg-"), "{group}");
+        assert_eq!(env["CALLER_INGRESS_GROUP"], *group, "{f}: {env}");
+        assert_eq!(env["SERVER_PORT"].to_string().trim_matches('"'), "443", "{f}: {env}");
+        assert_eq!(env["DNS_NAME"], "dev.fluidity.test", "{f}: {env}");
     }
     // A new image and stop timeout make a new task definition revision.
     let revision = |phase: &str| report[phase]["fluidity-dev-fargate"]["outputs"]["TaskDefinitionArn"].clone();

@@ -40,12 +40,19 @@ async fn python(args: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-async fn control_as(moto: &Moto, key: &str) -> Control {
+/// The stack's security group (in `caller` mode) and server name.
+struct Scope {
+    group: String,
+    zone: String,
+}
+
+async fn control_as(moto: &Moto, key: &str, scope: &Scope) -> Control {
     let config = moto.sdk_config_as(key).await;
     Control {
         ecs: aws_sdk_ecs::Client::new(&config),
         cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
         ec2: lambda::ec2::Ec2::from_sdk_config(&config).unwrap(),
+        route53: lambda::route53::Route53::from_sdk_config(&config).unwrap(),
         settings: Settings {
             cluster: "fluidity-dev".into(),
             service: "fluidity-server-dev".into(),
@@ -53,6 +60,9 @@ async fn control_as(moto: &Moto, key: &str) -> Control {
             namespace: "Fluidity".into(),
             wake_wait: Duration::ZERO,
             api_budget: fluidity::lambda::env::API_BUDGET,
+            server_port: 443,
+            caller_ingress_group: Some(scope.group.clone()),
+            dns: Some(lambda::env::ServerName { zone_id: scope.zone.clone(), name: "dev.fluidity.test".into() }),
         },
     }
 }
@@ -119,12 +129,16 @@ async fn every_aws_call_the_code_makes_is_allowed_by_its_role_and_no_more() {
         .map(|(key, logical)| (*key, stacks["roles"][*logical].as_str().unwrap_or_else(|| panic!("no {logical}"))))
         .collect();
 
-    // The functions, through their real handlers, each with its own key.
+    // The functions, through their real handlers, each with its own key,
+    // in `caller` mode and with a server name (the stacks' parameters).
+    let group = fargate["CallerIngressGroup"].as_str().unwrap();
+    assert!(group.starts_with("sg-"), "caller mode: {fargate}");
+    let scope = Scope { group: group.into(), zone: stacks["zone"].as_str().unwrap().into() };
     let (wake, status, sleep, kill) = (
-        control_as(&moto, "fluidity-wake").await,
-        control_as(&moto, "fluidity-status").await,
-        control_as(&moto, "fluidity-sleep").await,
-        control_as(&moto, "fluidity-kill").await,
+        control_as(&moto, "fluidity-wake", &scope).await,
+        control_as(&moto, "fluidity-status", &scope).await,
+        control_as(&moto, "fluidity-sleep", &scope).await,
+        control_as(&moto, "fluidity-kill", &scope).await,
     );
     let api = |f, c, m, p| async move { lambda::handle(f, c, &control::api_event(m, p)).await.unwrap() };
     assert_eq!(api(Function::Wake, &wake, "POST", "/wake").await["statusCode"], 200);
@@ -141,14 +155,17 @@ async fn every_aws_call_the_code_makes_is_allowed_by_its_role_and_no_more() {
     put_idle_metrics(&moto).await;
     let slept = lambda::handle(Function::Sleep, &sleep, &control::schedule_event()).await.unwrap();
     assert_eq!(slept["action"], "scaled to 0", "the idle server is put to sleep: {slept}");
-    ecs_wake(&moto).await;
+    // Woken again (admitting the caller again), so that Kill has a task and an address to revoke.
+    assert_eq!(api(Function::Wake, &wake, "POST", "/wake").await["statusCode"], 200);
     assert_eq!(api(Function::Kill, &kill, "POST", "/kill").await["statusCode"], 200);
     run_server_emitter(&moto).await;
 
     let roles_file = dir.path().join("roles.json");
     std::fs::write(&roles_file, serde_json::to_vec(&roles).unwrap()).unwrap();
     let check = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/iam_check.py");
-    let report = python(&[check, &moto.url(), recording.to_str().unwrap(), roles_file.to_str().unwrap()]).await;
+    let (recorded, roles_path) = (recording.to_str().unwrap(), roles_file.to_str().unwrap());
+    let report =
+        python(&[check, &moto.url(), recorded, roles_path, &scope.group, &scope.zone, "dev.fluidity.test"]).await;
 
     // Every recorded call is allowed.
     assert!(report["denied"].as_array().unwrap().is_empty(), "denied: {:#}", report["denied"]);
@@ -158,7 +175,14 @@ async fn every_aws_call_the_code_makes_is_allowed_by_its_role_and_no_more() {
     let (checked, signatures, problems) = model_check(&recording);
     assert!(problems.is_empty(), "requests AWS would refuse: {problems:#?}");
     assert!(signatures >= 2, "signatures recomputed: {signatures}");
-    for operation in ["cloudwatch.PutMetricData", "ec2.DescribeNetworkInterfaces"] {
+    for operation in [
+        "cloudwatch.PutMetricData",
+        "ec2.DescribeNetworkInterfaces",
+        "ec2.DescribeSecurityGroups",
+        "ec2.AuthorizeSecurityGroupIngress",
+        "ec2.RevokeSecurityGroupIngress",
+        "route53.ChangeResourceRecordSets",
+    ] {
         assert!(checked[operation].as_u64().unwrap_or(0) > 0, "{operation} not checked: {checked}");
     }
     // ...and the recording holds what each component must do (so the check is not vacuous).
@@ -177,11 +201,20 @@ async fn every_aws_call_the_code_makes_is_allowed_by_its_role_and_no_more() {
                 "ecs:ListTasks",
                 "ecs:DescribeTasks",
                 "ec2:DescribeNetworkInterfaces",
+                "ec2:DescribeSecurityGroups",
+                "ec2:AuthorizeSecurityGroupIngress",
+                "route53:ChangeResourceRecordSets",
             ][..],
         ),
         (
             "fluidity-status",
-            &["ecs:DescribeServices", "ecs:ListTasks", "ecs:DescribeTasks", "ec2:DescribeNetworkInterfaces"],
+            &[
+                "ecs:DescribeServices",
+                "ecs:ListTasks",
+                "ecs:DescribeTasks",
+                "ec2:DescribeNetworkInterfaces",
+                "route53:ChangeResourceRecordSets",
+            ],
         ),
         (
             "fluidity-sleep",
@@ -191,9 +224,19 @@ async fn every_aws_call_the_code_makes_is_allowed_by_its_role_and_no_more() {
                 "ecs:DescribeTasks",
                 "cloudwatch:GetMetricData",
                 "ecs:UpdateService",
+                "ec2:RevokeSecurityGroupIngress",
             ],
         ),
-        ("fluidity-kill", &["ecs:DescribeServices", "ecs:UpdateService", "ecs:ListTasks"]),
+        (
+            "fluidity-kill",
+            &[
+                "ecs:DescribeServices",
+                "ecs:UpdateService",
+                "ecs:ListTasks",
+                "ec2:DescribeSecurityGroups",
+                "ec2:RevokeSecurityGroupIngress",
+            ],
+        ),
         ("fluidity-server", &["cloudwatch:PutMetricData"]),
     ];
     for (key, wanted) in expect {
@@ -203,7 +246,7 @@ async fn every_aws_call_the_code_makes_is_allowed_by_its_role_and_no_more() {
     }
     // Each role is refused what it must not do.
     let forbidden = report["forbidden"].as_array().unwrap();
-    assert!(forbidden.len() >= 10, "{forbidden:?}");
+    assert!(forbidden.len() >= 21, "{forbidden:?}");
     for case in forbidden {
         assert_ne!(case["decision"], "Allow", "{case}");
     }
@@ -211,12 +254,6 @@ async fn every_aws_call_the_code_makes_is_allowed_by_its_role_and_no_more() {
     // refused for the very calls the functions make: the check catches it.
     let old = report["old_list_tasks"].as_array().unwrap();
     assert!(!old.is_empty() && old.iter().all(|d| d == "ImplicitDeny"), "{old:?}");
-}
-
-/// Desired back to 1, so that the kill function has something to stop.
-async fn ecs_wake(moto: &Moto) {
-    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
-    ecs.update_service().cluster("fluidity-dev").service("fluidity-server-dev").desired_count(1).send().await.unwrap();
 }
 
 /// The evaluator's own tests (wildcards, NotAction, NotResource, each

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Judges the code's real AWS traffic against the templates' role policies.
 
-  iam_check.py ENDPOINT RECORDING ROLES
+  iam_check.py ENDPOINT RECORDING ROLES GROUP ZONE NAME
 
 RECORDING is the JSON-lines file moto_launcher.py --record wrote while the
 test ran each component with its own access key id; ROLES maps each access
 key id to the role it stands for ({"fluidity-wake": "fluidity-dev-lambda-WakeRole-…"}).
 Each role's policies are read back from the emulator's IAM, as moto resolved
-them from the templates. Every recorded call becomes (action, resource,
+them from the templates. GROUP, ZONE and NAME are the stack's security group,
+hosted zone and server name (the forbidden calls are asked about others). Every recorded call becomes (action, resource,
 context) the way AWS authorises it (sources next to each rule below) and is
 evaluated by tests/iam_eval.py. Then each role is asked for calls it must not
 be able to make, and the ListTasks calls are asked again against the policy
@@ -18,8 +19,10 @@ Prints one JSON report: {"calls": [...], "denied": [...], "forbidden": [...],
 asserts on the report).
 """
 import json
+import re
 import sys
 import urllib.parse
+import xml.etree.ElementTree as ET
 
 import boto3
 
@@ -77,8 +80,12 @@ def query_requests(service, action, form):
     PutMetricData carries cloudwatch:namespace ("Using condition keys to limit
     access to CloudWatch namespaces", CloudWatch User Guide)."""
     context = {"aws:RequestedRegion": REGION}
-    if (service, action) == ("ec2", "DescribeNetworkInterfaces"):
+    if (service, action) in (("ec2", "DescribeNetworkInterfaces"), ("ec2", "DescribeSecurityGroups")):
         return [("*", context)]
+    if (service, action) in (("ec2", "AuthorizeSecurityGroupIngress"), ("ec2", "RevokeSecurityGroupIngress")):
+        # The group is the action's required resource ("Actions defined by
+        # Amazon EC2": security-group*), named by GroupId.
+        return [(f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/{form['GroupId']}", context)]
     if (service, action) == ("cloudwatch", "GetMetricData"):
         return [("*", context)]
     if (service, action) == ("cloudwatch", "PutMetricData"):
@@ -86,8 +93,30 @@ def query_requests(service, action, form):
     raise SystemExit(f"iam_check.py has no rule for {service}:{action}: add one with its source")
 
 
+def route53_requests(path, body):
+    """ChangeResourceRecordSets: the hosted zone, and the condition keys
+    Route 53 fills from the change batch: the record names normalised
+    (lowercase, no trailing dot), types and actions ("Using IAM policy
+    conditions for fine-grained access control to manage resource record
+    sets", Route 53 Developer Guide)."""
+    zone = re.fullmatch(r"/2013-04-01/hostedzone/([^/]+)/rrset/?", path)
+    if zone is None:
+        raise SystemExit(f"iam_check.py has no rule for the Route 53 request {path}")
+    ns = {"r": "https://route53.amazonaws.com/doc/2013-04-01/"}
+    changes = ET.fromstring(body).findall(".//r:Change", ns)
+    names = [c.findtext("r:ResourceRecordSet/r:Name", "", ns).lower().rstrip(".") for c in changes]
+    types = [c.findtext("r:ResourceRecordSet/r:Type", "", ns) for c in changes]
+    actions = [c.findtext("r:Action", "", ns) for c in changes]
+    context = {"route53:ChangeResourceRecordSetsNormalizedRecordNames": names,
+               "route53:ChangeResourceRecordSetsRecordTypes": types,
+               "route53:ChangeResourceRecordSetsActions": actions}
+    return [(f"arn:aws:route53:::hostedzone/{zone.group(1)}", context)]
+
+
 def calls_of(entry):
     """(action, resource, context) for one recorded request."""
+    if entry["path"].startswith("/2013-04-01/"):
+        return [("route53:ChangeResourceRecordSets", r, c) for r, c in route53_requests(entry["path"], entry["body"])]
     if entry["target"].startswith(ECS_TARGET):
         action = entry["target"][len(ECS_TARGET):]
         return [(f"ecs:{action}", r, c) for r, c in ecs_requests(action, json.loads(entry["body"] or "{}"))]
@@ -101,7 +130,7 @@ def calls_of(entry):
     raise SystemExit(f"iam_check.py cannot read the request {entry['method']} {entry['path']}")
 
 
-def main(endpoint, recording, roles_file):
+def main(endpoint, recording, roles_file, *scope):
     roles = json.load(open(roles_file))
     iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION, aws_access_key_id="test",
                        aws_secret_access_key="test")
@@ -130,7 +159,7 @@ def main(endpoint, recording, roles_file):
             if action == "ecs:ListTasks":
                 report["old_list_tasks"].append(
                     iam_eval.evaluate(before_the_fix(policies[key]), action, resource, context))
-    report["forbidden"] = forbidden(policies)
+    report["forbidden"] = forbidden(policies, *scope)
     print(json.dumps(report))
 
 
@@ -144,8 +173,17 @@ def before_the_fix(policies):
     return old
 
 
-def forbidden(policies):
+def forbidden(policies, group, zone, name):
     """Calls each role must not be able to make, with their decisions."""
+    other_group = f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/sg-0123456789abcdef0"
+    group = f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/{group}"
+    other_zone, zone = "arn:aws:route53:::hostedzone/ZOTHER", f"arn:aws:route53:::hostedzone/{zone}"
+
+    def record(record_name, kind="A", action="UPSERT"):
+        return {"route53:ChangeResourceRecordSetsNormalizedRecordNames": [record_name],
+                "route53:ChangeResourceRecordSetsRecordTypes": [kind],
+                "route53:ChangeResourceRecordSetsActions": [action]}
+
     service = f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/fluidity-dev/fluidity-server-dev"
     other_service = f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/fluidity-dev/someone-else"
     dev = {"ecs:cluster": f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/fluidity-dev", "aws:RequestedRegion": REGION}
@@ -155,6 +193,16 @@ def forbidden(policies):
         ("fluidity-status", "ecs:UpdateService", service, dev),
         ("fluidity-status", "cloudwatch:GetMetricData", "*", region),
         ("fluidity-sleep", "ec2:DescribeNetworkInterfaces", "*", region),
+        ("fluidity-wake", "ec2:AuthorizeSecurityGroupIngress", other_group, region),
+        ("fluidity-wake", "ec2:RevokeSecurityGroupIngress", other_group, region),
+        ("fluidity-kill", "ec2:RevokeSecurityGroupIngress", other_group, region),
+        ("fluidity-sleep", "ec2:AuthorizeSecurityGroupIngress", group, region),
+        ("fluidity-status", "ec2:AuthorizeSecurityGroupIngress", group, region),
+        ("fluidity-wake", "route53:ChangeResourceRecordSets", zone, record("other.fluidity.test")),
+        ("fluidity-wake", "route53:ChangeResourceRecordSets", other_zone, record(name)),
+        ("fluidity-status", "route53:ChangeResourceRecordSets", zone, record(name, "TXT")),
+        ("fluidity-status", "route53:ChangeResourceRecordSets", zone, record(name, "A", "DELETE")),
+        ("fluidity-kill", "route53:ChangeResourceRecordSets", zone, record(name)),
         ("fluidity-wake", "ecs:UpdateService", other_service, dev),
         ("fluidity-wake", "ecs:ListTasks", "*", other_cluster),
         ("fluidity-wake", "cloudwatch:PutMetricData", "*", dict(region, **{"cloudwatch:namespace": "Fluidity"})),
@@ -172,6 +220,6 @@ def forbidden(policies):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
+    if len(sys.argv) != 7:
         sys.exit(__doc__)
     main(*sys.argv[1:])

@@ -92,6 +92,125 @@ async fn put_activity(moto: &Moto, service: &str, connections: f64, last_activit
         .unwrap();
 }
 
+/// The group's entries as (cidr, port), and the whole list.
+async fn ingress(moto: &Moto, sg: &str) -> (Vec<(String, u64)>, Value) {
+    let rules = python(&[&moto.url(), "ingress", sg]).await;
+    let pairs = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["cidr"].as_str().unwrap().to_string(), r["port"].as_u64().unwrap()))
+        .collect();
+    (pairs, rules)
+}
+
+async fn wake_from(control: &Control, ip: &str) -> Value {
+    let response = lambda::handle(Function::Wake, control, &api_event_from("POST", "/wake", ip)).await.unwrap();
+    assert_eq!(response["statusCode"], 200, "{response}");
+    response
+}
+
+/// `AllowedIngressCidr=caller`: each wake admits exactly the address it came
+/// from (API Gateway's `requestContext.identity.sourceIp`) on the server's
+/// port, described as Fluidity's with its time; at most four at once, the
+/// oldest revoked first; Sleep and Kill revoke them all, and leave entries
+/// that are not Fluidity's alone. A fixed-CIDR stack's group is never touched,
+/// and without a server name no Route 53 call is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_admits_its_caller_and_sleep_and_kill_revoke_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("recording.jsonl");
+    let moto = Moto::start_recording(&recording).await;
+    let f = fixture(&moto, "svc-caller").await;
+    let mut c = control(&moto, &f.service).await;
+    c.settings.caller_ingress_group = Some(f.sg.clone());
+    python(&[&moto.url(), "allow", &f.sg, "192.0.2.1/32", "443", "office, by hand"]).await;
+    let by_hand = ("192.0.2.1/32".to_string(), 443);
+
+    wake_from(&c, "198.51.100.1").await;
+    let (rules, listed) = ingress(&moto, &f.sg).await;
+    assert_eq!(rules, [by_hand.clone(), ("198.51.100.1/32".into(), 443)], "A only: {listed}");
+    let description = listed[1]["description"].as_str().unwrap();
+    assert!(description.starts_with("fluidity wake 20") && description.ends_with('Z'), "{description}");
+    wake_from(&c, "198.51.100.1").await;
+    assert_eq!(ingress(&moto, &f.sg).await.0.len(), 2, "a second wake from A adds nothing");
+    wake_from(&c, "2001:db8::b").await;
+    let (rules, listed) = ingress(&moto, &f.sg).await;
+    let cidrs: Vec<&str> = rules.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(cidrs, ["192.0.2.1/32", "198.51.100.1/32", "2001:db8::b/128"], "A and B: {listed}");
+
+    // Three more networks: four of Fluidity's entries at most, A (the oldest) goes.
+    for ip in ["198.51.100.3", "198.51.100.4", "198.51.100.5"] {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        wake_from(&c, ip).await;
+    }
+    let (rules, listed) = ingress(&moto, &f.sg).await;
+    let mut cidrs: Vec<&str> = rules.iter().map(|(c, _)| c.as_str()).collect();
+    cidrs.sort();
+    assert_eq!(
+        cidrs,
+        ["192.0.2.1/32", "198.51.100.3/32", "198.51.100.4/32", "198.51.100.5/32", "2001:db8::b/128"],
+        "the oldest revoked first: {listed}"
+    );
+
+    let (code, _) = call(&c, Function::Kill, "POST", "/kill").await;
+    assert_eq!(code, 200);
+    assert_eq!(ingress(&moto, &f.sg).await.0, [by_hand.clone()], "kill revokes Fluidity's entries only");
+
+    // Woken again, then put to sleep by the schedule: revoked again.
+    wake_from(&c, "198.51.100.1").await;
+    run_task(&moto, &f, true).await;
+    put_activity(&moto, &f.service, 0.0, 30 * 60).await;
+    let slept = lambda::handle(Function::Sleep, &c, &schedule_event()).await.unwrap();
+    assert_eq!(slept["action"], "scaled to 0", "{slept}");
+    assert_eq!(ingress(&moto, &f.sg).await.0, [by_hand.clone()], "sleep revokes them");
+
+    // A fixed-CIDR stack (no caller group): Wake, Kill and Sleep leave the group alone.
+    let fixed = control(&moto, &f.service).await;
+    wake_from(&fixed, "198.51.100.9").await;
+    call(&fixed, Function::Kill, "POST", "/kill").await;
+    assert_eq!(ingress(&moto, &f.sg).await.0, [by_hand], "a fixed-CIDR stack's group is never touched");
+
+    let route53 = std::fs::read_to_string(&recording).unwrap().lines().filter(|l| l.contains("/2013-04-01/")).count();
+    assert_eq!(route53, 0, "no Route 53 call without a server name");
+}
+
+/// With `HostedZoneId` and `ServerDomainName`, Wake and Status point the
+/// name's A record (TTL 60) at the running task's public IP, and it follows
+/// the task to its new address on the next wake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_name_follows_the_task_across_wakes() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-named").await;
+    let zone = python(&[&moto.url(), "zone", "fluidity.test"]).await["id"].as_str().unwrap().to_string();
+    let mut c = control(&moto, &f.service).await;
+    c.settings.dns = Some(lambda::env::ServerName { zone_id: zone.clone(), name: "tunnel.fluidity.test".into() });
+    let records = || async { python(&[&moto.url(), "records", &zone]).await };
+
+    call(&c, Function::Wake, "POST", "/wake").await;
+    assert!(records().await.get("tunnel.fluidity.test").is_none(), "no address yet, no record");
+    let first = run_task(&moto, &f, true).await;
+    let (_, woken) = call(&c, Function::Wake, "POST", "/wake").await;
+    assert_eq!(woken["status"]["public_ip"], first["public_ip"]);
+    let record = &records().await["tunnel.fluidity.test"];
+    assert_eq!(record["values"], json!([first["public_ip"]]), "{record}");
+    assert_eq!(record["ttl"], 60);
+
+    // The night: killed, the task stops; the next wake starts one at another address.
+    call(&c, Function::Kill, "POST", "/kill").await;
+    stop_task(&moto, first["task_arn"].as_str().unwrap()).await;
+    call(&c, Function::Wake, "POST", "/wake").await;
+    let second = run_task(&moto, &f, true).await;
+    assert_ne!(second["public_ip"], first["public_ip"]);
+    let (_, status) = call(&c, Function::Status, "GET", "/status").await;
+    assert_eq!(status["state"], "running", "{status}");
+    assert_eq!(
+        records().await["tunnel.fluidity.test"]["values"],
+        json!([second["public_ip"]]),
+        "status follows the task"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sleep_decides_from_metrics_in_the_emulator() {
     let moto = Moto::start().await;

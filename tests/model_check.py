@@ -7,7 +7,8 @@ boto3) ships each service's model, the same JSON the SDKs are generated from;
 this reads a recording made by tests/moto_launcher.py --record and checks
 every request signed for a service whose requests our code builds itself —
 SSM Parameter Store and Secrets Manager (JSON 1.1, deploy), API Gateway (REST-JSON, deploy), IAM
-(Query, deploy), CloudWatch (Query, server) and EC2 (EC2 Query, Lambda) — for:
+(Query, deploy), CloudWatch (Query, server), EC2 (EC2 Query, Lambda) and
+Route 53 (REST-XML, Lambda) — for:
 
 - the signing scope naming the model's signing name;
 - a known operation (X-Amz-Target, Action, or method and path) and, for the
@@ -32,6 +33,7 @@ import json
 import re
 import sys
 import urllib.parse
+import xml.etree.ElementTree as ET
 
 import botocore.session
 from botocore.auth import SigV4Auth
@@ -41,7 +43,7 @@ from botocore.credentials import Credentials
 SESSION = botocore.session.get_session()
 # Signing name in the recorded scope -> botocore service name.
 SERVICES = {"secretsmanager": "secretsmanager", "apigateway": "apigateway", "monitoring": "cloudwatch", "ec2": "ec2",
-            "iam": "iam", "ssm": "ssm"}
+            "iam": "iam", "ssm": "ssm", "route53": "route53"}
 TYPES = {"string": str, "integer": int, "long": int, "boolean": bool, "list": list, "map": dict, "structure": dict,
          "timestamp": (str, int, float), "double": (int, float), "float": (int, float), "blob": str}
 
@@ -145,10 +147,44 @@ def check_rest(model, entry, problems):
     for key in urllib.parse.parse_qs(entry["query"], keep_blank_values=True):
         if key not in in_query:
             problems.append(f"{model.service_name}.{name}: query parameter {key} is not in the model")
-    if entry["body"]:
+    if entry["body"] and model.protocol == "rest-xml":
+        root = ET.fromstring(entry["body"])
+        wanted = shape.serialization.get("name", shape.name)
+        namespace = shape.serialization.get("xmlNamespace", {}).get("uri")
+        if root.tag != (f"{{{namespace}}}{wanted}" if namespace else wanted):
+            problems.append(f"{model.service_name}.{name}: the body's root is {root.tag}, the model's {wanted} in {namespace}")
+        value = xml_value(shape, root)
+        # Members bound to the URI came with the path that matched the operation.
+        value.update({n: "uri" for n, m in shape.members.items() if m.serialization.get("location") == "uri"})
+        check_members(shape, value, f"{model.service_name}.{name}", problems)
+    elif entry["body"]:
         body = {k: v for k, v in json.loads(entry["body"]).items()}
         check_members(shape, body, f"{model.service_name}.{name}", problems)
     return name
+
+
+def xml_value(shape, element):
+    """A REST-XML element read as the JSON value the shape describes: a
+    structure's children by their members' XML names, a list's items, and
+    numbers and booleans from their text (text the type cannot take stays
+    text, for check_value to report)."""
+    local = lambda e: e.tag.rsplit("}", 1)[-1]  # noqa: E731
+    if shape.type_name == "structure":
+        names = {m.serialization.get("name", n): n for n, m in shape.members.items()}
+        value = {}
+        for child in element:
+            name = names.get(local(child), local(child))
+            member = shape.members.get(name)
+            value[name] = xml_value(member, child) if member is not None else child.text
+        return value
+    if shape.type_name == "list":
+        return [xml_value(shape.member, child) for child in element]
+    text = element.text or ""
+    if shape.type_name in ("integer", "long"):
+        return int(text) if text.lstrip("-").isdigit() else text
+    if shape.type_name == "boolean":
+        return {"true": True, "false": False}.get(text, text)
+    return text
 
 
 # Headers SigV4 must cover whenever they are sent (SigV4 signing steps:
@@ -214,7 +250,7 @@ def check(entry, problems, secret="test"):
         shape = model.operation_model(operation).input_shape
         check_members(shape, json.loads(entry["body"] or "{}"), f"{service}.{operation}", problems)
         return f"{service}.{operation}"
-    if model.protocol == "rest-json":
+    if model.protocol in ("rest-json", "rest-xml"):
         name = check_rest(model, entry, problems)
     else:
         name = check_query(model, entry, problems)

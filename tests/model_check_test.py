@@ -131,5 +131,28 @@ class Scope(unittest.TestCase):
         self.assertEqual(problems_of(entry("ecs", "{}", "AmazonEC2ContainerServiceV20141113.ListTasks")), (None, []))
 
 
+class Route53(unittest.TestCase):
+    PATH = "/2013-04-01/hostedzone/Z0123456789ABC/rrset/"
+
+    def change(self, record, action="UPSERT"):
+        body = ('<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsRequest '
+                'xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Changes><Change>'
+                f'<Action>{action}</Action><ResourceRecordSet>{record}</ResourceRecordSet>'
+                '</Change></Changes></ChangeBatch></ChangeResourceRecordSetsRequest>')
+        return problems_of(entry("route53", body, method="POST", path=self.PATH))
+
+    def test_an_upsert_of_an_a_record_passes(self):
+        record = ("<Name>t.example.com</Name><Type>A</Type><TTL>60</TTL>"
+                  "<ResourceRecords><ResourceRecord><Value>203.0.113.7</Value></ResourceRecord></ResourceRecords>")
+        self.assertEqual(self.change(record), ("route53.ChangeResourceRecordSets", []))
+
+    def test_a_missing_type_a_bad_action_and_a_stray_member_are_caught(self):
+        record = "<Name>t.example.com</Name><Colour>blue</Colour><TTL>soon</TTL>"
+        _, problems = self.change(record, action="REPLACE")
+        text = "\n".join(problems)
+        for needle in ("missing Type", "Colour is not a member", "'REPLACE' is not one of", "TTL: str"):
+            self.assertIn(needle, text)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -13,6 +13,9 @@ use crate::tls::{RawTls, TlsArgs, TlsMaterial, TlsSources};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Default port of the server when `server` gives none.
 pub const DEFAULT_SERVER_PORT: u16 = 8443;
+/// Port of a server woken through the control API: fargate.yaml's
+/// `ServerPort` default (443, which port allow-lists and proxies pass).
+pub const DEFAULT_LIFECYCLE_SERVER_PORT: u16 = 443;
 
 /// The agent's YAML file, every key optional.
 #[derive(Debug, Default, Clone, serde::Deserialize)]
@@ -66,6 +69,7 @@ pub struct RawLifecycle {
     pub kill_on_exit: Option<bool>,
     pub rewake: Option<bool>,
     pub server_port: Option<u16>,
+    pub server_host: Option<String>,
 }
 
 /// Command line of `fluidity-agent`; every flag also reads a `FLUIDITY_*` variable.
@@ -189,9 +193,13 @@ pub struct LifecycleArgs {
     /// After the server was put to sleep (idle, nightly stop), wake it on the next client request [YAML: lifecycle.rewake; default true]
     #[arg(long, env = "FLUIDITY_REWAKE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub rewake: Option<bool>,
-    /// Port the woken server listens on [YAML: lifecycle.server_port; default 8443]
+    /// Port the woken server listens on (the stack's ServerPort) [YAML: lifecycle.server_port; default 443]
     #[arg(long, env = "FLUIDITY_SERVER_PORT", value_name = "PORT")]
     pub server_port: Option<u16>,
+    /// DNS name that follows the woken server (the stack's ServerDomainName): dialled, and sent as SNI,
+    /// instead of the task's IP [YAML: lifecycle.server_host; default: the IP]
+    #[arg(long, env = "FLUIDITY_SERVER_HOST", value_name = "NAME")]
+    pub server_host: Option<String>,
 }
 
 /// Validated lifecycle settings.
@@ -207,6 +215,8 @@ pub struct LifecycleConfig {
     pub kill_on_exit: bool,
     pub rewake: bool,
     pub server_port: u16,
+    /// A DNS name to dial instead of the task's IP.
+    pub server_host: Option<String>,
 }
 
 /// How the tunnel connections behave.
@@ -486,8 +496,28 @@ fn lifecycle(
         poll_interval,
         kill_on_exit: args.kill_on_exit.or(file.kill_on_exit).unwrap_or(true),
         rewake: args.rewake.or(file.rewake).unwrap_or(true),
-        server_port: args.server_port.or(file.server_port).unwrap_or(DEFAULT_SERVER_PORT),
+        server_port: args.server_port.or(file.server_port).unwrap_or(DEFAULT_LIFECYCLE_SERVER_PORT),
+        server_host: server_host(args.server_host.clone().or(file.server_host))?,
     }))
+}
+
+/// `lifecycle.server_host`: a DNS name (the certificate is still checked
+/// against `server_name`; the name only finds the server).
+fn server_host(text: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(text) = text.map(|t| t.trim().trim_end_matches('.').to_ascii_lowercase()).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let is_name =
+        matches!(rustls::pki_types::ServerName::try_from(text.as_str()), Ok(rustls::pki_types::ServerName::DnsName(_)));
+    if !is_name || text.contains(':') {
+        let problem = format!("`{text}` is not a DNS name");
+        return Err(ConfigError::new(
+            "lifecycle.server_host",
+            problem,
+            "write a name such as tunnel.example.com, without a port",
+        ));
+    }
+    Ok(Some(text))
 }
 
 /// The API key in `path`: one line, readable by its owner only (like an
@@ -622,7 +652,15 @@ mod tests {
         assert_eq!(ok.key_source, "lifecycle.api_key in agent.yaml");
         assert_eq!((ok.wake_timeout, ok.poll_interval), (Duration::from_secs(180), Duration::from_secs(5)));
         assert!(ok.kill_on_exit && ok.rewake);
-        assert_eq!(ok.server_port, 8443);
+        assert_eq!(ok.server_port, 443, "fargate.yaml's ServerPort default");
+        assert_eq!(ok.server_host, None);
+        let named = |host: &str| {
+            let args = LifecycleArgs { server_host: Some(host.into()), ..args("https://api.example/prod/") };
+            lifecycle(&args, file(Some("k")), path)
+        };
+        assert_eq!(named("Tunnel.Example.com.").unwrap().unwrap().server_host.as_deref(), Some("tunnel.example.com"));
+        assert_eq!(named("203.0.113.7").unwrap_err().key, "lifecycle.server_host");
+        assert_eq!(named("tunnel.example.com:443").unwrap_err().key, "lifecycle.server_host");
         assert!(format!("{ok:?}").contains("<redacted>") && !format!("{ok:?}").contains("\"k\""));
 
         assert!(lifecycle(&args("http://127.0.0.1:9000"), file(Some("k")), path).is_ok());

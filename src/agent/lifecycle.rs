@@ -95,6 +95,19 @@ impl Status {
     }
 }
 
+impl LifecycleConfig {
+    /// Where to dial the server `status` reports, once it runs with an
+    /// address: `server_host` (a name that follows the task) or its IP, at
+    /// `server_port`.
+    pub fn target(&self, status: &Status) -> Option<String> {
+        let address = status.address(self.server_port)?;
+        Some(match &self.server_host {
+            Some(host) => format!("{host}:{}", self.server_port),
+            None => address.to_string(),
+        })
+    }
+}
+
 /// The next pause: doubled after an unchanged answer (capped), the base after a change.
 fn next_pause(pause: Duration, base: Duration, unchanged: bool) -> Duration {
     if unchanged { pause.saturating_mul(2).min(base.saturating_mul(MAX_PAUSE_FACTOR)) } else { base }
@@ -202,7 +215,7 @@ impl Progress {
         self.last_phase = Some(phase);
     }
 
-    fn done(&self, address: SocketAddr) {
+    fn done(&self, address: &str) {
         if self.tty {
             to_stderr(format_args!(
                 "\r\x1b[2Kfluidity: server up at {address} after {}s\n",
@@ -222,9 +235,10 @@ impl Progress {
 }
 
 /// Wakes the server and waits until it runs with a public IP; returns where
-/// to dial. Every call is `/wake` (idempotent; it waits server-side), so a
+/// to dial (`host:port`). Every call is `/wake` (idempotent; it waits
+/// server-side, and admits this network's address in `caller` mode), so a
 /// start within a minute costs about three calls.
-pub async fn bring_up(api: &ControlApi, shutdown: &CancellationToken) -> Result<SocketAddr, LifecycleError> {
+pub async fn bring_up(api: &ControlApi, shutdown: &CancellationToken) -> Result<String, LifecycleError> {
     let config = &api.config;
     let mut progress = Progress::new();
     progress.show("waking");
@@ -241,8 +255,8 @@ pub async fn bring_up(api: &ControlApi, shutdown: &CancellationToken) -> Result<
         };
         match answer {
             Ok(status) => {
-                if let Some(address) = status.address(config.server_port) {
-                    progress.done(address);
+                if let Some(address) = config.target(&status) {
+                    progress.done(&address);
                     break Ok(address);
                 }
                 progress.show(status.phase());
@@ -288,13 +302,18 @@ async fn keep_drawing(progress: &mut Progress) -> std::convert::Infallible {
 
 /// While the agent runs. When no tunnel connection has been up for a poll
 /// interval it asks where the server is: it follows a moved server to its
-/// new address; when the control plane stopped it (idle, nightly) the pool
-/// goes dormant and the next client request wakes it (`rewake`, default on),
-/// so a stopped server costs nothing until it is used. Unchanged answers
-/// back off; a spent quota stops the polling.
+/// new address; when the server runs where the agent dials but every
+/// connection attempt times out (the laptop moved to a network whose
+/// address the server's security group does not admit) it calls `/wake`
+/// once, which admits the current address; when the control plane stopped
+/// it (idle, nightly) the pool goes dormant and the next client request
+/// wakes it (`rewake`, default on), so a stopped server costs nothing until
+/// it is used. Unchanged answers back off; a spent quota stops the polling.
 pub async fn follow(api: ControlApi, pool: Arc<Pool>, shutdown: CancellationToken) {
     let config = api.config.clone();
     let mut down_since: Option<Instant> = None;
+    // Whether this outage already had its one `/wake` for an unreachable server.
+    let mut admitted = false;
     let mut pause = config.poll_interval;
     let mut last: Option<Status> = None;
     loop {
@@ -314,7 +333,7 @@ pub async fn follow(api: ControlApi, pool: Arc<Pool>, shutdown: CancellationToke
             _ = tokio::time::sleep(pause) => {}
         }
         if pool.connections_up() > 0 {
-            (down_since, pause, last) = (None, config.poll_interval, None);
+            (down_since, pause, last, admitted) = (None, config.poll_interval, None, false);
             continue;
         }
         let since = *down_since.get_or_insert_with(Instant::now);
@@ -335,13 +354,25 @@ pub async fn follow(api: ControlApi, pool: Arc<Pool>, shutdown: CancellationToke
             }
         };
         pause = next_pause(pause, config.poll_interval, last.as_ref() == Some(&status));
-        if let Some(address) = status.address(config.server_port) {
-            if pool.server() != address.to_string() {
+        if let Some(address) = config.target(&status) {
+            if pool.server() != address {
                 info!(from = %pool.server(), to = %address, "server moved, reconnecting to its new address");
-                pool.set_server(&address.to_string());
+                pool.set_server(&address);
+                pause = config.poll_interval;
+            } else if !admitted && matches!(pool.last_error(), Some(super::pool::TunnelError::Timeout { .. })) {
+                admitted = true;
+                info!(server = %address, "the server runs but connections to it time out; asking /wake to admit this network's address");
+                match api.wake().await {
+                    Ok(woken) => pool.set_server(&config.target(&woken).unwrap_or(address)),
+                    Err(LifecycleError::QuotaExceeded) => {
+                        pool.stop_waking(&LifecycleError::QuotaExceeded.to_string());
+                        return;
+                    }
+                    Err(error) => warn!(%error, "the control API did not admit this address"),
+                }
                 pause = config.poll_interval;
             } else if last.as_ref() != Some(&status) {
-                warn!(server = %address, "the server runs but the tunnel cannot reach it (is AllowedIngressCidr still your address? is the client certificate valid?)");
+                warn!(server = %address, "the server runs but the tunnel cannot reach it (with AllowedIngressCidr=caller a wake admits this address; with a fixed CIDR, is it still yours? is the client certificate valid?)");
             }
         } else if status.desired > 0 {
             info!(phase = status.phase(), "tunnel down, the server is being replaced; waiting for it");
@@ -364,7 +395,7 @@ async fn wake_on_demand(api: &ControlApi, pool: &Pool, shutdown: &CancellationTo
     info!("a request arrived for the sleeping server, waking it");
     match bring_up(api, shutdown).await {
         Ok(address) => {
-            pool.woke(&address.to_string());
+            pool.woke(&address);
             true
         }
         Err(LifecycleError::Cancelled) => false,

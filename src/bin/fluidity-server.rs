@@ -16,6 +16,13 @@ use fluidity::{cli, shutdown, telemetry};
 /// file given with --config; flags win over the environment, which wins over the
 /// file. Certificates can come as PEM text in FLUIDITY_TLS_{CERT,KEY,CA}_PEM.
 /// SIGHUP reloads certificates; SIGTERM drains and exits 0.
+///
+/// Listens on 0.0.0.0:8443 by default. On Fargate it listens on 443 as user
+/// 65532: the task definition sets FLUIDITY_LISTEN=0.0.0.0:443 and the sysctl
+/// net.ipv4.ip_unprivileged_port_start=443. Elsewhere a port below that sysctl
+/// (1024 by default) is refused until the sysctl is lowered or another port
+/// chosen. Exit codes: 2 for a configuration to fix (a listen address the
+/// system refuses included), 1 for any other failure.
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
@@ -52,7 +59,7 @@ fn main() -> ExitCode {
         .and_then(|runtime| runtime.block_on(async { server::run(config, shutdown::on_signal()).await }));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => cli::runtime_error("fluidity-server", &error),
+        Err(error) => cli::run_error("fluidity-server", &error),
     }
 }
 

@@ -2,16 +2,22 @@
 //! sleep. Only *this* service's task is ever reported (tasks are matched by
 //! their `service:NAME` group, never "the first task in the cluster").
 
+use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_ecs::types::Task;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::ec2::{Ec2, Ec2Error};
 use super::env::Settings;
+use super::route53::Route53;
 use super::sleep::{Decision, Observation, decide};
 use crate::protocol::metrics::{ACTIVE_CONNECTIONS, CLUSTER_DIMENSION, LAST_ACTIVITY, SERVICE_DIMENSION};
+
+/// At most this many addresses are admitted at once in `caller` mode (the
+/// one waking now and the newest others; older ones are revoked).
+pub const MAX_CALLERS: usize = 4;
 
 /// How often Wake looks again while it waits for the task.
 const WAKE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -27,6 +33,8 @@ pub enum ControlError {
     CloudWatch(String),
     #[error("EC2: {0}")]
     Ec2(#[from] Ec2Error),
+    #[error("Route 53: {0}")]
+    Route53(String),
 }
 
 impl ControlError {
@@ -37,6 +45,7 @@ impl ControlError {
             Self::Ecs(_) => "EcsError",
             Self::CloudWatch(_) => "CloudWatchError",
             Self::Ec2(_) => "Ec2Error",
+            Self::Route53(_) => "Route53Error",
         }
     }
 }
@@ -48,6 +57,7 @@ pub struct Control {
     pub ecs: aws_sdk_ecs::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub ec2: Ec2,
+    pub route53: Route53,
     pub settings: Settings,
 }
 
@@ -107,10 +117,24 @@ impl Control {
             .collect())
     }
 
-    /// State, counts and the running task's public IP.
+    /// State, counts and the running task's public IP (the server's name,
+    /// if it has one, pointed at it).
     pub async fn status(&self) -> Result<Status, ControlError> {
         let desired = self.desired().await?;
-        self.status_with(desired).await
+        let status = self.status_with(desired).await?;
+        self.point_name(&status).await?;
+        Ok(status)
+    }
+
+    /// With a server name configured and the task running with a public
+    /// IPv4 address, UPSERTs the name's A record to it.
+    async fn point_name(&self, status: &Status) -> Result<(), ControlError> {
+        let Some(name) = &self.settings.dns else { return Ok(()) };
+        let ip = status.public_ip.as_deref().and_then(|ip| ip.parse().ok());
+        let (State::Running, Some(ip)) = (status.state, ip) else { return Ok(()) };
+        self.route53.point(name, ip).await.map_err(|e| ControlError::Route53(e.to_string()))?;
+        info!(name = %name.name, %ip, "server name pointed at the task");
+        Ok(())
     }
 
     async fn status_with(&self, desired: i32) -> Result<Status, ControlError> {
@@ -154,12 +178,51 @@ impl Control {
         Ok(())
     }
 
-    /// Desired 0 → 1; anything else is left alone. Then waits, up to
-    /// `wake_wait`, until the task runs with a public IP, so that one call
-    /// usually brings the agent what it needs (the API's quota is small).
-    /// Returns whether the desired count changed, and the status.
-    pub async fn wake(&self) -> Result<(bool, Status), ControlError> {
+    /// In `caller` mode, admits `caller` to the server's group (unless it
+    /// is already) and revokes the oldest of Fluidity's other entries beyond
+    /// [`MAX_CALLERS`]; a fixed-CIDR stack is never touched.
+    async fn admit_caller(&self, caller: Option<IpAddr>) -> Result<(), ControlError> {
+        let Some(group) = &self.settings.caller_ingress_group else { return Ok(()) };
+        let Some(caller) = caller else {
+            warn!("the request carries no source address: no address admitted");
+            return Ok(());
+        };
+        let port = self.settings.server_port;
+        let mut others = self.ec2.caller_rules(group, port).await?;
+        if !others.iter().any(|r| r.admits(caller)) {
+            self.ec2.admit(group, port, caller, &rfc3339_now()).await?;
+            info!(%caller, %group, port, "caller admitted");
+        }
+        others.retain(|r| !r.admits(caller));
+        others.sort_by(|a, b| b.since().cmp(a.since()));
+        let stale = others.split_off(others.len().min(MAX_CALLERS - 1));
+        self.ec2.revoke(group, port, &stale).await?;
+        if !stale.is_empty() {
+            info!(revoked = stale.len(), "oldest callers revoked");
+        }
+        Ok(())
+    }
+
+    /// In `caller` mode, revokes every address Wake admitted.
+    async fn revoke_callers(&self) -> Result<(), ControlError> {
+        let Some(group) = &self.settings.caller_ingress_group else { return Ok(()) };
+        let port = self.settings.server_port;
+        let rules = self.ec2.caller_rules(group, port).await?;
+        self.ec2.revoke(group, port, &rules).await?;
+        if !rules.is_empty() {
+            info!(revoked = rules.len(), %group, "callers revoked");
+        }
+        Ok(())
+    }
+
+    /// Admits `caller` (in `caller` mode), then desired 0 → 1; anything else
+    /// is left alone. Then waits, up to `wake_wait`, until the task runs with
+    /// a public IP, so that one call usually brings the agent what it needs
+    /// (the API's quota is small). Returns whether the desired count
+    /// changed, and the status.
+    pub async fn wake(&self, caller: Option<IpAddr>) -> Result<(bool, Status), ControlError> {
         let started = tokio::time::Instant::now();
+        self.admit_caller(caller).await?;
         let mut desired = self.desired().await?;
         let changed = desired == 0;
         if changed {
@@ -179,12 +242,15 @@ impl Control {
                 Err(_) => break,
             }
         }
+        self.point_name(&status).await?;
         Ok((changed, status))
     }
 
-    /// Desired → 0 (idempotent). Returns whether it changed.
+    /// Desired → 0 (idempotent), and every admitted caller revoked.
+    /// Returns whether the count changed.
     pub async fn kill(&self) -> Result<(bool, Status), ControlError> {
         let desired = self.desired().await?;
+        self.revoke_callers().await?;
         if desired != 0 {
             self.set_desired(0).await?;
             info!(service = %self.settings.service, from = desired, "killed: desired count -> 0");
@@ -213,6 +279,7 @@ impl Control {
         info!(?decision, "sleep check");
         if let Decision::Sleep(_) = &decision {
             self.set_desired(0).await?;
+            self.revoke_callers().await?;
         }
         Ok(decision)
     }
@@ -262,6 +329,16 @@ impl Control {
         };
         Ok((max_of("connections"), max_of("activity")))
     }
+}
+
+/// Now as RFC 3339 UTC with milliseconds (`2026-12-07T00:50:29.042Z`):
+/// fixed width, so the text sorts by time.
+fn rfc3339_now() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = aws_sdk_ecs::primitives::DateTime::from_secs(now.as_secs() as i64)
+        .fmt(aws_sdk_ecs::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_default();
+    format!("{}.{:03}Z", seconds.trim_end_matches('Z'), now.subsec_millis())
 }
 
 /// The ENI id from a task's ElasticNetworkInterface attachment.

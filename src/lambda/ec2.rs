@@ -1,7 +1,14 @@
-//! The one EC2 call Status needs, DescribeNetworkInterfaces, made directly:
-//! a SigV4-signed Query request and a few lines of XML reading. aws-sdk-ec2
-//! would cost minutes of compile time on every clean build for this alone
-//! (docs/architecture.md); the call is tested against the same emulator.
+//! The few EC2 calls the functions make, directly: a SigV4-signed Query
+//! request each and a few lines of XML reading. Status reads the task's
+//! public IP (DescribeNetworkInterfaces); in `caller` mode Wake admits the
+//! waking address to the server's security group and Sleep and Kill revoke
+//! it (DescribeSecurityGroups, AuthorizeSecurityGroupIngress,
+//! RevokeSecurityGroupIngress). aws-sdk-ec2 would cost minutes of compile
+//! time on every clean build for these alone (docs/architecture.md); the
+//! calls are tested against the same emulator and checked against
+//! botocore's EC2 model.
+
+use std::net::IpAddr;
 
 use crate::http_client::OneShot;
 use crate::sigv4::{urlencode, xml_text};
@@ -17,21 +24,21 @@ pub enum Ec2Error {
     Call(#[from] crate::sigv4::QueryError),
 }
 
-/// A minimal EC2 client.
+/// Where and how the hand-signed calls go: an endpoint (the SDK
+/// configuration's override, as `AWS_ENDPOINT_URL` sets it, wins), the
+/// signing region and the Lambda role's credentials.
 #[derive(Clone)]
-pub struct Ec2 {
+pub struct Signer {
     endpoint: http::Uri,
     region: String,
     credentials: aws_credential_types::provider::SharedCredentialsProvider,
     client: OneShot,
 }
 
-impl Ec2 {
-    /// Uses the region, credentials and endpoint override of `config`.
-    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Result<Self, Ec2Error> {
-        let region = config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
-        let endpoint =
-            config.endpoint_url().map(str::to_string).unwrap_or_else(|| crate::sigv4::endpoint("ec2", &region));
+impl Signer {
+    /// For `endpoint` (unless `config` overrides it), signed in `region`.
+    pub fn new(config: &aws_config::SdkConfig, endpoint: String, region: String) -> Result<Self, Ec2Error> {
+        let endpoint = config.endpoint_url().map(str::to_string).unwrap_or(endpoint);
         let endpoint: http::Uri =
             endpoint.parse().map_err(|e| Ec2Error::Transport { endpoint: endpoint.clone(), reason: format!("{e}") })?;
         let credentials =
@@ -39,6 +46,51 @@ impl Ec2 {
         let client = OneShot::new()
             .map_err(|e| Ec2Error::Transport { endpoint: endpoint.to_string(), reason: e.to_string() })?;
         Ok(Self { endpoint, region, credentials, client })
+    }
+
+    /// One Query call of `service`: the XML of its 200 answer.
+    async fn query(&self, service: &str, body: String) -> Result<String, Ec2Error> {
+        let (endpoint, region) = (&self.endpoint, &self.region);
+        Ok(crate::sigv4::query(&self.client, endpoint, region, service, &self.credentials, body).await?)
+    }
+
+    /// One REST call of `service`: the answer, whatever its status.
+    pub async fn send(
+        &self,
+        service: &str,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: String,
+    ) -> Result<crate::http_client::Answer, Ec2Error> {
+        let transport = |reason: String| Ec2Error::Transport { endpoint: self.endpoint.to_string(), reason };
+        let host = self.endpoint.authority().ok_or_else(|| transport("no host".into()))?.clone();
+        let scheme = self.endpoint.scheme_str().unwrap_or("https");
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{scheme}://{host}{path}"))
+            .header("host", host.as_str())
+            .header("content-type", content_type)
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| transport(e.to_string()))?;
+        let (credentials, region) = (&self.credentials, &self.region);
+        crate::sigv4::send(&self.client, credentials, region, service, request)
+            .await
+            .map_err(|e| transport(e.to_string()))
+    }
+}
+
+/// A minimal EC2 client.
+#[derive(Clone)]
+pub struct Ec2 {
+    signer: Signer,
+}
+
+impl Ec2 {
+    /// Uses the region, credentials and endpoint override of `config`.
+    pub fn from_sdk_config(config: &aws_config::SdkConfig) -> Result<Self, Ec2Error> {
+        let region = config.region().map(|r| r.to_string()).unwrap_or_else(|| "us-east-1".into());
+        Ok(Self { signer: Signer::new(config, crate::sigv4::endpoint("ec2", &region), region)? })
     }
 
     /// The public IPv4 address associated with network interface `eni`, if any.
@@ -49,10 +101,114 @@ impl Ec2 {
         Ok(association_public_ip(&xml))
     }
 
-    async fn call(&self, body: String) -> Result<String, Ec2Error> {
-        let (endpoint, region) = (&self.endpoint, &self.region);
-        Ok(crate::sigv4::query(&self.client, endpoint, region, "ec2", &self.credentials, body).await?)
+    /// The entries Fluidity added to `group` for `port` (by their description).
+    pub async fn caller_rules(&self, group: &str, port: u16) -> Result<Vec<CallerRule>, Ec2Error> {
+        let body = format!("Action=DescribeSecurityGroups&Version=2016-11-15&GroupId.1={}", urlencode(group));
+        let xml = self.call(body).await?;
+        Ok(caller_rules_in(&xml, port))
     }
+
+    /// Admits `address` (as /32 or /128) to `group` on `port`, described as
+    /// Fluidity's with `since` (RFC 3339).
+    pub async fn admit(&self, group: &str, port: u16, address: IpAddr, since: &str) -> Result<(), Ec2Error> {
+        let rule = CallerRule::of(address, format!("{CALLER_RULE_PREFIX}{since}"));
+        let body = ingress_form("AuthorizeSecurityGroupIngress", group, port, &[rule]);
+        self.call(body).await.map(drop)
+    }
+
+    /// Revokes `rules` from `group` on `port` (nothing to do for none).
+    pub async fn revoke(&self, group: &str, port: u16, rules: &[CallerRule]) -> Result<(), Ec2Error> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let body = ingress_form("RevokeSecurityGroupIngress", group, port, rules);
+        self.call(body).await.map(drop)
+    }
+
+    async fn call(&self, body: String) -> Result<String, Ec2Error> {
+        self.signer.query("ec2", body).await
+    }
+}
+
+/// What marks an ingress entry as added by Wake; the time it was added follows.
+pub const CALLER_RULE_PREFIX: &str = "fluidity wake ";
+
+/// One address Wake admitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallerRule {
+    /// `203.0.113.7/32` or `2001:db8::7/128`.
+    pub cidr: String,
+    /// The entry's description: [`CALLER_RULE_PREFIX`] and the time.
+    pub description: String,
+}
+
+impl CallerRule {
+    fn of(address: IpAddr, description: String) -> Self {
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        Self { cidr: format!("{address}/{bits}"), description }
+    }
+
+    /// When it was added (RFC 3339, so the text sorts by time).
+    pub fn since(&self) -> &str {
+        self.description.strip_prefix(CALLER_RULE_PREFIX).unwrap_or_default()
+    }
+
+    /// Whether it admits exactly `address`.
+    pub fn admits(&self, address: IpAddr) -> bool {
+        self.cidr.split_once('/').and_then(|(ip, _)| ip.parse::<IpAddr>().ok()) == Some(address)
+    }
+
+    fn is_ipv6(&self) -> bool {
+        self.cidr.contains(':')
+    }
+}
+
+/// The Query form of an ingress change: one TCP permission on `port` with
+/// each rule's range ("AuthorizeSecurityGroupIngress", EC2 API Reference;
+/// a revoke matches ranges without their descriptions).
+fn ingress_form(action: &str, group: &str, port: u16, rules: &[CallerRule]) -> String {
+    let mut form = format!(
+        "Action={action}&Version=2016-11-15&GroupId={}&IpPermissions.1.IpProtocol=tcp\
+         &IpPermissions.1.FromPort={port}&IpPermissions.1.ToPort={port}",
+        urlencode(group)
+    );
+    let revoking = action.starts_with("Revoke");
+    let (v4, v6): (Vec<&CallerRule>, Vec<&CallerRule>) = rules.iter().partition(|r| !r.is_ipv6());
+    for (list, field, ranges) in [(v4, "CidrIp", "IpRanges"), (v6, "CidrIpv6", "Ipv6Ranges")] {
+        for (i, rule) in list.iter().enumerate() {
+            let at = format!("IpPermissions.1.{ranges}.{}", i + 1);
+            form.push_str(&format!("&{at}.{field}={}", urlencode(&rule.cidr)));
+            if !revoking {
+                form.push_str(&format!("&{at}.Description={}", urlencode(&rule.description)));
+            }
+        }
+    }
+    form
+}
+
+/// Fluidity's entries for `port` in a DescribeSecurityGroups answer: each
+/// `<ipPermissions>` item is split at its `<ipProtocol>`, and within it each
+/// `<cidrIp>`/`<cidrIpv6>` is read with the `<description>` of its item.
+pub fn caller_rules_in(xml: &str, port: u16) -> Vec<CallerRule> {
+    let Some(ingress) = xml_text(xml, "ipPermissions") else { return vec![] };
+    let mut rules = vec![];
+    for permission in ingress.split("<ipProtocol>").skip(1) {
+        let on_port = |tag| xml_text(permission, tag).and_then(|p| p.trim().parse::<u16>().ok()) == Some(port);
+        if !permission.starts_with("tcp<") || !on_port("fromPort") || !on_port("toPort") {
+            continue;
+        }
+        for range in permission.split("<item>").skip(1) {
+            let range = range.split("</item>").next().unwrap_or_default();
+            let cidr = xml_text(range, "cidrIp").or_else(|| xml_text(range, "cidrIpv6"));
+            let description = xml_text(range, "description").unwrap_or_default();
+            if let Some(cidr) = cidr
+                && description.starts_with(CALLER_RULE_PREFIX)
+            {
+                rules.push(CallerRule { cidr: cidr.trim().into(), description: description.trim().into() });
+            }
+        }
+    }
+    rules
 }
 
 /// `<association>…<publicIp>X</publicIp>…</association>` → X.
@@ -72,5 +228,40 @@ mod tests {
                    </networkInterfaceSet></DescribeNetworkInterfacesResponse>";
         assert_eq!(association_public_ip(xml).as_deref(), Some("203.0.113.7"));
         assert_eq!(association_public_ip("<item><privateIpAddress>10.0.0.5</privateIpAddress></item>"), None);
+    }
+
+    #[test]
+    fn reads_only_fluiditys_entries_on_the_port() {
+        let xml = "<DescribeSecurityGroupsResponse><securityGroupInfo><item><groupId>sg-1</groupId><ipPermissions>\
+            <item><ipProtocol>tcp</ipProtocol><fromPort>443</fromPort><toPort>443</toPort><groups/>\
+            <ipRanges><item><cidrIp>198.51.100.1/32</cidrIp><description>fluidity wake 2026-12-07T00:00:00Z</description></item>\
+            <item><cidrIp>198.51.100.2/32</cidrIp><description>office, by hand</description></item>\
+            <item><cidrIp>198.51.100.3/32</cidrIp></item></ipRanges>\
+            <ipv6Ranges><item><cidrIpv6>2001:db8::7/128</cidrIpv6><description>fluidity wake 2026-12-07T01:00:00Z</description></item></ipv6Ranges></item>\
+            <item><ipProtocol>tcp</ipProtocol><fromPort>22</fromPort><toPort>22</toPort>\
+            <ipRanges><item><cidrIp>198.51.100.9/32</cidrIp><description>fluidity wake 2026-12-07T00:00:00Z</description></item></ipRanges></item>\
+            </ipPermissions><ipPermissionsEgress><item><ipProtocol>-1</ipProtocol></item></ipPermissionsEgress></item>\
+            </securityGroupInfo></DescribeSecurityGroupsResponse>";
+        let rules = caller_rules_in(xml, 443);
+        let cidrs: Vec<&str> = rules.iter().map(|r| r.cidr.as_str()).collect();
+        assert_eq!(cidrs, ["198.51.100.1/32", "2001:db8::7/128"]);
+        assert_eq!(rules[1].since(), "2026-12-07T01:00:00Z");
+        assert!(rules[1].admits("2001:db8::7".parse().unwrap()));
+        assert!(!rules[0].admits("198.51.100.10".parse().unwrap()));
+        assert!(caller_rules_in(xml, 8443).is_empty());
+    }
+
+    #[test]
+    fn ingress_forms() {
+        let rules = [
+            CallerRule::of("198.51.100.1".parse().unwrap(), "fluidity wake T".into()),
+            CallerRule::of("2001:db8::7".parse().unwrap(), "fluidity wake T".into()),
+        ];
+        let admit = ingress_form("AuthorizeSecurityGroupIngress", "sg-1", 443, &rules[..1]);
+        assert!(admit.contains("&IpPermissions.1.IpRanges.1.CidrIp=198.51.100.1%2F32"), "{admit}");
+        assert!(admit.contains("&IpPermissions.1.IpRanges.1.Description=fluidity%20wake%20T"), "{admit}");
+        let revoke = ingress_form("RevokeSecurityGroupIngress", "sg-1", 443, &rules);
+        assert!(revoke.contains("&IpPermissions.1.Ipv6Ranges.1.CidrIpv6=2001%3Adb8%3A%3A7%2F128"), "{revoke}");
+        assert!(!revoke.contains("Description"), "{revoke}");
     }
 }

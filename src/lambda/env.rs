@@ -17,8 +17,28 @@ pub const METRICS_NAMESPACE: &str = "METRICS_NAMESPACE";
 /// (0 to 25: API Gateway ends an integration at 29 s).
 pub const WAKE_WAIT_SECONDS: &str = "WAKE_WAIT_SECONDS";
 
+/// Port the server listens on (the port Wake opens to the caller).
+pub const SERVER_PORT: &str = "SERVER_PORT";
+/// Security group Wake admits the caller's address to; `none` or empty when
+/// the stack admits one fixed CIDR (the functions then never touch it).
+pub const CALLER_INGRESS_GROUP: &str = "CALLER_INGRESS_GROUP";
+/// Route 53 hosted zone holding [`DNS_NAME`] (both set, or neither).
+pub const DNS_ZONE_ID: &str = "DNS_ZONE_ID";
+/// The server's name: an A record pointed at the running task's public IP.
+pub const DNS_NAME: &str = "DNS_NAME";
+
 /// Every variable the functions read.
-pub const ALL: [&str; 5] = [CLUSTER_NAME, SERVICE_NAME, IDLE_THRESHOLD_MINUTES, METRICS_NAMESPACE, WAKE_WAIT_SECONDS];
+pub const ALL: [&str; 9] = [
+    CLUSTER_NAME,
+    SERVICE_NAME,
+    IDLE_THRESHOLD_MINUTES,
+    METRICS_NAMESPACE,
+    WAKE_WAIT_SECONDS,
+    SERVER_PORT,
+    CALLER_INGRESS_GROUP,
+    DNS_ZONE_ID,
+    DNS_NAME,
+];
 
 /// The longest Wake may wait (API Gateway's integration timeout is 29 s,
 /// "Quotas for configuring and running a REST API in API Gateway").
@@ -56,6 +76,19 @@ pub struct Settings {
     /// How long an API call may take in all, AWS retries included
     /// ([`API_BUDGET`]; shorter in tests).
     pub api_budget: Duration,
+    /// The server's port (443 unless the stack says otherwise).
+    pub server_port: u16,
+    /// The group Wake admits callers to, in `caller` mode.
+    pub caller_ingress_group: Option<String>,
+    /// The optional server name.
+    pub dns: Option<ServerName>,
+}
+
+/// A Route 53 record the functions keep pointed at the task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerName {
+    pub zone_id: String,
+    pub name: String,
 }
 
 /// API Gateway ends a Lambda integration after 29 s ("Amazon API Gateway
@@ -91,7 +124,36 @@ impl Settings {
                 problem: format!("`{text}` is not a number of seconds from 0 to {MAX_WAKE_WAIT_SECONDS}"),
             })?,
         };
+        let server_port =
+            match env.get(SERVER_PORT) {
+                None => 443,
+                Some(text) => text.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or(EnvError {
+                    name: SERVER_PORT,
+                    problem: format!("`{text}` is not a port from 1 to 65535"),
+                })?,
+            };
+        let set = |name| env.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let caller_ingress_group = set(CALLER_INGRESS_GROUP).filter(|g| g != "none");
+        if let Some(group) = &caller_ingress_group
+            && !group.starts_with("sg-")
+        {
+            let problem = format!("`{group}` is not a security group id (sg-...) nor `none`");
+            return Err(EnvError { name: CALLER_INGRESS_GROUP, problem });
+        }
+        let dns = match (set(DNS_ZONE_ID), set(DNS_NAME)) {
+            (Some(zone_id), Some(name)) => Some(ServerName { zone_id, name: name.trim_end_matches('.').into() }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(EnvError { name: DNS_NAME, problem: "missing while DNS_ZONE_ID is set".into() });
+            }
+            (None, Some(_)) => {
+                return Err(EnvError { name: DNS_ZONE_ID, problem: "missing while DNS_NAME is set".into() });
+            }
+        };
         Ok(Self {
+            server_port,
+            caller_ingress_group,
+            dns,
             wake_wait: Duration::from_secs(wake_wait),
             api_budget: API_BUDGET,
             cluster: required(CLUSTER_NAME)?,
@@ -128,5 +190,25 @@ mod tests {
         assert_eq!(with("25").unwrap().wake_wait, Duration::from_secs(25));
         assert_eq!(with("26").unwrap_err().name, WAKE_WAIT_SECONDS, "beyond API Gateway's limit");
         assert_eq!(with("soon").unwrap_err().name, WAKE_WAIT_SECONDS);
+    }
+
+    #[test]
+    fn port_ingress_and_name() {
+        let base = [(CLUSTER_NAME, "c"), (SERVICE_NAME, "s")];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Settings::from_env(&env(&pairs))
+        };
+        let plain = with(&[]).unwrap();
+        assert_eq!((plain.server_port, plain.caller_ingress_group, plain.dns), (443, None, None));
+        assert_eq!(with(&[(SERVER_PORT, "8443")]).unwrap().server_port, 8443);
+        assert_eq!(with(&[(SERVER_PORT, "0")]).unwrap_err().name, SERVER_PORT);
+        assert_eq!(with(&[(CALLER_INGRESS_GROUP, "none")]).unwrap().caller_ingress_group, None);
+        assert_eq!(with(&[(CALLER_INGRESS_GROUP, "sg-1")]).unwrap().caller_ingress_group.as_deref(), Some("sg-1"));
+        assert_eq!(with(&[(CALLER_INGRESS_GROUP, "default")]).unwrap_err().name, CALLER_INGRESS_GROUP);
+        let named = with(&[(DNS_ZONE_ID, "Z1"), (DNS_NAME, "t.example.com.")]).unwrap().dns.unwrap();
+        assert_eq!((named.zone_id.as_str(), named.name.as_str()), ("Z1", "t.example.com"));
+        assert_eq!(with(&[(DNS_ZONE_ID, "Z1"), (DNS_NAME, "")]).unwrap_err().name, DNS_NAME);
     }
 }

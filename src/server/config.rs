@@ -14,7 +14,9 @@ use crate::telemetry::LogFormat;
 use crate::tls::TlsMaterial;
 use crate::tls::{RawTls, TlsArgs, TlsSources};
 
-/// Default address: every interface, port 8443.
+/// Default address: every interface, port 8443, which any user may bind. On
+/// Fargate the task definition sets `FLUIDITY_LISTEN=0.0.0.0:443` and the
+/// sysctl that lets an unprivileged user bind 443.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
 
 /// The server's YAML file, every key optional.
@@ -70,7 +72,7 @@ pub struct ServerArgs {
     /// YAML configuration file (flags and environment override its values)
     #[arg(long, short, env = "FLUIDITY_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
-    /// Address to accept agents on [YAML: listen; default 0.0.0.0:8443]
+    /// Address to accept agents on (a port below net.ipv4.ip_unprivileged_port_start, 1024 by default, needs that sysctl lowered) [YAML: listen; default 0.0.0.0:8443; on Fargate the task sets 443]
     #[arg(long, env = "FLUIDITY_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<String>,
     #[command(flatten)]

@@ -62,6 +62,7 @@ pub async fn control(moto: &Moto, service: &str) -> Control {
         ecs: aws_sdk_ecs::Client::new(&config),
         cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
         ec2: lambda::ec2::Ec2::from_sdk_config(&config).unwrap(),
+        route53: lambda::route53::Route53::from_sdk_config(&config).unwrap(),
         settings: Settings {
             cluster: CLUSTER.into(),
             service: service.into(),
@@ -69,16 +70,25 @@ pub async fn control(moto: &Moto, service: &str) -> Control {
             namespace: "Fluidity".into(),
             wake_wait: Duration::ZERO,
             api_budget: lambda::env::API_BUDGET,
+            server_port: 443,
+            caller_ingress_group: None,
+            dns: None,
         },
     }
 }
 
 pub fn api_event(method: &str, path: &str) -> Value {
+    api_event_from(method, path, "198.51.100.7")
+}
+
+/// An API Gateway event from the client at `source_ip` (`requestContext.identity.sourceIp`).
+pub fn api_event_from(method: &str, path: &str, source_ip: &str) -> Value {
     json!({
         "resource": path, "path": path, "httpMethod": method,
         "headers": { "x-api-key": "redacted" }, "multiValueHeaders": {},
         "queryStringParameters": null, "pathParameters": null, "stageVariables": null,
-        "requestContext": { "resourcePath": path, "httpMethod": method, "stage": "prod", "requestId": "r-1", "accountId": "123456789012" },
+        "requestContext": { "resourcePath": path, "httpMethod": method, "stage": "prod", "requestId": "r-1", "accountId": "123456789012",
+                            "identity": { "sourceIp": source_ip } },
         "body": null, "isBase64Encoded": false
     })
 }

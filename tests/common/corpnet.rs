@@ -66,6 +66,15 @@ pub struct Netns {
 }
 
 impl Netns {
+    /// A namespace of its own with only `lo` up, named like the
+    /// [`Corpnet`]'s (so a test process killed before its drops has it
+    /// removed by the next fixture, as theirs).
+    pub fn alone(role: &str) -> Self {
+        remove_stale();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self::create(format!("{PREFIX}{}-{n}-{role}", std::process::id()))
+    }
+
     fn create(name: String) -> Self {
         ip(
             &["netns", "add", &name],
