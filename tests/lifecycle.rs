@@ -25,8 +25,18 @@ const API_KEY: &str = "test-key-0123456789";
 #[derive(Default)]
 struct Front {
     calls: AtomicUsize,
+    wakes: AtomicUsize,
     /// Answer every call as API Gateway does once the usage plan's quota is spent.
     quota_spent: AtomicBool,
+    /// The agent's public address, as API Gateway reports it in `sourceIp`
+    /// (198.51.100.7 unless a test moves the agent to another network).
+    source_ip: std::sync::Mutex<Option<String>>,
+}
+
+impl Front {
+    fn source_ip(&self) -> String {
+        self.source_ip.lock().unwrap().clone().unwrap_or_else(|| "198.51.100.7".into())
+    }
 }
 
 /// The API Gateway stand-in: checks `x-api-key`, turns the request into a proxy
@@ -48,7 +58,7 @@ async fn api_front(control: Arc<Control>) -> (SocketAddr, Arc<Front>) {
                             let body = Full::new(bytes::Bytes::from_static(br#"{"message":"Limit Exceeded"}"#));
                             return Ok(hyper::Response::builder().status(429).body(body).unwrap());
                         }
-                        Ok::<_, std::convert::Infallible>(route(&control, req).await)
+                        Ok::<_, std::convert::Infallible>(route(&control, &front, req).await)
                     }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -60,7 +70,11 @@ async fn api_front(control: Arc<Control>) -> (SocketAddr, Arc<Front>) {
     (addr, counters)
 }
 
-async fn route(control: &Control, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<Full<bytes::Bytes>> {
+async fn route(
+    control: &Control,
+    front: &Front,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<bytes::Bytes>> {
     let reply = |status: u16, body: String| {
         hyper::Response::builder().status(status).body(Full::new(bytes::Bytes::from(body))).unwrap()
     };
@@ -73,7 +87,10 @@ async fn route(control: &Control, req: hyper::Request<hyper::body::Incoming>) ->
         Some("kill") => Function::Kill,
         _ => return reply(404, r#"{"message":"Missing Authentication Token"}"#.into()),
     };
-    let event = api_event(req.method().as_str(), req.uri().path());
+    if function == Function::Wake {
+        front.wakes.fetch_add(1, Ordering::SeqCst);
+    }
+    let event = api_event_from(req.method().as_str(), req.uri().path(), &front.source_ip());
     let _ = req.into_body().collect().await;
     match lambda::handle(function, control, &event).await {
         Ok(answer) => reply(
@@ -343,6 +360,107 @@ async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_reques
     assert_eq!(desired(control).await, 0);
     assert_eq!(w.calls(), before, "no kill for a sleeping server");
     assert!(lines.iter().all(|l| !l.contains(API_KEY)), "the API key was logged");
+}
+
+/// The server's security group as the network applies it: a connection to
+/// the task's address is forwarded to the server only while the group (in
+/// moto) admits the agent's current address on the server port, and held
+/// unanswered otherwise, as a dropped packet is (the agent's connection
+/// attempt times out). A move to another network cuts what was forwarded.
+struct SecurityGroup {
+    cut: tokio::sync::watch::Sender<u64>,
+}
+
+impl SecurityGroup {
+    async fn start(listen: SocketAddr, server: SocketAddr, control: Arc<Control>, front: Arc<Front>) -> Self {
+        let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
+        let (cut, watch) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let (control, front, mut watch) = (control.clone(), front.clone(), watch.clone());
+                watch.mark_unchanged();
+                tokio::spawn(async move {
+                    let group = control.settings.caller_ingress_group.clone().unwrap();
+                    let Ok(rules) = control.ec2.caller_rules(&group, control.settings.server_port).await else {
+                        return; // the emulator is gone: the test is over
+                    };
+                    let source: std::net::IpAddr = front.source_ip().parse().unwrap();
+                    if rules.iter().any(|r| r.admits(source)) {
+                        let Ok(mut upstream) = tokio::net::TcpStream::connect(server).await else { return };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream) => {}
+                            _ = watch.changed() => {}
+                        }
+                    } else {
+                        let _ = tokio::time::timeout(Duration::from_secs(30), watch.changed()).await;
+                    }
+                });
+            }
+        });
+        Self { cut }
+    }
+
+    /// The agent is now on another network: `ip` is its address, and its
+    /// connections through the old one are gone.
+    fn move_agent(&self, front: &Front, ip: &str) {
+        *front.source_ip.lock().unwrap() = Some(ip.into());
+        self.cut.send_modify(|generation| *generation += 1);
+    }
+}
+
+/// `AllowedIngressCidr=caller`: the wake admits the agent's address; when the
+/// laptop moves to another network the server still runs but every
+/// connection attempt times out, and the agent calls `/wake` once, which
+/// admits the new address: the tunnel heals by itself, within one wake and a
+/// few calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_to_another_network_heals_with_one_wake() {
+    let moto = Moto::start().await;
+    let f = fixture(&moto, "svc-moving").await;
+    let port = shared_port();
+    let mut control = control(&moto, &f.service).await;
+    control.settings.wake_wait = Duration::from_secs(8);
+    control.settings.caller_ingress_group = Some(f.sg.clone());
+    control.settings.server_port = port;
+    let control = Arc::new(control);
+    let (front, counters) = api_front(control.clone()).await;
+    let pki = Pki::new();
+    let (_server, server) = server_process_on(&pki, "server", "127.0.0.1:0", &[]).await;
+    let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let group = SecurityGroup::start(listen, server, control.clone(), counters.clone()).await;
+    let origin = http_origin().await;
+    let api = format!("http://{front}");
+    let args = agent_args(&pki, &api, &port.to_string(), &["--connect-timeout", "1s"]);
+    let mut agent = spawn_agent(&args, API_KEY);
+
+    wait_desired(&control, 1).await;
+    run_task_at(&moto, &f, "127.0.0.1").await;
+    agent.wait_for("tunnel to server established").await;
+    let proxy = agent.logged_addr("local proxy listening").await;
+    let url = format!("http://{origin}/hello");
+    assert!(carries(proxy, &url).await, "through the group that admits 198.51.100.7");
+    let (calls, wakes) = (counters.calls.load(Ordering::SeqCst), counters.wakes.load(Ordering::SeqCst));
+
+    group.move_agent(&counters, "203.0.113.50");
+    agent.wait_for("connections to it time out").await;
+    assert!(carries(proxy, &url).await, "the tunnel never healed after the move");
+    let woken = counters.wakes.load(Ordering::SeqCst) - wakes;
+    let called = counters.calls.load(Ordering::SeqCst) - calls;
+    assert_eq!(woken, 1, "one wake admits the new network");
+    assert!(called <= 6, "{called} control API calls to heal");
+    let admitted: Vec<String> = control
+        .ec2
+        .caller_rules(&f.sg, port)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.cidr.clone())
+        .collect();
+    assert_eq!(admitted, ["198.51.100.7/32", "203.0.113.50/32"]);
+
+    agent.signal("INT");
+    assert_eq!(agent.wait_exit().await, Some(0));
+    assert!(control.ec2.caller_rules(&f.sg, port).await.unwrap().is_empty(), "the kill on exit revokes them");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
