@@ -410,12 +410,33 @@ fn caller_mode_has_no_fixed_ingress_and_the_functions_may_change_only_that_group
         assert_eq!(resources[0]["Fn::Sub"][0], group_arn, "{role}: the server's group only");
         assert_eq!(
             resources[0]["Fn::Sub"][1]["Group"]["Fn::ImportValue"]["Fn::Sub"],
-            "${FargateStackName}-CallerIngressGroup"
+            "${FargateStackName}-SecurityGroupId"
         );
     }
+    // Granted only in caller mode, which the Lambda stack reads from its own
+    // AllowedIngressCidr parameter (the same value as the Fargate stack's: an
+    // export could not change while imported).
+    assert_eq!(
+        lambda["Conditions"]["CallerIngress"],
+        json!({ "Fn::Equals": [{ "Ref": "AllowedIngressCidr" }, "caller"] })
+    );
+    let wake = &lambda["Resources"]["WakeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+    let guarded = wake.as_array().unwrap().iter().filter(|s| s["Fn::If"][0] == "CallerIngress").count();
+    assert_eq!(guarded, 2, "describe and change, both only in caller mode");
+    assert!(!fargate_exports_change_with(&template, &["ServerPort", "AllowedIngressCidr"]));
     let status =
         as_list(&lambda["Resources"]["StatusRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]);
     assert!(!status.iter().any(|s| s.to_string().contains("SecurityGroupIngress")), "status never changes the group");
+}
+
+/// Whether an export's value depends on one of `parameters` (CloudFormation
+/// refuses to update an export that another stack imports).
+fn fargate_exports_change_with(template: &Value, parameters: &[&str]) -> bool {
+    let outputs = template["Outputs"].as_object().unwrap();
+    outputs.values().filter(|o| o.get("Export").is_some()).any(|o| {
+        let text = o["Value"].to_string();
+        parameters.iter().any(|p| text.contains(&format!("\"Ref\":\"{p}\""))) || text.contains("FixedIngress")
+    })
 }
 
 /// The optional name: Route 53 changes on that zone only, for that one name,
