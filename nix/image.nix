@@ -1,5 +1,7 @@
 # The server's OCI image: the static server, a CA bundle for outbound TLS, a
-# numeric non-root user, 8443 exposed. The server is linked at
+# numeric non-root user, 443 exposed (Fargate's task definition lowers the
+# namespaced sysctl net.ipv4.ip_unprivileged_port_start to the port; Docker
+# and Podman set it to 0 in a container). The server is linked at
 # /bin/fluidity-server for the container health check.
 #
 # Two ways for the server to get its CA, certificate and key:
@@ -83,10 +85,10 @@ pkgs.dockerTools.buildLayeredImage {
     Entrypoint = [ "/bin/fluidity-server" ];
     WorkingDir = "/etc/fluidity";
     User = "65532:65532";
-    ExposedPorts."8443/tcp" = { };
+    ExposedPorts."443/tcp" = { };
     Env = [
       "SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt"
-      "FLUIDITY_LISTEN=0.0.0.0:8443"
+      "FLUIDITY_LISTEN=0.0.0.0:443"
       "FLUIDITY_LOG_FORMAT=json"
     ];
   };

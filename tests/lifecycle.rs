@@ -448,14 +448,8 @@ async fn a_move_to_another_network_heals_with_one_wake() {
     let called = counters.calls.load(Ordering::SeqCst) - calls;
     assert_eq!(woken, 1, "one wake admits the new network");
     assert!(called <= 6, "{called} control API calls to heal");
-    let admitted: Vec<String> = control
-        .ec2
-        .caller_rules(&f.sg, port)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.cidr.clone())
-        .collect();
+    let admitted: Vec<String> =
+        control.ec2.caller_rules(&f.sg, port).await.unwrap().iter().map(|r| r.cidr.clone()).collect();
     assert_eq!(admitted, ["198.51.100.7/32", "203.0.113.50/32"]);
 
     agent.signal("INT");
