@@ -153,9 +153,16 @@ async fn wake_admits_its_caller_and_sleep_and_kill_revoke_them() {
         "the oldest revoked first: {listed}"
     );
 
+    // Racing calls: admitting an admitted address, or revoking a revoked one, is no error.
+    let five = "198.51.100.5".parse().unwrap();
+    c.ec2.admit(&f.sg, 443, five, "2026-12-07T00:00:00.000Z").await.expect("already admitted");
+    let admitted = c.ec2.caller_rules(&f.sg, 443).await.unwrap();
+    assert_eq!(admitted.len(), 4, "{admitted:?}");
+
     let (code, _) = call(&c, Function::Kill, "POST", "/kill").await;
     assert_eq!(code, 200);
     assert_eq!(ingress(&moto, &f.sg).await.0, [by_hand.clone()], "kill revokes Fluidity's entries only");
+    c.ec2.revoke(&f.sg, 443, &admitted).await.expect("already revoked");
 
     // Woken again, then put to sleep by the schedule: revoked again.
     wake_from(&c, "198.51.100.1").await;

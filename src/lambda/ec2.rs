@@ -113,7 +113,8 @@ impl Ec2 {
     pub async fn admit(&self, group: &str, port: u16, address: IpAddr, since: &str) -> Result<(), Ec2Error> {
         let rule = CallerRule::of(address, format!("{CALLER_RULE_PREFIX}{since}"));
         let body = ingress_form("AuthorizeSecurityGroupIngress", group, port, &[rule]);
-        self.call(body).await.map(drop)
+        // A wake racing another from the same address finds it admitted.
+        tolerate(self.call(body).await, "InvalidPermission.Duplicate")
     }
 
     /// Revokes `rules` from `group` on `port` (nothing to do for none).
@@ -122,11 +123,21 @@ impl Ec2 {
             return Ok(());
         }
         let body = ingress_form("RevokeSecurityGroupIngress", group, port, rules);
-        self.call(body).await.map(drop)
+        // A sleep racing a kill finds them revoked.
+        tolerate(self.call(body).await, "InvalidPermission.NotFound")
     }
 
     async fn call(&self, body: String) -> Result<String, Ec2Error> {
         self.signer.query("ec2", body).await
+    }
+}
+
+/// Success, or the one error `code` that means the change is already made
+/// ("Error codes for the Amazon EC2 API", EC2 API Reference).
+fn tolerate(outcome: Result<String, Ec2Error>, code: &str) -> Result<(), Ec2Error> {
+    match outcome {
+        Err(Ec2Error::Call(crate::sigv4::QueryError::Api { code: found, .. })) if found == code => Ok(()),
+        other => other.map(drop),
     }
 }
 
