@@ -80,21 +80,21 @@ let
       default = packages.agent;
     };
 
-  # `nix run .#deploy`: the deploy tool with what it publishes built here —
-  # the arm64 Lambda package, the arm64 server image (CpuArchitecture defaults
-  # to ARM64), the templates of this checkout — and skopeo to push the image.
+  # `nix run .#deploy`: the deploy tool (the templates of this checkout are
+  # built into it) with what it publishes built here — the arm64 Lambda
+  # package, the arm64 server image (CpuArchitecture defaults to ARM64) —
+  # and skopeo to push the image.
   # Each can be overridden by its variable or flag. Everything evaluates pure:
   # the image is then certificate-free, and the deploy tool stores certs/ of
   # the working directory in Parameter Store at run time, where ECS reads the
   # server's FLUIDITY_TLS_*_PEM from (see image.nix for the baked variant).
   deployApp = pkgs.writeShellApplication {
     name = "fluidity-deploy";
-    meta.description = "Fluidity deploy tool, with the Lambda package, server image and templates it publishes";
+    meta.description = "Fluidity deploy tool, with the Lambda package and server image it publishes";
     runtimeInputs = [ pkgs.skopeo ];
     text = ''
       export FLUIDITY_LAMBDA_ZIP="''${FLUIDITY_LAMBDA_ZIP:-${packages.lambda-zip}/fluidity-lambda.zip}"
       export FLUIDITY_SERVER_IMAGE="''${FLUIDITY_SERVER_IMAGE:-${packages.server-image-aarch64}}"
-      export FLUIDITY_CLOUDFORMATION_DIR="''${FLUIDITY_CLOUDFORMATION_DIR:-${../cloudformation}}"
       exec ${lib.getExe packages.deploy} "$@"
     '';
   };

@@ -21,8 +21,22 @@ let
   craneLib = (crane.mkLib pkgs).overrideToolchain toolchainFor;
   isStatic = pkgs.stdenv.hostPlatform.isMusl;
 
+  # The Cargo sources, and the templates and parameter files that
+  # fluidity-deploy builds in (include_str! of cloudformation/).
+  cargoAndTemplates =
+    path: type:
+    craneLib.filterCargoSources path type
+    || (
+      baseNameOf (dirOf path) == "cloudformation"
+      && (lib.hasSuffix ".yaml" path || lib.hasSuffix ".json" path)
+    );
+
   commonArgs = {
-    src = craneLib.cleanCargoSource src;
+    src = lib.cleanSourceWith {
+      src = lib.cleanSource src;
+      filter = cargoAndTemplates;
+      name = "fluidity-source";
+    };
     strictDeps = true;
     doCheck = false;
     CARGO_PROFILE = "release";

@@ -3,8 +3,10 @@
 //! imports the Fargate stack's exports) through change sets; reports status
 //! with drift, prints outputs, deletes.
 //!
+//! - [`templates`]: the templates and parameter files built into the binary.
 //! - [`params`]: parameter files, overrides and template declarations (no AWS).
 //! - [`plan`]: everything a deploy reads from disk, checked before any AWS call.
+//! - [`network`]: the VPC and subnets, the region's default ones unless given.
 //! - [`aws`]: the clients (region, profile, endpoint) and one-line SDK errors.
 //! - [`publish`]: artifact bucket, content-hash Lambda key, image repository, push.
 //! - [`stack`]: change sets, event streaming, deletion.
@@ -29,12 +31,14 @@ pub mod drift;
 pub mod iam;
 pub mod image;
 pub mod logging;
+pub mod network;
 pub mod params;
 pub mod plan;
 pub mod publish;
 pub mod secret;
 pub mod stack;
 pub mod steps;
+pub mod templates;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -53,8 +57,14 @@ use aws::{AwsArgs, Clients};
 /// fluidity-<env>-lambda (wake/status/sleep/kill functions, API with key and
 /// usage plan, schedules, alarms); and one per region shared by both
 /// environments, fluidity-apigateway-account (API Gateway's logging role and
-/// the region's account setting, which is a single value). Parameters come
-/// from cloudformation/params-<env>.json; --param KEY=VALUE overrides one.
+/// the region's account setting, which is a single value). The templates and
+/// parameter files are built into this binary (from cloudformation/ of its
+/// source; --templates DIR reads them from DIR instead). Parameters come from
+/// params-<env>.json; --param KEY=VALUE overrides one. Without VpcId and
+/// PublicSubnets the server goes into the region's default VPC, in its
+/// subnets that give a public IP (an update keeps the deployed ones); with
+/// AllowedIngressCidr left at "caller", only the address that woke the
+/// server may reach it.
 /// An update never changes the server's desired count: a sleeping server
 /// stays asleep, and a running one comes back on the new image (the old task
 /// stops first, the agent follows the new one to its new address).
@@ -68,7 +78,8 @@ use aws::{AwsArgs, Clients};
 /// into the image instead (FLUIDITY_CERTS_DIR=certs nix build --impure).
 ///
 /// Examples:
-///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 --image "$(nix build --print-out-paths .#server-image-aarch64)" --lambda-zip "$(nix build --print-out-paths .#lambda-zip)/fluidity-lambda.zip"
+///   fluidity-deploy --env dev deploy --image "$(nix build --print-out-paths .#server-image-aarch64)" --lambda-zip "$(nix build --print-out-paths .#lambda-zip)/fluidity-lambda.zip"
+///   fluidity-deploy --env dev deploy --param VpcId=vpc-0abc --param PublicSubnets=subnet-1,subnet-2 --param AllowedIngressCidr=198.51.100.7/32 …
 ///   fluidity-deploy --env dev deploy --dry-run
 ///   fluidity-deploy --env dev status
 ///   fluidity-deploy --env dev outputs --json
@@ -83,15 +94,10 @@ pub struct Cli {
     /// Which environment: selects params-<env>.json and the stack names.
     #[arg(long, global = true, value_enum, default_value_t = Env::Dev, env = "FLUIDITY_ENV")]
     pub env: Env,
-    /// Directory with fargate.yaml, lambda.yaml, apigateway-account.yaml, stack-policy.json and the parameter files.
-    #[arg(
-        long,
-        global = true,
-        value_name = "DIR",
-        default_value = "cloudformation",
-        env = "FLUIDITY_CLOUDFORMATION_DIR"
-    )]
-    pub templates: PathBuf,
+    /// Read fargate.yaml, lambda.yaml, apigateway-account.yaml, stack-policy.json and params-<env>.json
+    /// from DIR instead of the copies built into this binary (default: built in).
+    #[arg(long, global = true, value_name = "DIR", env = "FLUIDITY_CLOUDFORMATION_DIR")]
+    pub templates: Option<PathBuf>,
     /// Time between polls while waiting for CloudFormation (e.g. 5s, 500ms).
     #[arg(long, global = true, value_name = "DURATION", default_value = "5s", value_parser = crate::config::parse_duration)]
     pub poll_interval: Duration,
@@ -157,7 +163,7 @@ pub struct DeployArgs {
     /// Override one stack parameter (repeatable), e.g. --param VpcId=vpc-0abc.
     #[arg(long = "param", value_name = "KEY=VALUE", value_parser = params::parse_override)]
     pub params: Vec<(String, String)>,
-    /// Parameters file (default: <templates>/params-<env>.json).
+    /// Parameters file (default: params-<env>.json, built in or from --templates).
     #[arg(long = "params", value_name = "FILE")]
     pub params_file: Option<PathBuf>,
     /// The Lambda package (`nix build .#lambda-zip`); uploaded under its SHA-256.

@@ -1,9 +1,10 @@
 //! SigV4 signing of a hand-built request, for the few AWS calls made without
 //! an SDK crate (EC2 DescribeNetworkInterfaces in the Lambda, CloudWatch
-//! PutMetricData in the server; API Gateway, Parameter Store, IAM and
-//! Secrets Manager in the deploy tool): each would otherwise add a whole SDK
-//! crate to the build for one or two calls. [`query`] makes one call of the AWS Query protocol (a signed
-//! form POST answered in XML).
+//! PutMetricData in the server; API Gateway, Parameter Store, IAM, Secrets
+//! Manager and EC2 DescribeVpcs/DescribeSubnets in the deploy tool): each
+//! would otherwise add a whole SDK crate to the build for one or two calls.
+//! [`query`] makes one call of the AWS Query protocol (a signed form POST
+//! answered in XML).
 //!
 //! [`send`] signs and sends one request as the SDKs' standard retry mode
 //! would for a single retry ("Retry behavior", AWS SDKs and Tools Reference

@@ -1,8 +1,9 @@
 //! The deploy tool against the local AWS emulator (moto): create, update, no
 //! changes, dry run, status with drift (recorded responses, as moto has no
 //! drift detection), outputs as a table and JSON, the API key's value, delete
-//! refused and forced, a failed creation;
-//! bad parameters change nothing. The image push goes through
+//! refused and forced, a failed creation; the region's default VPC for a
+//! newcomer who names no network, the templates built into the binary, the
+//! agent's configuration; bad parameters change nothing. The image push goes through
 //! tests/fake_skopeo.py (moto has no registry), which records its call.
 
 mod common;
@@ -65,12 +66,19 @@ impl World {
         self.dir.path().join(name)
     }
 
-    /// Runs `fluidity-deploy ARGS`: (exit code, stdout, stderr).
+    /// Runs `fluidity-deploy ARGS` with the repository's templates: (exit code, stdout, stderr).
     fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let templates = concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation");
+        let args: Vec<&str> = ["--templates", templates].into_iter().chain(args.iter().copied()).collect();
+        self.run_in(self.dir.path(), &args)
+    }
+
+    /// Runs `fluidity-deploy ARGS` in `dir`, with the templates built into it unless ARGS name others.
+    fn run_in(&self, dir: &Path, args: &[&str]) -> (i32, String, String) {
         let out = Command::new(common::bin_path("fluidity-deploy"))
-            .args(["--poll-interval", "100ms", "--templates", concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation")])
+            .args(["--poll-interval", "100ms"])
             .args(args)
-            .current_dir(self.dir.path())
+            .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
@@ -102,6 +110,14 @@ impl World {
         let mut args =
             vec!["deploy", "--param", &vpc, "--param", &subnet, "--param", "AllowedIngressCidr=203.0.113.7/32"];
         args.extend(["--image", image.to_str().unwrap(), "--lambda-zip", zip.to_str().unwrap()]);
+        args.extend(extra);
+        self.run(&args)
+    }
+
+    /// `deploy` as a newcomer runs it: both artifacts and no parameter.
+    fn deploy_newcomer(&self, extra: &[&str]) -> (i32, String, String) {
+        let (image, zip) = (self.path("server-image.tar.gz"), self.path("fluidity-lambda.zip"));
+        let mut args = vec!["deploy", "--image", image.to_str().unwrap(), "--lambda-zip", zip.to_str().unwrap()];
         args.extend(extra);
         self.run(&args)
     }
@@ -468,7 +484,7 @@ async fn bad_parameters_change_nothing() {
     assert_eq!(code, 2);
     assert!(one_line(&err).contains("VpcId is a list"), "{err}");
 
-    // A required parameter left empty (params-dev.json has VpcId "", and no --param gives it).
+    // Subnets without their VPC (params-dev.json has VpcId "", and no --param gives it).
     let zip = world.path("fluidity-lambda.zip");
     let image = world.path("server-image.tar.gz");
     let (code, out, err) = world.run(&[
@@ -484,7 +500,7 @@ async fn bad_parameters_change_nothing() {
     ]);
     assert_eq!(code, 2, "{out}{err}");
     let line = one_line(&err);
-    assert!(line.contains("`VpcId`") && line.contains("missing required parameter"), "{line}");
+    assert!(line.contains("`VpcId`: not given, but PublicSubnets is"), "{line}");
 
     // A misspelt override and a value outside AllowedValues.
     let (code, _, err) = world.deploy(&["--param", "IdleTresholdMinutes=9"]);
@@ -1076,4 +1092,186 @@ async fn a_new_task_definition_that_crashes_is_put_back() {
     let (code, out, err) = fresh.deploy(&[]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(one_line(&err).contains("failed its check") && err.contains("the server stays asleep"), "{err}");
+}
+
+/// The ids of a `List<…>` parameter as moto shows it (`['a', 'b']`; AWS: `a,b`).
+fn ids(value: &str) -> Vec<&str> {
+    value.split(',').map(|s| s.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))).collect()
+}
+
+/// The agent configuration a deploy wrote (`fluidity-dev-agent.yaml` in `dir`).
+fn agent_yaml(dir: &Path) -> serde_yaml::Value {
+    let text = std::fs::read_to_string(dir.join("fluidity-dev-agent.yaml")).unwrap();
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}:\n{text}"))
+}
+
+/// A newcomer names no network: the region's default VPC and those of its
+/// subnets that give a public IP are chosen, said in one line (in a dry run
+/// too), and given to the Fargate stack; the ingress is left to Wake
+/// ("caller"). Before, VpcId was a "missing required parameter".
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_network_the_default_vpc_and_its_public_subnets_are_used() {
+    let world = World::new().await;
+    let fargate = "fluidity-dev-fargate";
+    let vpc = world.fixture(&["default-vpc", "add-private-subnet"]);
+    let (id, public) = (vpc["vpc"].as_str().unwrap(), vpc["public"].as_array().unwrap());
+    let public: Vec<&str> = public.iter().map(|s| s.as_str().unwrap()).collect();
+    let private = vpc["private"][0].as_str().unwrap();
+    assert!(public.len() > 1, "moto makes a default subnet per zone: {vpc}");
+    let line =
+        format!("network: the region's default VPC {id} and its subnets that give a public IP, {}", public.join(","));
+
+    let (code, out, err) = world.deploy_newcomer(&["--dry-run"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains(&line), "the dry run shows the choice:\n{out}");
+    world.nothing_created().await;
+
+    let (code, out, err) = world.deploy_newcomer(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out.matches("network: ").count(), 1, "{out}");
+    assert!(out.contains(&line), "{out}");
+    assert!(out.find(&line) < out.find("lambda package:"), "chosen before anything is made:\n{out}");
+    assert_eq!(world.parameter(fargate, "VpcId").await, id);
+    assert_eq!(ids(&world.parameter(fargate, "PublicSubnets").await), public);
+    assert!(!out.contains(private), "a subnet without public IPs is not chosen");
+    assert_eq!(world.parameter(fargate, "AllowedIngressCidr").await, "caller");
+
+    // The two EC2 calls are signed as AWS's model wants, and the deployer policy allows them.
+    let (checked, _, problems) = common::model_check(&world.path("requests.jsonl"));
+    assert!(problems.is_empty(), "requests AWS would refuse: {problems:#?}");
+    for operation in ["ec2.DescribeVpcs", "ec2.DescribeSubnets"] {
+        assert!(checked[operation].as_u64().unwrap_or(0) > 0, "{operation} not checked: {checked}");
+    }
+    let actions = world.deployer_check();
+    assert!(actions.iter().any(|a| a == "ec2:DescribeSubnets"), "{actions:?}");
+}
+
+/// A region without a default VPC, or whose default VPC has no subnet that
+/// gives a public IP, is refused in one line (exit 2) before anything is
+/// made: no stack, bucket, repository, image or parameter.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_region_without_a_default_vpc_is_refused_before_anything_is_made() {
+    let world = World::new().await;
+    let vpc = world.fixture(&["default-vpc", "no-public-subnets"]);
+    let (code, out, err) = world.deploy_newcomer(&[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    let line = one_line(&err);
+    let expected = format!("`PublicSubnets`: not given, and the default VPC {} of us-east-1 has no subnet", vpc["vpc"]);
+    assert!(line.contains(&expected.replace('"', "")) && line.contains("--param PublicSubnets="), "{line}");
+
+    // A VPC named without subnets: its own subnets that give a public IP (the test's has none).
+    let (code, out, err) = world.deploy_newcomer(&["--param", &format!("VpcId={}", world.vpc)]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    let expected = format!("`PublicSubnets`: not given, and VPC {} has no subnet that gives a public IP", world.vpc);
+    assert!(one_line(&err).contains(&expected), "{err}");
+
+    world.fixture(&["default-vpc", "delete"]);
+    let (code, out, err) = world.deploy_newcomer(&[]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    let line = one_line(&err);
+    assert!(line.contains("`VpcId`: not given, and us-east-1 has no default VPC"), "{line}");
+    assert!(line.contains("--param VpcId=vpc-… --param PublicSubnets=subnet-…"), "{line}");
+    assert!(!out.contains("network:"), "{out}");
+    world.nothing_created().await;
+    assert_eq!(world.fixture(&["parameters", "/fluidity"]), serde_json::json!({}), "no certificate parameter");
+}
+
+/// The agent's configuration carries the server's port from the Fargate
+/// stack (443 by default, 8443 when asked) and the name the control plane
+/// keeps pointed at the server; an update that names no network keeps the
+/// deployed one. Before, no port was written (the agent assumed 8443).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_configuration_follows_the_server_port_and_name() {
+    let world = World::new().await;
+    let fargate = "fluidity-dev-fargate";
+    let (code, out, err) = world.deploy(&[]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let yaml = agent_yaml(world.dir.path());
+    assert_eq!(yaml["lifecycle"]["server_port"], 443, "{yaml:?}");
+    assert!(yaml["lifecycle"].get("server_host").is_none(), "{yaml:?}");
+
+    let named = ["--param", "HostedZoneId=Z0123456789ABCDEFGHIJ", "--param", "ServerDomainName=tunnel.example.com"];
+    let (code, out, err) = world.deploy_newcomer(&[&["--param", "ServerPort=8443"][..], &named].concat());
+    assert_eq!(code, 0, "{out}\n{err}");
+    let kept = format!("network: VPC {} and subnets {}, as deployed", world.vpc, world.subnet);
+    assert!(out.contains(&kept), "{out}");
+    // The install was given a fixed CIDR: it keeps it (`caller` is for new
+    // stacks), and the Lambda stack gets the same value, so its functions leave the group alone.
+    assert!(out.contains("ingress: 203.0.113.7/32, as deployed"), "{out}");
+    assert_eq!(world.parameter(fargate, "AllowedIngressCidr").await, "203.0.113.7/32");
+    assert_eq!(world.parameter("fluidity-dev-lambda", "AllowedIngressCidr").await, "203.0.113.7/32");
+    assert_eq!(world.parameter("fluidity-dev-lambda", "ServerPort").await, "8443");
+    assert_eq!(world.parameter(fargate, "VpcId").await, world.vpc, "an update moves nothing");
+    assert_eq!(ids(&world.parameter(fargate, "PublicSubnets").await), [world.subnet.as_str()]);
+    let described = world.cfn.describe_stacks().stack_name(fargate).send().await.unwrap();
+    let output = described.stacks()[0].outputs().iter().find(|o| o.output_key() == Some("ServerPort")).cloned();
+    assert_eq!(output.and_then(|o| o.output_value).as_deref(), Some("8443"));
+    let yaml = agent_yaml(world.dir.path());
+    assert_eq!(yaml["lifecycle"]["server_port"], 8443, "{yaml:?}");
+    assert_eq!(yaml["lifecycle"]["server_host"], "tunnel.example.com", "{yaml:?}");
+    // The agent takes it: --check gets as far as the API call (refused by a local proxy), not exit 2.
+    let proxy = common::connect_proxy::ConnectProxy::start(Some("403 Forbidden")).await;
+    let out = Command::new(common::bin_path("fluidity-agent"))
+        .args(["--config", "fluidity-dev-agent.yaml", "--check", "--upstream-proxy", &proxy.url()])
+        .env("FLUIDITY_API_KEY", "test-key")
+        .current_dir(world.dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a failed call, not a bad configuration: {stderr}");
+    assert!(stderr.contains("refused CONNECT"), "{stderr}");
+}
+
+/// The binary alone deploys: run from an empty directory, without
+/// --templates, it uses the templates and parameter files built into it
+/// (before, it looked for ./cloudformation and stopped). --templates DIR
+/// still reads them from DIR, and --help says both.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_binary_alone_deploys_from_an_empty_directory() {
+    let world = World::new().await;
+    let repository = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/cloudformation"));
+    let empty = world.path("elsewhere");
+    std::fs::create_dir(&empty).unwrap();
+    let (code, help, _) = world.run_in(&empty, &["--help"]);
+    assert_eq!(code, 0);
+    assert!(help.contains("built into this binary") && help.contains("--templates <DIR>"), "{help}");
+    assert!(help.contains("default VPC"), "{help}");
+
+    let (image, zip) = (world.path("server-image.tar.gz"), world.path("fluidity-lambda.zip"));
+    let artifacts = ["--image", image.to_str().unwrap(), "--lambda-zip", zip.to_str().unwrap()];
+    let (vpc, subnet) = (format!("VpcId={}", world.vpc), format!("PublicSubnets={}", world.subnet));
+    let network = ["--param", &vpc, "--param", &subnet];
+    let (code, out, err) = world.run_in(&empty, &[&["deploy"][..], &artifacts, &network].concat());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("stack fluidity-dev-lambda: created"), "{out}");
+    for (stack, file) in [("fluidity-dev-fargate", "fargate.yaml"), ("fluidity-dev-lambda", "lambda.yaml")] {
+        let deployed = world.cfn.get_template().stack_name(stack).send().await.unwrap();
+        let built_in = std::fs::read_to_string(repository.join(file)).unwrap();
+        assert_eq!(deployed.template_body(), Some(built_in.as_str()), "{stack}");
+    }
+    assert_eq!(world.parameter("fluidity-dev-lambda", "IdleThresholdMinutes").await, "5", "params-dev.json");
+    assert!(empty.join("fluidity-dev-agent.yaml").exists(), "the agent's configuration is written here");
+
+    // --templates DIR: its own parameter file is the one read.
+    let own = world.path("own-templates");
+    std::fs::create_dir(&own).unwrap();
+    for entry in std::fs::read_dir(repository).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, own.join(path.file_name().unwrap())).unwrap();
+    }
+    let params = std::fs::read_to_string(own.join("params-dev.json")).unwrap();
+    std::fs::write(
+        own.join("params-dev.json"),
+        params.replace(r#""IdleThresholdMinutes": "5""#, r#""IdleThresholdMinutes": "11""#),
+    )
+    .unwrap();
+    let templates = ["--templates", own.to_str().unwrap()];
+    let (code, out, err) = world.run_in(&empty, &[&templates[..], &["deploy"], &artifacts, &network].concat());
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(world.parameter("fluidity-dev-lambda", "IdleThresholdMinutes").await, "11");
+    // A directory without them: one line naming the file, nothing changed.
+    std::fs::remove_file(own.join("lambda.yaml")).unwrap();
+    let (code, _, err) = world.run_in(&empty, &[&templates[..], &["deploy"], &artifacts, &network].concat());
+    assert_eq!(code, 2);
+    assert!(one_line(&err).contains(&format!("{}`: cannot read", own.join("lambda.yaml").display())), "{err}");
 }

@@ -91,6 +91,15 @@ def iam(form):
     return [("iam:CreateServiceLinkedRole", role, {"iam:AWSServiceName": service})]
 
 
+def ec2(form):
+    """Service Authorization Reference, "Amazon EC2": the Describe actions
+    (the default VPC and its subnets) have no resource type: "*"."""
+    action = form["Action"]
+    if not action.startswith("Describe"):
+        raise SystemExit(f"deployer_check.py does not know EC2 {action}")
+    return [(f"ec2:{action}", "*")]
+
+
 def apigateway(entry):
     """API Gateway authorises the HTTP method on the resource path
     ("Control access for managing an API", API Gateway Developer Guide).
@@ -143,6 +152,8 @@ def calls_of(entry):
         found = iam(form)
     elif scope == "apigateway":
         found = apigateway(entry)
+    elif scope == "ec2":
+        found = ec2(form)
     elif scope == "ecs" and target.startswith(ECS_TARGET):
         found = ecs(target[len(ECS_TARGET):], body)
     else:

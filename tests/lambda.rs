@@ -113,7 +113,8 @@ async fn wake_from(control: &Control, ip: &str) -> Value {
 /// `AllowedIngressCidr=caller`: each wake admits exactly the address it came
 /// from (API Gateway's `requestContext.identity.sourceIp`) on the server's
 /// port, described as Fluidity's with its time; at most four at once, the
-/// oldest revoked first; Sleep and Kill revoke them all, and leave entries
+/// oldest revoked first (and any left on an earlier ServerPort); Sleep and
+/// Kill revoke them all, and leave entries
 /// that are not Fluidity's alone. A fixed-CIDR stack's group is never touched,
 /// and without a server name no Route 53 call is made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,6 +127,8 @@ async fn wake_admits_its_caller_and_sleep_and_kill_revoke_them() {
     c.settings.caller_ingress_group = Some(f.sg.clone());
     python(&[&moto.url(), "allow", &f.sg, "192.0.2.1/32", "443", "office, by hand"]).await;
     let by_hand = ("192.0.2.1/32".to_string(), 443);
+    // Left by a wake from before ServerPort moved from 8443: the next wake revokes it.
+    python(&[&moto.url(), "allow", &f.sg, "198.51.100.99/32", "8443", "fluidity wake 2026-01-01T00:00:00.000Z"]).await;
 
     wake_from(&c, "198.51.100.1").await;
     let (rules, listed) = ingress(&moto, &f.sg).await;
@@ -156,13 +159,13 @@ async fn wake_admits_its_caller_and_sleep_and_kill_revoke_them() {
     // Racing calls: admitting an admitted address, or revoking a revoked one, is no error.
     let five = "198.51.100.5".parse().unwrap();
     c.ec2.admit(&f.sg, 443, five, "2026-12-07T00:00:00.000Z").await.expect("already admitted");
-    let admitted = c.ec2.caller_rules(&f.sg, 443).await.unwrap();
+    let admitted = c.ec2.caller_rules(&f.sg).await.unwrap();
     assert_eq!(admitted.len(), 4, "{admitted:?}");
 
     let (code, _) = call(&c, Function::Kill, "POST", "/kill").await;
     assert_eq!(code, 200);
-    assert_eq!(ingress(&moto, &f.sg).await.0, [by_hand.clone()], "kill revokes Fluidity's entries only");
-    c.ec2.revoke(&f.sg, 443, &admitted).await.expect("already revoked");
+    assert_eq!(ingress(&moto, &f.sg).await.0, std::slice::from_ref(&by_hand), "kill revokes Fluidity's entries only");
+    c.ec2.revoke(&f.sg, &admitted).await.expect("already revoked");
 
     // Woken again, then put to sleep by the schedule: revoked again.
     wake_from(&c, "198.51.100.1").await;
@@ -170,7 +173,7 @@ async fn wake_admits_its_caller_and_sleep_and_kill_revoke_them() {
     put_activity(&moto, &f.service, 0.0, 30 * 60).await;
     let slept = lambda::handle(Function::Sleep, &c, &schedule_event()).await.unwrap();
     assert_eq!(slept["action"], "scaled to 0", "{slept}");
-    assert_eq!(ingress(&moto, &f.sg).await.0, [by_hand.clone()], "sleep revokes them");
+    assert_eq!(ingress(&moto, &f.sg).await.0, std::slice::from_ref(&by_hand), "sleep revokes them");
 
     // A fixed-CIDR stack (no caller group): Wake, Kill and Sleep leave the group alone.
     let fixed = control(&moto, &f.service).await;

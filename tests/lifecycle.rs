@@ -381,11 +381,11 @@ impl SecurityGroup {
                 watch.mark_unchanged();
                 tokio::spawn(async move {
                     let group = control.settings.caller_ingress_group.clone().unwrap();
-                    let Ok(rules) = control.ec2.caller_rules(&group, control.settings.server_port).await else {
+                    let Ok(rules) = control.ec2.caller_rules(&group).await else {
                         return; // the emulator is gone: the test is over
                     };
                     let source: std::net::IpAddr = front.source_ip().parse().unwrap();
-                    if rules.iter().any(|r| r.admits(source)) {
+                    if rules.iter().any(|r| r.port == control.settings.server_port && r.admits(source)) {
                         let Ok(mut upstream) = tokio::net::TcpStream::connect(server).await else { return };
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream) => {}
@@ -448,13 +448,12 @@ async fn a_move_to_another_network_heals_with_one_wake() {
     let called = counters.calls.load(Ordering::SeqCst) - calls;
     assert_eq!(woken, 1, "one wake admits the new network");
     assert!(called <= 6, "{called} control API calls to heal");
-    let admitted: Vec<String> =
-        control.ec2.caller_rules(&f.sg, port).await.unwrap().iter().map(|r| r.cidr.clone()).collect();
+    let admitted: Vec<String> = control.ec2.caller_rules(&f.sg).await.unwrap().iter().map(|r| r.cidr.clone()).collect();
     assert_eq!(admitted, ["198.51.100.7/32", "203.0.113.50/32"]);
 
     agent.signal("INT");
     assert_eq!(agent.wait_exit().await, Some(0));
-    assert!(control.ec2.caller_rules(&f.sg, port).await.unwrap().is_empty(), "the kill on exit revokes them");
+    assert!(control.ec2.caller_rules(&f.sg).await.unwrap().is_empty(), "the kill on exit revokes them");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,9 @@
 1. moto returns the container-level `cpu` and `memory` of ECS tasks as JSON
    numbers where the ECS API model says strings, so strict clients (the Rust
    SDK) fail to read DescribeTasks and RunTask. This wraps moto's WSGI app and
-   turns those two fields into strings in ECS responses.
+   turns those two fields into strings in ECS responses; so too a container's
+   `systemControls` values (a template's `!Ref` of a Number parameter is text
+   in AWS; moto keeps the number, and DescribeTaskDefinition fails to read).
 2. moto does arithmetic on a service's DesiredCount and (in RunTask) on a
    task's container memory and cpu, which CloudFormation passes on as text
    from String parameters (AWS accepts it); they are made numbers. moto 5.2's RunTask with awsvpc networking reads `private_dns_name` from a
@@ -448,6 +450,10 @@ def stringify_container_sizes(value, inside_container=False):
         for key, item in value.items():
             if inside_container and key in ("cpu", "memory") and isinstance(item, (int, float)):
                 value[key] = str(item)
+            elif key == "systemControls" and isinstance(item, list):
+                for control in item:
+                    if isinstance(control, dict) and isinstance(control.get("value"), (int, float)):
+                        control["value"] = str(control["value"])
             else:
                 stringify_container_sizes(item, inside_container or key == "containers")
     elif isinstance(value, list):

@@ -166,3 +166,23 @@ pub async fn json_call(
 pub fn json_message(json: &serde_json::Value) -> &str {
     json["message"].as_str().or(json["Message"].as_str()).unwrap_or("no message")
 }
+
+/// One signed call of an AWS Query service ([`crate::sigv4::query`]: a form
+/// `body` of `Action=…&Version=…&…`, retried once as [`crate::sigv4::send`]
+/// says) with a 30 s deadline: the XML of its answer, or one line naming
+/// `what` (e.g. "EC2 DescribeVpcs"), the service's error code and message.
+pub async fn query(clients: &Clients, service: &str, what: &str, body: String) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let base = endpoint(clients, service);
+    let uri: http::Uri = format!("{base}/").parse().with_context(|| format!("bad {what} URL {base}"))?;
+    let credentials = clients.shared.credentials_provider().context("no AWS credentials configured")?;
+    let client = crate::http_client::OneShot::new().map_err(|e| anyhow::anyhow!("TLS setup: {e}"))?;
+    let call = crate::sigv4::query(&client, &uri, &clients.region, service, &credentials, body);
+    tokio::time::timeout(std::time::Duration::from_secs(30), call)
+        .await
+        .with_context(|| format!("{what} did not answer within 30 s"))?
+        .map_err(|e| match e {
+            crate::sigv4::QueryError::Api { .. } => anyhow::anyhow!("{what} {e}"),
+            other => anyhow::anyhow!("{what}: {other}"),
+        })
+}

@@ -1,6 +1,7 @@
 //! Stack parameters: the environment's file (`params-<env>.json`), the
 //! `--param KEY=VALUE` overrides and the values the tool supplies itself,
 //! checked against the parameters each template declares before any AWS call.
+//! An empty value is no value: the template's default applies, or the tool's.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,10 @@ use crate::config::ConfigError;
 /// or from its own naming (the Fargate stack's name).
 pub const SUPPLIED: [&str; 4] = ["ContainerImage", "CodeBucket", "CodeKey", "FargateStackName"];
 
+/// Parameters the deploy tool finds in the account when they are not given:
+/// the region's default VPC and its public subnets ([`super::network`]).
+pub const DISCOVERED: [&str; 2] = ["VpcId", "PublicSubnets"];
+
 /// One declared template parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Declared {
@@ -24,25 +29,20 @@ pub struct Declared {
     pub range: (Option<String>, Option<String>),
 }
 
-/// A CloudFormation template read from disk with its declared parameters.
+/// A CloudFormation template with its declared parameters.
 #[derive(Debug, Clone)]
 pub struct Template {
+    /// Where it was read ([`super::templates::File`]), for messages.
     pub path: PathBuf,
     pub body: String,
     pub parameters: Vec<Declared>,
 }
 
 impl Template {
-    /// Reads `path` and the names, defaults and allowed values of its `Parameters`.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    /// Reads the names, defaults and allowed values of the `Parameters` of
+    /// `body`, the template read from `path`.
+    pub fn parse(path: &Path, body: String) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let body = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                &shown,
-                format!("cannot read the template: {e}"),
-                "run from the repository root or pass --templates DIR",
-            )
-        })?;
         let document: Value = serde_yaml::from_str(&body)
             .map_err(|e| ConfigError::new(&shown, format!("not valid YAML: {e}"), "fix the template"))?;
         let mut parameters = Vec::new();
@@ -83,16 +83,24 @@ pub struct Values(BTreeMap<String, String>);
 impl Values {
     /// Reads a flat JSON object of parameter values (strings, numbers or booleans).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(
-                &shown,
+                path.display().to_string(),
                 format!("cannot read the parameters file: {e}"),
                 "pass --env dev or prod, or --params FILE",
             )
         })?;
-        Self::parse(&text).map_err(|problem| {
-            ConfigError::new(&shown, problem, "it must be one flat JSON object of \"Name\": \"value\"")
+        Self::from_text(path, &text)
+    }
+
+    /// As [`Values::load`], with the file's text already read.
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text).map_err(|problem| {
+            ConfigError::new(
+                path.display().to_string(),
+                problem,
+                "it must be one flat JSON object of \"Name\": \"value\"",
+            )
         })
     }
 
@@ -132,7 +140,7 @@ impl Values {
     /// Checks every value against the templates before anything is changed:
     /// each name is declared by some template, each value is allowed, and
     /// every parameter without a default has a value (or is one the tool
-    /// supplies itself).
+    /// supplies or discovers itself).
     pub fn check(&self, templates: &[&Template]) -> Result<(), ConfigError> {
         for name in self.0.keys() {
             if !templates.iter().any(|t| t.declares(name)) {
@@ -146,7 +154,7 @@ impl Values {
         }
         for template in templates {
             for declared in &template.parameters {
-                if SUPPLIED.contains(&declared.name.as_str()) {
+                if SUPPLIED.contains(&declared.name.as_str()) || DISCOVERED.contains(&declared.name.as_str()) {
                     continue;
                 }
                 self.value_for(template, declared)?;
@@ -230,19 +238,16 @@ mod tests {
     use super::*;
 
     fn template(yaml: &str) -> Template {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.yaml");
-        std::fs::write(&path, yaml).unwrap();
-        Template::load(&path).unwrap()
+        Template::parse(Path::new("t.yaml"), yaml.to_owned()).unwrap()
     }
 
-    const YAML: &str = "Parameters:\n  VpcId: {Type: String}\n  Env: {Type: String, Default: dev, AllowedValues: [dev, prod]}\n  Port: {Type: Number, Default: 8443}\n  CodeKey: {Type: String}\nResources:\n  X: {Type: AWS::SNS::Topic, Properties: {TopicName: !Ref VpcId}}\n";
+    const YAML: &str = "Parameters:\n  KeyName: {Type: String}\n  Env: {Type: String, Default: dev, AllowedValues: [dev, prod]}\n  Port: {Type: Number, Default: 8443}\n  CodeKey: {Type: String}\nResources:\n  X: {Type: AWS::SNS::Topic, Properties: {TopicName: !Ref KeyName}}\n";
 
     #[test]
     fn reads_declarations_with_short_form_tags() {
         let t = template(YAML);
         let names: Vec<&str> = t.parameters.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["VpcId", "Env", "Port", "CodeKey"]);
+        assert_eq!(names, ["KeyName", "Env", "Port", "CodeKey"]);
         assert_eq!(t.parameters[1].allowed, ["dev", "prod"]);
         assert_eq!(t.parameters[2].default.as_deref(), Some("8443"));
     }
@@ -250,16 +255,27 @@ mod tests {
     #[test]
     fn empty_required_value_is_named() {
         let t = template(YAML);
-        let values = Values::parse(r#"{"VpcId": "", "Env": "dev"}"#).unwrap();
+        let values = Values::parse(r#"{"KeyName": "", "Env": "dev"}"#).unwrap();
         let error = values.check(&[&t]).unwrap_err();
-        assert_eq!(error.key, "VpcId");
+        assert_eq!(error.key, "KeyName");
         assert!(error.problem.contains("missing required"), "{error}");
+    }
+
+    #[test]
+    fn the_network_may_be_left_to_discovery() {
+        let t = template("Parameters:\n  VpcId: {Type: String}\n  PublicSubnets: {Type: String}\n");
+        let mut values = Values::parse(r#"{"VpcId": "", "PublicSubnets": ""}"#).unwrap();
+        values.check(&[&t]).unwrap();
+        assert!(values.for_template(&t).is_err(), "still to be found");
+        values.set("VpcId", "vpc-1");
+        values.set("PublicSubnets", "subnet-1,subnet-2");
+        assert_eq!(values.for_template(&t).unwrap()[1], ("PublicSubnets".into(), "subnet-1,subnet-2".into()));
     }
 
     #[test]
     fn supplied_names_may_be_empty_until_publishing() {
         let t = template(YAML);
-        let mut values = Values::parse(r#"{"VpcId": "vpc-1", "CodeKey": ""}"#).unwrap();
+        let mut values = Values::parse(r#"{"KeyName": "key-1", "CodeKey": ""}"#).unwrap();
         values.check(&[&t]).unwrap();
         assert!(values.for_template(&t).is_err(), "CodeKey still empty");
         values.set("CodeKey", "lambda/abc.zip");
@@ -271,10 +287,10 @@ mod tests {
     #[test]
     fn unknown_and_disallowed_values_are_refused() {
         let t = template(YAML);
-        let mut values = Values::parse(r#"{"VpcId": "vpc-1"}"#).unwrap();
+        let mut values = Values::parse(r#"{"KeyName": "key-1"}"#).unwrap();
         values.apply(&[("Envv".into(), "prod".into())]);
         assert_eq!(values.check(&[&t]).unwrap_err().key, "Envv");
-        let mut values = Values::parse(r#"{"VpcId": "vpc-1"}"#).unwrap();
+        let mut values = Values::parse(r#"{"KeyName": "key-1"}"#).unwrap();
         values.apply(&[("Env".into(), "qa".into())]);
         let error = values.check(&[&t]).unwrap_err();
         assert_eq!(error.key, "Env");

@@ -1,12 +1,12 @@
-//! Everything a deploy needs from disk — templates, the stack policy,
-//! parameters, the artifacts' hashes and architecture, the certificates —
-//! read and checked before any AWS call: a mistake is one line and exit 2,
-//! and nothing has changed.
+//! Everything a deploy needs from disk — templates, the stack policy and
+//! parameters (built in, or from `--templates DIR`), the artifacts' hashes
+//! and architecture, the certificates — read and checked before any AWS
+//! call: a mistake is one line and exit 2, and nothing has changed.
 
 use std::path::{Path, PathBuf};
 
 use super::params::{Template, Values};
-use super::{Certificates, Cli, DeployArgs, Stacks, certificates, image, publish};
+use super::{Certificates, Cli, DeployArgs, Stacks, certificates, image, network, publish, templates};
 use crate::config::ConfigError;
 
 /// Everything a deploy needs from disk, read and checked before any AWS call.
@@ -26,23 +26,21 @@ pub struct Plan {
 }
 
 pub fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, ConfigError> {
-    let fargate = Template::load(&cli.templates.join("fargate.yaml"))?;
-    let lambda = Template::load(&cli.templates.join("lambda.yaml"))?;
-    let account = Template::load(&cli.templates.join("apigateway-account.yaml"))?;
-    let policy_path = cli.templates.join("stack-policy.json");
-    let policy = std::fs::read_to_string(&policy_path).map_err(|e| {
-        ConfigError::new(
-            policy_path.display().to_string(),
-            format!("cannot read: {e}"),
-            "restore it from the repository",
-        )
+    let dir = cli.templates.as_deref();
+    let template = |name| templates::read(dir, name).and_then(|f| Template::parse(&f.path, f.text));
+    let (fargate, lambda, account) =
+        (template("fargate.yaml")?, template("lambda.yaml")?, template("apigateway-account.yaml")?);
+    let policy = templates::read(dir, "stack-policy.json")?;
+    serde_json::from_str::<serde_json::Value>(&policy.text).map_err(|e| {
+        ConfigError::new(policy.path.display().to_string(), format!("not valid JSON: {e}"), "fix the stack policy")
     })?;
-    serde_json::from_str::<serde_json::Value>(&policy).map_err(|e| {
-        ConfigError::new(policy_path.display().to_string(), format!("not valid JSON: {e}"), "fix the stack policy")
-    })?;
-    let params_path =
-        args.params_file.clone().unwrap_or_else(|| cli.templates.join(format!("params-{}.json", cli.env.as_str())));
-    let mut values = Values::load(&params_path)?;
+    let mut values = match &args.params_file {
+        Some(path) => Values::load(path)?,
+        None => {
+            let file = templates::read(dir, &format!("params-{}.json", cli.env.as_str()))?;
+            Values::from_text(&file.path, &file.text)?
+        }
+    };
     values.apply(&args.params);
     values.set("FargateStackName", &stacks.fargate);
     // The tool makes the region's logging setting itself, with retries
@@ -51,6 +49,7 @@ pub fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, Confi
         values.set("SetAccountSetting", "false");
     }
     values.check(&[&fargate, &lambda, &account])?;
+    network::check(&values)?;
     let zip = match (values.get("CodeBucket"), values.get("CodeKey")) {
         (Some(_), Some(_)) => None,
         _ => Some(artifact(
@@ -75,7 +74,7 @@ pub fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, Confi
         Certificates::ParameterStore if !own => Some(certificates::ServerTls::load(&args.certs_dir)?),
         _ => None,
     };
-    Ok(Plan { fargate, account, lambda, policy, values, zip, image, tls })
+    Ok(Plan { fargate, account, lambda, policy: policy.text, values, zip, image, tls })
 }
 
 /// Refuses an image archive built for another CPU than the task's.

@@ -1,10 +1,12 @@
 //! The `deploy` command, as the steps it takes: read and check everything
-//! on disk ([`plan`], no AWS call), then publish the Lambda package and the
-//! server image, keep the server's certificates, make sure the account has
-//! ECS's service-linked role, look at what is deployed already, deploy the
-//! Fargate stack and run its new task definition once, the region's shared
-//! logging stack, the Lambda stack (retiring an older layout's resources),
-//! prune what older deploys left, and end with the agent's configuration.
+//! on disk ([`plan`], no AWS call), choose the network unless it is given
+//! ([`network`]), then publish the Lambda package and the server image, keep
+//! the server's certificates, make sure the account has ECS's service-linked
+//! role, look at what is deployed already, deploy the Fargate stack and run
+//! its new task definition once, the region's shared logging stack, the
+//! Lambda stack (retiring an older layout's resources), prune what older
+//! deploys left, and end with the agent's configuration (the server's port
+//! and name read from the stacks).
 
 use anyhow::Context;
 
@@ -14,7 +16,7 @@ use super::params::Template;
 use super::plan::{Plan, plan};
 use super::stack::{self, Outcome};
 use super::{
-    Cli, DeployArgs, Env, Error, Stacks, agent_config, apigateway, certificates, iam, publish, secret, verify,
+    Cli, DeployArgs, Env, Error, Stacks, agent_config, apigateway, certificates, iam, network, publish, secret, verify,
 };
 
 /// Resources older versions put in the Lambda stack that lambda.yaml no
@@ -33,6 +35,7 @@ pub const KEEP_DESIRED_COUNT: &str = "keep";
 pub async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Error> {
     let mut plan = plan(cli, args, stacks)?;
     let run = Run::start(cli, args, stacks).await?;
+    run.choose_network(&mut plan).await?;
     run.publish_package(&mut plan).await?;
     run.publish_image(&mut plan).await?;
     run.keep_certificates(&mut plan).await?;
@@ -89,6 +92,32 @@ impl<'a> Run<'a> {
         let verb = if args.dry_run { "dry run for" } else { "deploying" };
         println!("{verb} fluidity {env} to account {account} in {}", clients.region);
         Ok(Self { cli, args, stacks, clients, account, env })
+    }
+
+    /// The VPC and subnets when the user named none: those deployed, else the
+    /// region's default ones. Before anything is made, so that a region
+    /// without them changes nothing. An install given a fixed
+    /// `AllowedIngressCidr` keeps it unless told otherwise: `caller` is the
+    /// default for new stacks.
+    async fn choose_network(&self, plan: &mut Plan) -> Result<(), Error> {
+        let fargate = stack::find(&self.clients.cloudformation, &self.stacks.fargate).await?.filter(stack::is_live);
+        if plan.values.get("AllowedIngressCidr").is_none()
+            && let Some(kept) = fargate.as_ref().and_then(|f| stack::parameter(f, "AllowedIngressCidr"))
+        {
+            if kept != "caller" {
+                println!(
+                    "ingress: {kept}, as deployed (--param AllowedIngressCidr=caller admits the address each wake comes from)"
+                );
+            }
+            plan.values.set("AllowedIngressCidr", kept);
+        }
+        let deployed =
+            fargate.and_then(|f| Some((stack::parameter(&f, "VpcId")?, stack::parameter(&f, "PublicSubnets")?)));
+        let Some(chosen) = network::choose(&self.clients, &plan.values, deployed).await? else { return Ok(()) };
+        println!("{chosen}");
+        plan.values.set("VpcId", &chosen.vpc);
+        plan.values.set("PublicSubnets", chosen.subnets.join(","));
+        Ok(())
     }
 
     /// Uploads the Lambda package under its hash (private bucket, made once).
@@ -414,8 +443,13 @@ async fn write_agent_config(cli: &Cli, args: &DeployArgs, stacks: &Stacks, clien
         Some(id) => Some(apigateway::key_value(clients, &id).await?),
         None => apigateway::key_value_by_name(clients, &format!("fluidity-{env}-agent")).await?,
     };
+    let fargate = stack::find(&clients.cloudformation, &stacks.fargate).await?;
+    let port = server_port(fargate.as_ref(), &stacks.fargate)?;
+    // Both set, or the functions keep no record (lambda.yaml's HasServerName).
+    let name = stack::parameter(&lambda, "HostedZoneId").and(stack::parameter(&lambda, "ServerDomainName"));
+    let server = agent_config::Server { api_url: &api_url, port, name: name.as_deref() };
     let path = args.agent_config.clone().unwrap_or_else(|| agent_config::default_path(env));
-    let written = agent_config::write(&path, env, &api_url, key.as_deref(), &args.certs_dir)?;
+    let written = agent_config::write(&path, env, &server, key.as_deref(), &args.certs_dir)?;
     match &written.key {
         Some(key) => println!(
             "agent configuration: {} (the API key is in {}, mode 0600)",
@@ -432,4 +466,17 @@ async fn write_agent_config(cli: &Cli, args: &DeployArgs, stacks: &Stacks, clien
     }
     println!("start the agent: fluidity-agent --config {}", written.config.display());
     Ok(())
+}
+
+/// The port a stack from before `ServerPort` runs the server on.
+const PORT_BEFORE_SERVER_PORT: u16 = 8443;
+
+/// The port the server listens on: the Fargate stack's `ServerPort` output
+/// (or parameter).
+fn server_port(fargate: Option<&aws_sdk_cloudformation::types::Stack>, name: &str) -> anyhow::Result<u16> {
+    let Some(text) = fargate.and_then(|f| stack::output(f, "ServerPort").or_else(|| stack::parameter(f, "ServerPort")))
+    else {
+        return Ok(PORT_BEFORE_SERVER_PORT);
+    };
+    text.trim().parse().with_context(|| format!("{name}'s ServerPort {text:?} is not a port number"))
 }

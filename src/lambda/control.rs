@@ -9,7 +9,7 @@ use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_ecs::types::Task;
 use tracing::{info, warn};
 
-use super::ec2::{Ec2, Ec2Error};
+use super::ec2::{CallerRule, Ec2, Ec2Error};
 use super::env::Settings;
 use super::route53::Route53;
 use super::sleep::{Decision, Observation, decide};
@@ -188,15 +188,18 @@ impl Control {
             return Ok(());
         };
         let port = self.settings.server_port;
-        let mut others = self.ec2.caller_rules(group, port).await?;
-        if !others.iter().any(|r| r.admits(caller)) {
+        let rules = self.ec2.caller_rules(group).await?;
+        let this = |r: &CallerRule| r.port == port && r.admits(caller);
+        if !rules.iter().any(this) {
             self.ec2.admit(group, port, caller, &rfc3339_now()).await?;
             info!(%caller, %group, port, "caller admitted");
         }
-        others.retain(|r| !r.admits(caller));
+        // Entries on another port are left from before a ServerPort change.
+        let (mut others, mut stale): (Vec<CallerRule>, Vec<CallerRule>) =
+            rules.into_iter().filter(|r| !this(r)).partition(|r| r.port == port);
         others.sort_by(|a, b| b.since().cmp(a.since()));
-        let stale = others.split_off(others.len().min(MAX_CALLERS - 1));
-        self.ec2.revoke(group, port, &stale).await?;
+        stale.extend(others.split_off(others.len().min(MAX_CALLERS - 1)));
+        self.ec2.revoke(group, &stale).await?;
         if !stale.is_empty() {
             info!(revoked = stale.len(), "oldest callers revoked");
         }
@@ -206,9 +209,8 @@ impl Control {
     /// In `caller` mode, revokes every address Wake admitted.
     async fn revoke_callers(&self) -> Result<(), ControlError> {
         let Some(group) = &self.settings.caller_ingress_group else { return Ok(()) };
-        let port = self.settings.server_port;
-        let rules = self.ec2.caller_rules(group, port).await?;
-        self.ec2.revoke(group, port, &rules).await?;
+        let rules = self.ec2.caller_rules(group).await?;
+        self.ec2.revoke(group, &rules).await?;
         if !rules.is_empty() {
             info!(revoked = rules.len(), %group, "callers revoked");
         }

@@ -101,30 +101,34 @@ impl Ec2 {
         Ok(association_public_ip(&xml))
     }
 
-    /// The entries Fluidity added to `group` for `port` (by their description).
-    pub async fn caller_rules(&self, group: &str, port: u16) -> Result<Vec<CallerRule>, Ec2Error> {
+    /// The entries Fluidity added to `group` (by their description), on any port.
+    pub async fn caller_rules(&self, group: &str) -> Result<Vec<CallerRule>, Ec2Error> {
         let body = format!("Action=DescribeSecurityGroups&Version=2016-11-15&GroupId.1={}", urlencode(group));
         let xml = self.call(body).await?;
-        Ok(caller_rules_in(&xml, port))
+        Ok(caller_rules_in(&xml))
     }
 
     /// Admits `address` (as /32 or /128) to `group` on `port`, described as
     /// Fluidity's with `since` (RFC 3339).
     pub async fn admit(&self, group: &str, port: u16, address: IpAddr, since: &str) -> Result<(), Ec2Error> {
-        let rule = CallerRule::of(address, format!("{CALLER_RULE_PREFIX}{since}"));
-        let body = ingress_form("AuthorizeSecurityGroupIngress", group, port, &[rule]);
+        let rule = CallerRule::of(address, port, format!("{CALLER_RULE_PREFIX}{since}"));
+        let body = ingress_form("AuthorizeSecurityGroupIngress", group, port, &[&rule]);
         // A wake racing another from the same address finds it admitted.
         tolerate(self.call(body).await, "InvalidPermission.Duplicate")
     }
 
-    /// Revokes `rules` from `group` on `port` (nothing to do for none).
-    pub async fn revoke(&self, group: &str, port: u16, rules: &[CallerRule]) -> Result<(), Ec2Error> {
-        if rules.is_empty() {
-            return Ok(());
+    /// Revokes `rules` from `group`: one call per port (none for no rules).
+    pub async fn revoke(&self, group: &str, rules: &[CallerRule]) -> Result<(), Ec2Error> {
+        let mut ports: Vec<u16> = rules.iter().map(|r| r.port).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        for port in ports {
+            let on_port: Vec<&CallerRule> = rules.iter().filter(|r| r.port == port).collect();
+            let body = ingress_form("RevokeSecurityGroupIngress", group, port, &on_port);
+            // A sleep racing a kill finds them revoked.
+            tolerate(self.call(body).await, "InvalidPermission.NotFound")?;
         }
-        let body = ingress_form("RevokeSecurityGroupIngress", group, port, rules);
-        // A sleep racing a kill finds them revoked.
-        tolerate(self.call(body).await, "InvalidPermission.NotFound")
+        Ok(())
     }
 
     async fn call(&self, body: String) -> Result<String, Ec2Error> {
@@ -149,14 +153,16 @@ pub const CALLER_RULE_PREFIX: &str = "fluidity wake ";
 pub struct CallerRule {
     /// `203.0.113.7/32` or `2001:db8::7/128`.
     pub cidr: String,
+    /// The TCP port it opens (the server's, unless ServerPort changed since).
+    pub port: u16,
     /// The entry's description: [`CALLER_RULE_PREFIX`] and the time.
     pub description: String,
 }
 
 impl CallerRule {
-    fn of(address: IpAddr, description: String) -> Self {
+    fn of(address: IpAddr, port: u16, description: String) -> Self {
         let bits = if address.is_ipv4() { 32 } else { 128 };
-        Self { cidr: format!("{address}/{bits}"), description }
+        Self { cidr: format!("{address}/{bits}"), port, description }
     }
 
     /// When it was added (RFC 3339, so the text sorts by time).
@@ -177,14 +183,14 @@ impl CallerRule {
 /// The Query form of an ingress change: one TCP permission on `port` with
 /// each rule's range ("AuthorizeSecurityGroupIngress", EC2 API Reference;
 /// a revoke matches ranges without their descriptions).
-fn ingress_form(action: &str, group: &str, port: u16, rules: &[CallerRule]) -> String {
+fn ingress_form(action: &str, group: &str, port: u16, rules: &[&CallerRule]) -> String {
     let mut form = format!(
         "Action={action}&Version=2016-11-15&GroupId={}&IpPermissions.1.IpProtocol=tcp\
          &IpPermissions.1.FromPort={port}&IpPermissions.1.ToPort={port}",
         urlencode(group)
     );
     let revoking = action.starts_with("Revoke");
-    let (v4, v6): (Vec<&CallerRule>, Vec<&CallerRule>) = rules.iter().partition(|r| !r.is_ipv6());
+    let (v4, v6): (Vec<&CallerRule>, Vec<&CallerRule>) = rules.iter().copied().partition(|r| !r.is_ipv6());
     for (list, field, ranges) in [(v4, "CidrIp", "IpRanges"), (v6, "CidrIpv6", "Ipv6Ranges")] {
         for (i, rule) in list.iter().enumerate() {
             let at = format!("IpPermissions.1.{ranges}.{}", i + 1);
@@ -197,17 +203,20 @@ fn ingress_form(action: &str, group: &str, port: u16, rules: &[CallerRule]) -> S
     form
 }
 
-/// Fluidity's entries for `port` in a DescribeSecurityGroups answer: each
-/// `<ipPermissions>` item is split at its `<ipProtocol>`, and within it each
-/// `<cidrIp>`/`<cidrIpv6>` is read with the `<description>` of its item.
-pub fn caller_rules_in(xml: &str, port: u16) -> Vec<CallerRule> {
+/// Fluidity's entries in a DescribeSecurityGroups answer (one TCP port
+/// each): each `<ipPermissions>` item is split at its `<ipProtocol>`, and
+/// within it each `<cidrIp>`/`<cidrIpv6>` is read with the `<description>`
+/// of its item.
+pub fn caller_rules_in(xml: &str) -> Vec<CallerRule> {
     let Some(ingress) = xml_text(xml, "ipPermissions") else { return vec![] };
     let mut rules = vec![];
     for permission in ingress.split("<ipProtocol>").skip(1) {
-        let on_port = |tag| xml_text(permission, tag).and_then(|p| p.trim().parse::<u16>().ok()) == Some(port);
-        if !permission.starts_with("tcp<") || !on_port("fromPort") || !on_port("toPort") {
+        let port = |tag| xml_text(permission, tag).and_then(|p| p.trim().parse::<u16>().ok());
+        let Some(port) =
+            port("fromPort").filter(|from| permission.starts_with("tcp<") && port("toPort") == Some(*from))
+        else {
             continue;
-        }
+        };
         for range in permission.split("<item>").skip(1) {
             let range = range.split("</item>").next().unwrap_or_default();
             let cidr = xml_text(range, "cidrIp").or_else(|| xml_text(range, "cidrIpv6"));
@@ -215,7 +224,7 @@ pub fn caller_rules_in(xml: &str, port: u16) -> Vec<CallerRule> {
             if let Some(cidr) = cidr
                 && description.starts_with(CALLER_RULE_PREFIX)
             {
-                rules.push(CallerRule { cidr: cidr.trim().into(), description: description.trim().into() });
+                rules.push(CallerRule { cidr: cidr.trim().into(), port, description: description.trim().into() });
             }
         }
     }
@@ -253,21 +262,21 @@ mod tests {
             <ipRanges><item><cidrIp>198.51.100.9/32</cidrIp><description>fluidity wake 2026-12-07T00:00:00Z</description></item></ipRanges></item>\
             </ipPermissions><ipPermissionsEgress><item><ipProtocol>-1</ipProtocol></item></ipPermissionsEgress></item>\
             </securityGroupInfo></DescribeSecurityGroupsResponse>";
-        let rules = caller_rules_in(xml, 443);
-        let cidrs: Vec<&str> = rules.iter().map(|r| r.cidr.as_str()).collect();
-        assert_eq!(cidrs, ["198.51.100.1/32", "2001:db8::7/128"]);
+        let rules = caller_rules_in(xml);
+        let found: Vec<(&str, u16)> = rules.iter().map(|r| (r.cidr.as_str(), r.port)).collect();
+        assert_eq!(found, [("198.51.100.1/32", 443), ("2001:db8::7/128", 443), ("198.51.100.9/32", 22)]);
         assert_eq!(rules[1].since(), "2026-12-07T01:00:00Z");
         assert!(rules[1].admits("2001:db8::7".parse().unwrap()));
         assert!(!rules[0].admits("198.51.100.10".parse().unwrap()));
-        assert!(caller_rules_in(xml, 8443).is_empty());
     }
 
     #[test]
     fn ingress_forms() {
         let rules = [
-            CallerRule::of("198.51.100.1".parse().unwrap(), "fluidity wake T".into()),
-            CallerRule::of("2001:db8::7".parse().unwrap(), "fluidity wake T".into()),
+            CallerRule::of("198.51.100.1".parse().unwrap(), 443, "fluidity wake T".into()),
+            CallerRule::of("2001:db8::7".parse().unwrap(), 443, "fluidity wake T".into()),
         ];
+        let rules: Vec<&CallerRule> = rules.iter().collect();
         let admit = ingress_form("AuthorizeSecurityGroupIngress", "sg-1", 443, &rules[..1]);
         assert!(admit.contains("&IpPermissions.1.IpRanges.1.CidrIp=198.51.100.1%2F32"), "{admit}");
         assert!(admit.contains("&IpPermissions.1.IpRanges.1.Description=fluidity%20wake%20T"), "{admit}");
