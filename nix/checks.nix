@@ -1,12 +1,15 @@
 # `nix flake check`: the packages, clippy with -D warnings, rustfmt, the test
 # suite, each component's feature on its own, Nix formatting (nixfmt-rs, the
 # release CI installs) and dead code, no aws-lc-sys in the lock file, and that
-# the musl binaries are static.
+# the musl binaries are static; on Linux, the artifacts as deployed (the
+# Lambda zip, the arm64 server image, the agents of both architectures),
+# read by nix/artifact-checks.py (its own tests: tests/artifact_checks_test.py).
 {
   pkgs,
   lib,
   native,
   static,
+  artifacts,
   nixfmt,
   src,
 }:
@@ -62,6 +65,8 @@ in
       # run in tests/run.sh.
       cargoTestExtraArgs = "--all-features --lib --test tunnel --test cli --test resilience";
       nativeCheckInputs = [ pkgs.curl ];
+      # The tests talk over loopback, which the macOS sandbox denies otherwise.
+      __darwinAllowLocalNetworking = true;
     }
   );
 
@@ -85,6 +90,26 @@ in
 }
 // lib.listToAttrs (
   map (feature: lib.nameValuePair "feature-${feature}" (featureCheck feature)) features
+)
+// lib.optionalAttrs (artifacts != { }) (
+  let
+    check =
+      name: args:
+      pkgs.runCommand "fluidity-${name}" { nativeBuildInputs = [ pkgs.python3 ]; } ''
+        python3 ${./artifact-checks.py} ${args}
+        touch $out
+      '';
+  in
+  {
+    lambda-zip-contents = check "lambda-zip-contents" "lambda ${artifacts.lambdaZip}/fluidity-lambda.zip";
+    server-image-config = check "server-image-config" "image ${artifacts.serverImage} ${toString artifacts.serverPort}";
+    agents-static = pkgs.runCommand "fluidity-agents-static" { nativeBuildInputs = [ pkgs.python3 ]; } (
+      lib.concatMapStrings (arch: ''
+        python3 ${./artifact-checks.py} static ${arch} ${lib.getExe artifacts.agents.${arch}}
+      '') (lib.attrNames artifacts.agents)
+      + "touch $out\n"
+    );
+  }
 )
 // lib.optionalAttrs (static != { }) {
   inherit (static) agent server;

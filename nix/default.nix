@@ -43,7 +43,10 @@ let
     )
   );
 
-  image = import ./image.nix { inherit pkgs; };
+  image = import ./image.nix {
+    inherit pkgs;
+    revision = src.rev or src.dirtyRev or "unknown";
+  };
   nixfmt = import ./nixfmt-rs.nix {
     inherit lib;
     inherit (native) craneLib;
@@ -128,6 +131,12 @@ in
       src
       ;
     static = lib.optionalAttrs isLinux musl.${hostArch};
+    artifacts = lib.optionalAttrs isLinux {
+      lambdaZip = packages.lambda-zip;
+      serverImage = packages.server-image-aarch64;
+      serverPort = 443;
+      agents = lib.mapAttrs (_: built: built.agent) musl;
+    };
   };
 
   devShells.default = pkgs.mkShell {

@@ -27,10 +27,11 @@
 #
 # (.#server-image is this machine's architecture; Fargate's default ARM64 task
 # needs .#server-image-aarch64.)
-{ pkgs }:
+{ pkgs, revision }:
 arch: server:
 let
   inherit (pkgs) lib;
+  cargo = (builtins.fromTOML (builtins.readFile ../Cargo.toml)).package;
   wanted = [
     "ca.crt"
     "server.crt"
@@ -81,7 +82,23 @@ pkgs.dockerTools.buildLayeredImage {
     server
   ]
   ++ lib.optional (fromEnv != "") certs;
+  # The working directory the server reads certs/ from, and a /tmp, exist in
+  # the certificate-free image too (Fargate mounts the root read-only).
+  extraCommands = ''
+    mkdir -p etc/fluidity tmp
+    chmod 1777 tmp
+  '';
   config = {
+    # OCI annotations: which commit the image was built from (`-dirty` for a
+    # tree with uncommitted changes); the source URL when Cargo.toml names
+    # the repository.
+    Labels = {
+      "org.opencontainers.image.title" = "fluidity-server";
+      "org.opencontainers.image.version" = cargo.version;
+      "org.opencontainers.image.revision" = revision;
+      "org.opencontainers.image.licenses" = cargo.license;
+    }
+    // lib.optionalAttrs (cargo ? repository) { "org.opencontainers.image.source" = cargo.repository; };
     Entrypoint = [ "/bin/fluidity-server" ];
     WorkingDir = "/etc/fluidity";
     User = "65532:65532";

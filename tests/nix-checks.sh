@@ -26,6 +26,29 @@ echo "ok: formatted ($have, as the flake's formatter)"
 deadnix --fail "${files[@]}"
 echo "ok: no dead code"
 
+# The tunnel's Nix derivations (agent, server, certs, local) build from a
+# vendor directory without the crates in nix/aws-only-crates.txt: that list
+# must be current, hold every aws-sdk crate of the lock (the tunnel's
+# features reach none), and those components must be in the tunnel group.
+fresh=$(nix/aws-only-crates.sh)
+diff <(echo "$fresh") nix/aws-only-crates.txt >/dev/null || {
+    diff <(echo "$fresh") nix/aws-only-crates.txt || true
+    echo "nix/aws-only-crates.txt is stale: nix/aws-only-crates.sh > nix/aws-only-crates.txt"; exit 1;
+}
+sdk=$(sed -n 's/^name = "\(aws-sdk-[^"]*\)"$/\1/p' Cargo.lock | sort -u)
+[[ -n $sdk ]] || { echo "no aws-sdk crate in Cargo.lock: the check would be vacuous"; exit 1; }
+reached=$(comm -23 <(echo "$sdk") nix/aws-only-crates.txt)
+[[ -z $reached ]] || { echo "the tunnel's dependency derivation would build: $reached (nix/rust.nix tunnelFeatures)"; exit 1; }
+for bin in agent server certs local; do
+    grep -Pzq "bin = \"fluidity-$bin\";\n    group = tunnel;" nix/rust.nix || {
+        echo "fluidity-$bin is not built from the tunnel's dependencies (nix/rust.nix)"; exit 1;
+    }
+done
+echo "ok: the tunnel's derivations leave out $(wc -l <nix/aws-only-crates.txt) crates, every aws-sdk crate among them"
+
+python3 tests/artifact_checks_test.py 2>&1 | tail -1 | grep -qx OK || { python3 tests/artifact_checks_test.py; exit 1; }
+echo "ok: the flake's artifact checks (nix/artifact-checks.py) pass their own tests"
+
 conf=$(mktemp -d)
 trap 'rm -rf "$conf"' EXIT
 printf 'experimental-features = nix-command flakes\nsubstituters =\nbuild-users-group =\n' >"$conf/nix.conf"
