@@ -1,7 +1,7 @@
 # The server's OCI image: the static server, a CA bundle for outbound TLS, a
 # numeric non-root user, 443 exposed (Fargate's task definition lowers the
 # namespaced sysctl net.ipv4.ip_unprivileged_port_start to the port; Docker
-# and Podman set it to 0 in a container). The server is linked at
+# 20.10 and later set it to 0 in a container). The server is linked at
 # /bin/fluidity-server for the container health check.
 #
 # Two ways for the server to get its CA, certificate and key:

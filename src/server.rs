@@ -162,13 +162,15 @@ fn bind_refused(
     unprivileged_port_start: impl FnOnce() -> Option<u16>,
 ) -> Option<ConfigError> {
     let port = addr.port();
+    // The health listener's own default, not the proxy's.
+    let alternative = if key == "health_listen" { 9090 } else { DEFAULT_PORT };
     let (problem, fix) = match error.kind() {
         io::ErrorKind::PermissionDenied => match unprivileged_port_start() {
             Some(start) if port < start => (
                 format!("port {port} is privileged for this user: net.ipv4.ip_unprivileged_port_start is {start}"),
                 format!(
                     "set that sysctl to {port} or lower, or listen on {}; on Fargate the task definition's SystemControls set it",
-                    start.max(DEFAULT_PORT)
+                    start.max(alternative)
                 ),
             ),
             Some(_) => (error.to_string(), "run as a user allowed to bind it, or choose another address".into()),
@@ -176,7 +178,7 @@ fn bind_refused(
                 format!(
                     "port {port} is privileged for this user: net.ipv4.ip_unprivileged_port_start is 1024 by default"
                 ),
-                format!("set that sysctl to {port} or lower, or listen on {DEFAULT_PORT}"),
+                format!("set that sysctl to {port} or lower, or listen on {alternative}"),
             ),
         },
         io::ErrorKind::AddrInUse => {
@@ -214,6 +216,11 @@ mod tests {
         assert!(line.contains("or listen on 10000;"), "{line}");
         let line = refused("0.0.0.0:443", io::ErrorKind::PermissionDenied, None).unwrap();
         assert!(line.contains("net.ipv4.ip_unprivileged_port_start is 1024 by default"), "{line}");
+        // The health listener is offered its own default, not the proxy's.
+        let health = "0.0.0.0:80".parse().unwrap();
+        let error = io::Error::from(io::ErrorKind::PermissionDenied);
+        let line = bind_refused("health_listen", health, &error, || Some(1024)).unwrap().to_string();
+        assert!(line.contains("`health_listen`") && line.contains("or listen on 9090;"), "{line}");
     }
 
     #[test]

@@ -99,6 +99,9 @@ class World:
         params = self.params(env)
         for name, file in env_stacks(env):
             self.apply("create", name, file, params)
+            if file == "fargate.yaml":
+                # As the deploy tool does: the Lambda stack gets the group's id.
+                params["ServerSecurityGroupId"] = self.outputs(name)[1]["SecurityGroupId"]
         return params
 
     def outputs(self, name):

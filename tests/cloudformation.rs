@@ -391,9 +391,17 @@ fn caller_mode_has_no_fixed_ingress_and_the_functions_may_change_only_that_group
         json!({ "Fn::If": ["FixedIngress", "none", { "Ref": "SecurityGroup" }] })
     );
     let lambda = load("lambda.yaml");
-    let group_arn = "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:security-group/${Group}";
+    let group_arn =
+        "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:security-group/${ServerSecurityGroupId}";
     for (role, actions) in [
-        ("WakeRole", vec!["ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress"]),
+        (
+            "WakeRole",
+            vec![
+                "ec2:AuthorizeSecurityGroupIngress",
+                "ec2:UpdateSecurityGroupRuleDescriptionsIngress",
+                "ec2:RevokeSecurityGroupIngress",
+            ],
+        ),
         ("SleepRole", vec!["ec2:RevokeSecurityGroupIngress"]),
         ("KillRole", vec!["ec2:RevokeSecurityGroupIngress"]),
     ] {
@@ -407,19 +415,21 @@ fn caller_mode_has_no_fixed_ingress_and_the_functions_may_change_only_that_group
         let granted: Vec<&str> = as_list(&changes[0]["Action"]).iter().filter_map(|a| a.as_str()).collect();
         assert_eq!(granted, actions, "{role}");
         let resources = as_list(&changes[0]["Resource"]);
-        assert_eq!(resources[0]["Fn::Sub"][0], group_arn, "{role}: the server's group only");
-        assert_eq!(
-            resources[0]["Fn::Sub"][1]["Group"]["Fn::ImportValue"]["Fn::Sub"],
-            "${FargateStackName}-SecurityGroupId"
-        );
+        assert_eq!(resources[0], &json!({ "Fn::Sub": group_arn }), "{role}: the server's group only");
     }
     // Granted only in caller mode, which the Lambda stack reads from its own
-    // AllowedIngressCidr parameter (the same value as the Fargate stack's: an
-    // export could not change while imported).
+    // parameters (the same values as the Fargate stack's, and its group's
+    // id: an export could not change while imported, nor the group be replaced).
     assert_eq!(
         lambda["Conditions"]["CallerIngress"],
-        json!({ "Fn::Equals": [{ "Ref": "AllowedIngressCidr" }, "caller"] })
+        json!({ "Fn::And": [
+            { "Fn::Equals": [{ "Ref": "AllowedIngressCidr" }, "caller"] },
+            { "Fn::Not": [{ "Fn::Equals": [{ "Ref": "ServerSecurityGroupId" }, ""] }] },
+        ] })
     );
+    assert!(template["Outputs"]["SecurityGroupId"].get("Export").is_none(), "the group may be replaced");
+    let description = &template["Resources"]["SecurityGroup"]["Properties"]["GroupDescription"];
+    assert_eq!(description, "Fluidity server, 8443 from the allowed CIDR only", "a new description replaces the group");
     let wake = &lambda["Resources"]["WakeRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
     let guarded = wake.as_array().unwrap().iter().filter(|s| s["Fn::If"][0] == "CallerIngress").count();
     assert_eq!(guarded, 2, "describe and change, both only in caller mode");
@@ -448,7 +458,8 @@ fn the_server_name_may_be_changed_and_nothing_else_in_the_zone() {
     let lambda = load("lambda.yaml");
     assert_eq!(lambda["Parameters"]["HostedZoneId"]["Default"], "");
     assert_eq!(lambda["Parameters"]["ServerDomainName"]["Default"], "");
-    for role in ["WakeRole", "StatusRole"] {
+    // Wake and Status point it at the task, Sleep and Kill park it.
+    for role in ["WakeRole", "StatusRole", "SleepRole", "KillRole"] {
         let statements = &lambda["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
         let conditional: Vec<&Value> = statements
             .as_array()
@@ -470,9 +481,6 @@ fn the_server_name_may_be_changed_and_nothing_else_in_the_zone() {
         );
         assert_eq!(only["route53:ChangeResourceRecordSetsRecordTypes"], json!(["A"]));
         assert_eq!(only["route53:ChangeResourceRecordSetsActions"], json!(["UPSERT"]));
-    }
-    for role in ["SleepRole", "KillRole"] {
-        assert!(!lambda["Resources"][role].to_string().contains("route53"), "{role}");
     }
 }
 

@@ -1197,7 +1197,7 @@ async fn the_agent_configuration_follows_the_server_port_and_name() {
     assert!(out.contains(&kept), "{out}");
     // The install was given a fixed CIDR: it keeps it (`caller` is for new
     // stacks), and the Lambda stack gets the same value, so its functions leave the group alone.
-    assert!(out.contains("ingress: 203.0.113.7/32, as deployed"), "{out}");
+    assert!(out.contains("kept as deployed: AllowedIngressCidr=203.0.113.7/32 ("), "{out}");
     assert_eq!(world.parameter(fargate, "AllowedIngressCidr").await, "203.0.113.7/32");
     assert_eq!(world.parameter("fluidity-dev-lambda", "AllowedIngressCidr").await, "203.0.113.7/32");
     assert_eq!(world.parameter("fluidity-dev-lambda", "ServerPort").await, "8443");

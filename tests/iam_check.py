@@ -82,7 +82,8 @@ def query_requests(service, action, form):
     context = {"aws:RequestedRegion": REGION}
     if (service, action) in (("ec2", "DescribeNetworkInterfaces"), ("ec2", "DescribeSecurityGroups")):
         return [("*", context)]
-    if (service, action) in (("ec2", "AuthorizeSecurityGroupIngress"), ("ec2", "RevokeSecurityGroupIngress")):
+    if service == "ec2" and action in ("AuthorizeSecurityGroupIngress", "RevokeSecurityGroupIngress",
+                                       "UpdateSecurityGroupRuleDescriptionsIngress"):
         # The group is the action's required resource ("Actions defined by
         # Amazon EC2": security-group*), named by GroupId.
         return [(f"arn:aws:ec2:{REGION}:{ACCOUNT}:security-group/{form['GroupId']}", context)]
@@ -202,7 +203,8 @@ def forbidden(policies, group, zone, name):
         ("fluidity-wake", "route53:ChangeResourceRecordSets", other_zone, record(name)),
         ("fluidity-status", "route53:ChangeResourceRecordSets", zone, record(name, "TXT")),
         ("fluidity-status", "route53:ChangeResourceRecordSets", zone, record(name, "A", "DELETE")),
-        ("fluidity-kill", "route53:ChangeResourceRecordSets", zone, record(name)),
+        ("fluidity-kill", "route53:ChangeResourceRecordSets", zone, record("other.fluidity.test")),
+        ("fluidity-sleep", "route53:ChangeResourceRecordSets", other_zone, record(name)),
         ("fluidity-wake", "ecs:UpdateService", other_service, dev),
         ("fluidity-wake", "ecs:ListTasks", "*", other_cluster),
         ("fluidity-wake", "cloudwatch:PutMetricData", "*", dict(region, **{"cloudwatch:namespace": "Fluidity"})),

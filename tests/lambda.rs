@@ -187,7 +187,9 @@ async fn wake_admits_its_caller_and_sleep_and_kill_revoke_them() {
 
 /// With `HostedZoneId` and `ServerDomainName`, Wake and Status point the
 /// name's A record (TTL 60) at the running task's public IP, and it follows
-/// the task to its new address on the next wake.
+/// the task to its new address on the next wake; Kill and Sleep park it at
+/// 192.0.2.1, so it never names an address AWS took back. A zone that
+/// refuses the change does not fail the wake (the agent dials the IP).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_name_follows_the_task_across_wakes() {
     let moto = Moto::start().await;
@@ -206,8 +208,9 @@ async fn the_server_name_follows_the_task_across_wakes() {
     assert_eq!(record["values"], json!([first["public_ip"]]), "{record}");
     assert_eq!(record["ttl"], 60);
 
-    // The night: killed, the task stops; the next wake starts one at another address.
+    // The night: killed (the name parked), the task stops; the next wake starts one at another address.
     call(&c, Function::Kill, "POST", "/kill").await;
+    assert_eq!(records().await["tunnel.fluidity.test"]["values"], json!(["192.0.2.1"]), "parked");
     stop_task(&moto, first["task_arn"].as_str().unwrap()).await;
     call(&c, Function::Wake, "POST", "/wake").await;
     let second = run_task(&moto, &f, true).await;
@@ -219,6 +222,18 @@ async fn the_server_name_follows_the_task_across_wakes() {
         json!([second["public_ip"]]),
         "status follows the task"
     );
+
+    // Put to sleep by the schedule: parked again.
+    put_activity(&moto, &f.service, 0.0, 30 * 60).await;
+    let slept = lambda::handle(Function::Sleep, &c, &schedule_event()).await.unwrap();
+    assert_eq!(slept["action"], "scaled to 0", "{slept}");
+    assert_eq!(records().await["tunnel.fluidity.test"]["values"], json!(["192.0.2.1"]), "parked by sleep");
+
+    // A zone Route 53 does not know: the wake still answers, with the IP.
+    c.settings.dns =
+        Some(lambda::env::ServerName { zone_id: "ZNOSUCHZONE".into(), name: "tunnel.fluidity.test".into() });
+    let (code, woken) = call(&c, Function::Wake, "POST", "/wake").await;
+    assert_eq!((code, &woken["status"]["public_ip"]), (200, &second["public_ip"]), "{woken}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -372,20 +372,35 @@ struct SecurityGroup {
 }
 
 impl SecurityGroup {
-    async fn start(listen: SocketAddr, server: SocketAddr, control: Arc<Control>, front: Arc<Front>) -> Self {
+    async fn start(
+        listen: SocketAddr,
+        server: SocketAddr,
+        moto_addr: String,
+        control: Arc<Control>,
+        front: Arc<Front>,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind(listen).await.unwrap();
         let (cut, watch) = tokio::sync::watch::channel(0u64);
         tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
-                let (control, front, mut watch) = (control.clone(), front.clone(), watch.clone());
+                let (control, front, mut watch, moto_addr) =
+                    (control.clone(), front.clone(), watch.clone(), moto_addr.clone());
                 watch.mark_unchanged();
                 tokio::spawn(async move {
+                    // Read through boto3, not the code under test.
                     let group = control.settings.caller_ingress_group.clone().unwrap();
-                    let Ok(rules) = control.ec2.caller_rules(&group).await else {
-                        return; // the emulator is gone: the test is over
-                    };
-                    let source: std::net::IpAddr = front.source_ip().parse().unwrap();
-                    if rules.iter().any(|r| r.port == control.settings.server_port && r.admits(source)) {
+                    let url = format!("http://{moto_addr}");
+                    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aws_fixture.py");
+                    let out = tokio::process::Command::new("python3").args([script, &url, "ingress", &group]).output();
+                    let Ok(out) = out.await else { return };
+                    let rules: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    let (source, port) = (format!("{}/32", front.source_ip()), control.settings.server_port);
+                    let admitted = rules
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|r| r["cidr"] == source.as_str() && r["port"] == port);
+                    if admitted {
                         let Ok(mut upstream) = tokio::net::TcpStream::connect(server).await else { return };
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut tcp, &mut upstream) => {}
@@ -427,10 +442,11 @@ async fn a_move_to_another_network_heals_with_one_wake() {
     let pki = Pki::new();
     let (_server, server) = server_process_on(&pki, "server", "127.0.0.1:0", &[]).await;
     let listen: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let group = SecurityGroup::start(listen, server, control.clone(), counters.clone()).await;
+    let moto_addr = moto.url().trim_start_matches("http://").to_string();
+    let group = SecurityGroup::start(listen, server, moto_addr, control.clone(), counters.clone()).await;
     let origin = http_origin().await;
     let api = format!("http://{front}");
-    let args = agent_args(&pki, &api, &port.to_string(), &["--connect-timeout", "1s"]);
+    let args = agent_args(&pki, &api, &port.to_string(), &["--connect-timeout", "3s", "--poll-interval", "1s"]);
     let mut agent = spawn_agent(&args, API_KEY);
 
     wait_desired(&control, 1).await;

@@ -196,8 +196,8 @@ pub struct LifecycleArgs {
     /// Port the woken server listens on (the stack's ServerPort) [YAML: lifecycle.server_port; default 443]
     #[arg(long, env = "FLUIDITY_SERVER_PORT", value_name = "PORT")]
     pub server_port: Option<u16>,
-    /// DNS name that follows the woken server (the stack's ServerDomainName): dialled, and sent as SNI,
-    /// instead of the task's IP [YAML: lifecycle.server_host; default: the IP]
+    /// The server's DNS name (the stack's ServerDomainName): sent as SNI to the task's IP, which the agent
+    /// dials as the control API reports it [YAML: lifecycle.server_host; default: no SNI]
     #[arg(long, env = "FLUIDITY_SERVER_HOST", value_name = "NAME")]
     pub server_host: Option<String>,
 }
@@ -215,7 +215,7 @@ pub struct LifecycleConfig {
     pub kill_on_exit: bool,
     pub rewake: bool,
     pub server_port: u16,
-    /// A DNS name to dial instead of the task's IP.
+    /// The server's DNS name, sent as SNI (the IP is dialled).
     pub server_host: Option<String>,
 }
 
@@ -368,7 +368,12 @@ impl AgentConfig {
                 "set proxy_auth (USER:PASSWORD, or FLUIDITY_PROXY_AUTH) or pass --allow-open-proxy to run an open proxy on purpose",
             ));
         }
-        let server_sni = server_sni(args.reach.server_sni.as_deref().or(file.server_sni.as_deref()))?;
+        let mut server_sni = server_sni(args.reach.server_sni.as_deref().or(file.server_sni.as_deref()))?;
+        // The server's name is sent as SNI to the task's IP (unless server_sni says otherwise).
+        if let (ServerSni::Auto, Some(host)) = (&server_sni, lifecycle.as_ref().and_then(|l| l.server_host.clone())) {
+            // Validated as a DNS name by `server_host`.
+            server_sni = rustls::pki_types::ServerName::try_from(host).map_or(ServerSni::Auto, ServerSni::Name);
+        }
         let pac_direct = match file.pac.direct {
             Some(list) => {
                 if let Some(bad) = list.iter().find(|e| !super::pac::is_valid_entry(e)) {
@@ -599,6 +604,43 @@ fn parse_server(value: Option<String>) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The server's name goes in SNI to the task's IP, unless `server_sni` says otherwise.
+    #[test]
+    fn the_server_host_is_sent_as_sni() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::certs::CertOptions {
+            dir: dir.path().into(),
+            sans: vec![],
+            client_name: "agent".into(),
+            days: 1,
+            force: false,
+        };
+        crate::certs::generate(&options).unwrap();
+        let tls = crate::tls::TlsArgs {
+            cert: Some(dir.path().join("client.crt")),
+            key: Some(dir.path().join("client.key")),
+            ca: Some(dir.path().join("ca.crt")),
+            ..Default::default()
+        };
+        let parse = |host: Option<&str>, sni: Option<&str>| {
+            let lifecycle = LifecycleArgs {
+                api_url: Some("https://api.example/prod".into()),
+                api_key: Some(Secret::new("k")),
+                server_host: host.map(Into::into),
+                ..Default::default()
+            };
+            let reach = ReachArgs { server_sni: sni.map(Into::into), ..Default::default() };
+            let args = AgentArgs { lifecycle, reach, tls: tls.clone(), ..Default::default() };
+            AgentConfig::from_parts(&args, RawAgentConfig::default()).unwrap().server_sni
+        };
+        let name = |n: &str| ServerSni::Name(rustls::pki_types::ServerName::try_from(n.to_string()).unwrap());
+        let host = Some("tunnel.example.com");
+        assert_eq!(parse(None, None), ServerSni::Auto);
+        assert_eq!(parse(host, None), name("tunnel.example.com"));
+        assert_eq!(parse(host, Some("none")), ServerSni::Off);
+        assert_eq!(parse(host, Some("cdn.example")), name("cdn.example"));
+    }
 
     #[test]
     fn a_key_file_flag_beats_the_files_key_and_must_be_private() {

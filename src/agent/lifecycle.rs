@@ -97,14 +97,12 @@ impl Status {
 
 impl LifecycleConfig {
     /// Where to dial the server `status` reports, once it runs with an
-    /// address: `server_host` (a name that follows the task) or its IP, at
-    /// `server_port`.
+    /// address: its IP at `server_port`. With `server_host` the name goes
+    /// in SNI only: the control API's answer is current, while a record
+    /// just changed may not resolve yet (or a resolver may still keep the
+    /// previous address, or its absence, for a while).
     pub fn target(&self, status: &Status) -> Option<String> {
-        let address = status.address(self.server_port)?;
-        Some(match &self.server_host {
-            Some(host) => format!("{host}:{}", self.server_port),
-            None => address.to_string(),
-        })
+        status.address(self.server_port).map(|address| address.to_string())
     }
 }
 

@@ -35,6 +35,7 @@ pub const KEEP_DESIRED_COUNT: &str = "keep";
 pub async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Error> {
     let mut plan = plan(cli, args, stacks)?;
     let run = Run::start(cli, args, stacks).await?;
+    run.keep_deployed_choices(&mut plan).await?;
     run.choose_network(&mut plan).await?;
     run.publish_package(&mut plan).await?;
     run.publish_image(&mut plan).await?;
@@ -43,6 +44,7 @@ pub async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(),
     let found = run.survey(&mut plan).await?;
     run.deploy_fargate(&plan).await?;
     run.check_task_definition(&plan, &found).await?;
+    run.pass_security_group(&mut plan).await?;
     run.deploy_shared_logging(&plan, &found).await?;
     run.deploy_lambda(&plan, &found).await?;
     if args.dry_run {
@@ -94,23 +96,49 @@ impl<'a> Run<'a> {
         Ok(Self { cli, args, stacks, clients, account, env })
     }
 
+    /// What an earlier deploy was given and this one is not (neither by
+    /// `--param` nor in the parameter file) is kept: a plain `deploy` does
+    /// not move the server back to 443, drop its name, or turn a fixed
+    /// `AllowedIngressCidr` into `caller` (the default for new stacks only).
+    async fn keep_deployed_choices(&self, plan: &mut Plan) -> Result<(), Error> {
+        let cloudformation = &self.clients.cloudformation;
+        let fargate = stack::find(cloudformation, &self.stacks.fargate).await?.filter(stack::is_live);
+        let lambda = stack::find(cloudformation, &self.stacks.lambda).await?.filter(stack::is_live);
+        let mut kept = vec![];
+        for (key, deployed) in [
+            ("AllowedIngressCidr", &fargate),
+            ("ServerPort", &fargate),
+            ("HostedZoneId", &lambda),
+            ("ServerDomainName", &lambda),
+        ] {
+            let given = self.args.params.iter().any(|(k, _)| k == key) || plan.values.get(key).is_some();
+            if let Some(value) = deployed.as_ref().and_then(|s| stack::parameter(s, key)).filter(|_| !given) {
+                kept.push(format!("{key}={value}"));
+                plan.values.set(key, value);
+            }
+        }
+        if !kept.is_empty() {
+            println!("kept as deployed: {} (--param KEY=VALUE changes one)", kept.join(", "));
+        }
+        Ok(())
+    }
+
+    /// The Lambda stack admits callers to the Fargate stack's security
+    /// group: its id, read from the stack just deployed (a parameter, not an
+    /// import, so that the Fargate stack may replace the group).
+    async fn pass_security_group(&self, plan: &mut Plan) -> Result<(), Error> {
+        let fargate = stack::find(&self.clients.cloudformation, &self.stacks.fargate).await?;
+        if let Some(group) = fargate.as_ref().and_then(|f| stack::output(f, "SecurityGroupId")) {
+            plan.values.set("ServerSecurityGroupId", group);
+        }
+        Ok(())
+    }
+
     /// The VPC and subnets when the user named none: those deployed, else the
     /// region's default ones. Before anything is made, so that a region
-    /// without them changes nothing. An install given a fixed
-    /// `AllowedIngressCidr` keeps it unless told otherwise: `caller` is the
-    /// default for new stacks.
+    /// without them changes nothing.
     async fn choose_network(&self, plan: &mut Plan) -> Result<(), Error> {
         let fargate = stack::find(&self.clients.cloudformation, &self.stacks.fargate).await?.filter(stack::is_live);
-        if plan.values.get("AllowedIngressCidr").is_none()
-            && let Some(kept) = fargate.as_ref().and_then(|f| stack::parameter(f, "AllowedIngressCidr"))
-        {
-            if kept != "caller" {
-                println!(
-                    "ingress: {kept}, as deployed (--param AllowedIngressCidr=caller admits the address each wake comes from)"
-                );
-            }
-            plan.values.set("AllowedIngressCidr", kept);
-        }
         let deployed =
             fargate.and_then(|f| Some((stack::parameter(&f, "VpcId")?, stack::parameter(&f, "PublicSubnets")?)));
         let Some(chosen) = network::choose(&self.clients, &plan.values, deployed).await? else { return Ok(()) };

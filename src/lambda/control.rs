@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat};
 use aws_sdk_ecs::types::Task;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::ec2::{CallerRule, Ec2, Ec2Error};
 use super::env::Settings;
@@ -18,6 +18,10 @@ use crate::protocol::metrics::{ACTIVE_CONNECTIONS, CLUSTER_DIMENSION, LAST_ACTIV
 /// At most this many addresses are admitted at once in `caller` mode (the
 /// one waking now and the newest others; older ones are revoked).
 pub const MAX_CALLERS: usize = 4;
+
+/// Where a stopped server's name points: 192.0.2.1 (TEST-NET-1, RFC 5737)
+/// is never anyone's, unlike the public IP AWS takes back from the task.
+pub const PARKED: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 1);
 
 /// How often Wake looks again while it waits for the task.
 const WAKE_POLL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -33,8 +37,6 @@ pub enum ControlError {
     CloudWatch(String),
     #[error("EC2: {0}")]
     Ec2(#[from] Ec2Error),
-    #[error("Route 53: {0}")]
-    Route53(String),
 }
 
 impl ControlError {
@@ -45,7 +47,6 @@ impl ControlError {
             Self::Ecs(_) => "EcsError",
             Self::CloudWatch(_) => "CloudWatchError",
             Self::Ec2(_) => "Ec2Error",
-            Self::Route53(_) => "Route53Error",
         }
     }
 }
@@ -122,19 +123,22 @@ impl Control {
     pub async fn status(&self) -> Result<Status, ControlError> {
         let desired = self.desired().await?;
         let status = self.status_with(desired).await?;
-        self.point_name(&status).await?;
+        self.point_name(&status).await;
         Ok(status)
     }
 
     /// With a server name configured and the task running with a public
-    /// IPv4 address, UPSERTs the name's A record to it.
-    async fn point_name(&self, status: &Status) -> Result<(), ControlError> {
-        let Some(name) = &self.settings.dns else { return Ok(()) };
+    /// IPv4 address, UPSERTs the name's A record to it. A failure is
+    /// logged, not returned: the answer still carries the IP the agent
+    /// dials (the name is what it sends as SNI).
+    async fn point_name(&self, status: &Status) {
+        let Some(name) = &self.settings.dns else { return };
         let ip = status.public_ip.as_deref().and_then(|ip| ip.parse().ok());
-        let (State::Running, Some(ip)) = (status.state, ip) else { return Ok(()) };
-        self.route53.point(name, ip).await.map_err(|e| ControlError::Route53(e.to_string()))?;
-        info!(name = %name.name, %ip, "server name pointed at the task");
-        Ok(())
+        let (State::Running, Some(ip)) = (status.state, ip) else { return };
+        match self.route53.point(name, ip).await {
+            Ok(()) => info!(name = %name.name, %ip, "server name pointed at the task"),
+            Err(e) => error!(error = %e, name = %name.name, "pointing the server name at the task failed"),
+        }
     }
 
     async fn status_with(&self, desired: i32) -> Result<Status, ControlError> {
@@ -190,7 +194,10 @@ impl Control {
         let port = self.settings.server_port;
         let rules = self.ec2.caller_rules(group).await?;
         let this = |r: &CallerRule| r.port == port && r.admits(caller);
-        if !rules.iter().any(this) {
+        if rules.iter().any(this) {
+            // Its time is now: the most recently used address is revoked last.
+            self.ec2.refresh(group, port, caller, &rfc3339_now()).await?;
+        } else {
             self.ec2.admit(group, port, caller, &rfc3339_now()).await?;
             info!(%caller, %group, port, "caller admitted");
         }
@@ -215,6 +222,21 @@ impl Control {
             info!(revoked = rules.len(), %group, "callers revoked");
         }
         Ok(())
+    }
+
+    /// After the server was stopped: the callers revoked and, with `park`,
+    /// the name pointed at [`PARKED`]. Best effort: the stop has happened
+    /// whatever these calls answer, so a failure is logged, not returned
+    /// (a leftover entry is revoked at the next sleep check).
+    async fn close_up(&self, park: bool) {
+        if let Err(e) = self.revoke_callers().await {
+            error!(error = %e, "the server is stopped, but revoking the callers' addresses failed");
+        }
+        let Some(name) = self.settings.dns.as_ref().filter(|_| park) else { return };
+        match self.route53.point(name, PARKED).await {
+            Ok(()) => info!(name = %name.name, "server name parked"),
+            Err(e) => error!(error = %e, name = %name.name, "the server is stopped, but parking its name failed"),
+        }
     }
 
     /// Admits `caller` (in `caller` mode), then desired 0 → 1; anything else
@@ -244,21 +266,20 @@ impl Control {
                 Err(_) => break,
             }
         }
-        self.point_name(&status).await?;
+        self.point_name(&status).await;
         Ok((changed, status))
     }
 
-    /// Desired → 0 (idempotent), and every admitted caller revoked.
-    /// Returns whether the count changed.
+    /// Desired → 0 (idempotent); then every admitted caller is revoked and
+    /// the name parked. Returns whether the count changed.
     pub async fn kill(&self) -> Result<(bool, Status), ControlError> {
         let desired = self.desired().await?;
-        self.revoke_callers().await?;
         if desired != 0 {
             self.set_desired(0).await?;
             info!(service = %self.settings.service, from = desired, "killed: desired count -> 0");
-            return Ok((true, self.status_with(0).await?));
         }
-        Ok((false, self.status_with(0).await?))
+        self.close_up(true).await;
+        Ok((desired != 0, self.status_with(0).await?))
     }
 
     /// Reads the idle window's metrics and scales to 0 if the decision says so.
@@ -279,9 +300,14 @@ impl Control {
             idle_threshold: self.settings.idle_threshold,
         });
         info!(?decision, "sleep check");
-        if let Decision::Sleep(_) = &decision {
-            self.set_desired(0).await?;
-            self.revoke_callers().await?;
+        match &decision {
+            Decision::Sleep(_) => {
+                self.set_desired(0).await?;
+                self.close_up(true).await;
+            }
+            // Whatever an earlier stop failed to revoke.
+            Decision::AlreadyStopped => self.close_up(false).await,
+            Decision::Stay(_) => {}
         }
         Ok(decision)
     }

@@ -13,14 +13,14 @@ use std::net::IpAddr;
 use crate::http_client::OneShot;
 use crate::sigv4::{urlencode, xml_text};
 
-/// Why the public IP could not be read.
+/// Why a hand-signed call (EC2, Route 53) failed; the caller names the service.
 #[derive(Debug, thiserror::Error)]
 pub enum Ec2Error {
     #[error("no AWS credentials: {0}")]
     Credentials(String),
-    #[error("EC2 endpoint {endpoint}: {reason}")]
+    #[error("endpoint {endpoint}: {reason}")]
     Transport { endpoint: String, reason: String },
-    #[error("EC2 {0}")]
+    #[error("{0}")]
     Call(#[from] crate::sigv4::QueryError),
 }
 
@@ -115,6 +115,13 @@ impl Ec2 {
         let body = ingress_form("AuthorizeSecurityGroupIngress", group, port, &[&rule]);
         // A wake racing another from the same address finds it admitted.
         tolerate(self.call(body).await, "InvalidPermission.Duplicate")
+    }
+
+    /// Sets the time of `address`'s entry on `port` to `since`.
+    pub async fn refresh(&self, group: &str, port: u16, address: IpAddr, since: &str) -> Result<(), Ec2Error> {
+        let rule = CallerRule::of(address, port, format!("{CALLER_RULE_PREFIX}{since}"));
+        let body = ingress_form("UpdateSecurityGroupRuleDescriptionsIngress", group, port, &[&rule]);
+        self.call(body).await.map(drop)
     }
 
     /// Revokes `rules` from `group`: one call per port (none for no rules).
