@@ -22,7 +22,8 @@
       systems = [
         "x86_64-linux"
         "aarch64-linux"
-        "x86_64-darwin"
+        # x86_64-darwin is left out: nixpkgs 26.11 drops it (its release
+        # notes); Intel Macs build the agent with cargo (README).
         "aarch64-darwin"
       ];
       perSystem = lib.genAttrs systems (

@@ -18,16 +18,14 @@ let
   # `cargo check` of the library and binaries with only one component's
   # feature, on the host, from the shared dependency artifacts: a feature leak
   # (code of one component needing another's dependency) fails here, as in
-  # tests/run.sh. Darwin ships the agent, server and certificate tools only.
+  # tests/run.sh. Darwin ships the agent, certificate and deploy tools.
   features = [
     "agent"
     "server"
     "certs"
-  ]
-  ++ lib.optionals pkgs.stdenv.hostPlatform.isLinux [
-    "lambda"
     "deploy"
-  ];
+  ]
+  ++ lib.optionals pkgs.stdenv.hostPlatform.isLinux [ "lambda" ];
   featureCheck =
     feature:
     craneLib.mkCargoDerivation (

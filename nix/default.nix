@@ -1,6 +1,10 @@
 # Everything the flake offers for one system: packages, apps, checks, the
 # development shell and the formatter. Linux systems get static musl builds
-# for both architectures, the server images; Darwin gets the agent tools only.
+# for both architectures and the server images; macOS gets the agent tools
+# and the deploy tool natively, and `nix run .#deploy` there builds the
+# Linux artifacts it publishes (the arm64 Lambda package and server image)
+# for aarch64-linux, which takes a Linux builder (nix-darwin's
+# `nix.linux-builder`), or uses the files given with --lambda-zip/--image.
 {
   nixpkgs,
   crane,
@@ -30,23 +34,30 @@ let
   native = rustFor pkgs;
 
   # Static musl builds for both Linux architectures, cross-compiled with a
-  # prebuilt toolchain from rust-overlay (no rustc built from source).
-  musl = lib.genAttrs [ "x86_64" "aarch64" ] (
-    arch:
-    rustFor (
-      import nixpkgs {
-        localSystem = system;
-        crossSystem =
-          lib.systems.examples.${if arch == "x86_64" then "musl64" else "aarch64-multiplatform-musl"};
-        inherit overlays;
-      }
-    )
-  );
+  # prebuilt toolchain from rust-overlay (no rustc built from source), on
+  # `buildSystem` (this one on Linux; an aarch64-linux builder from macOS).
+  muslOn =
+    buildSystem:
+    lib.genAttrs [ "x86_64" "aarch64" ] (
+      arch:
+      rustFor (
+        import nixpkgs {
+          localSystem = buildSystem;
+          crossSystem =
+            lib.systems.examples.${if arch == "x86_64" then "musl64" else "aarch64-multiplatform-musl"};
+          inherit overlays;
+        }
+      )
+    );
+  musl = muslOn system;
 
-  image = import ./image.nix {
-    inherit pkgs;
-    revision = src.rev or src.dirtyRev or "unknown";
-  };
+  imageOn =
+    imagePkgs:
+    import ./image.nix {
+      pkgs = imagePkgs;
+      revision = src.rev or src.dirtyRev or "unknown";
+    };
+  image = imageOn pkgs;
   nixfmt = import ./nixfmt-rs.nix {
     inherit lib;
     inherit (native) craneLib;
@@ -72,8 +83,33 @@ let
     }) musl
   );
 
+  # What the deploy tool publishes, built for Linux even from macOS.
+  linuxArtifacts =
+    if isLinux then
+      {
+        lambdaZip = packages.lambda-zip;
+        serverImage = packages.server-image-aarch64;
+      }
+    else
+      let
+        onLinux = muslOn "aarch64-linux";
+        linuxPkgs = import nixpkgs {
+          localSystem = "aarch64-linux";
+          inherit overlays;
+        };
+      in
+      {
+        lambdaZip = lambdaZip onLinux.aarch64.lambda;
+        serverImage = imageOn linuxPkgs "aarch64" onLinux.aarch64.server;
+      };
+
   darwinPackages = lib.optionalAttrs (!isLinux) {
-    inherit (native) agent certs local;
+    inherit (native)
+      agent
+      certs
+      local
+      deploy
+      ;
   };
 
   packages =
@@ -96,8 +132,8 @@ let
     meta.description = "Fluidity deploy tool, with the Lambda package and server image it publishes";
     runtimeInputs = [ pkgs.skopeo ];
     text = ''
-      export FLUIDITY_LAMBDA_ZIP="''${FLUIDITY_LAMBDA_ZIP:-${packages.lambda-zip}/fluidity-lambda.zip}"
-      export FLUIDITY_SERVER_IMAGE="''${FLUIDITY_SERVER_IMAGE:-${packages.server-image-aarch64}}"
+      export FLUIDITY_LAMBDA_ZIP="''${FLUIDITY_LAMBDA_ZIP:-${linuxArtifacts.lambdaZip}/fluidity-lambda.zip}"
+      export FLUIDITY_SERVER_IMAGE="''${FLUIDITY_SERVER_IMAGE:-${linuxArtifacts.serverImage}}"
       exec ${lib.getExe packages.deploy} "$@"
     '';
   };
@@ -115,11 +151,11 @@ in
     agent = app packages.agent;
     certs = app packages.certs;
     local = app packages.local;
+    deploy = app deployApp;
     default = app packages.agent;
   }
   // lib.optionalAttrs isLinux {
     server = app packages.server;
-    deploy = app deployApp;
   };
 
   checks = import ./checks.nix {

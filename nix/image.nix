@@ -12,11 +12,13 @@
 #   Parameter Store parameters that `fluidity-deploy` writes from certs/ (see
 #   cloudformation/fargate.yaml). This is the image `nix run .#deploy` pushes.
 #
-# - Baked: FLUIDITY_CERTS_DIR names the directory written by fluidity-certs
+# - Baked: FLUIDITY_IMAGE_CERTS_DIR names the directory written by fluidity-certs
+#   (a variable of its own: FLUIDITY_CERTS_DIR, which the certs and deploy
+#   tools read, must not silently put a private key into the store)
 #   (absolute, or relative to the working directory), read at evaluation time,
 #   hence --impure:
 #
-#     FLUIDITY_CERTS_DIR=certs nix build .#server-image --impure
+#     FLUIDITY_IMAGE_CERTS_DIR=certs nix build .#server-image --impure
 #
 #   ca.crt, server.crt and server.key land in /etc/fluidity/certs, under the
 #   working directory, where the server looks by default; no TLS path is set in
@@ -37,7 +39,7 @@ let
     "server.crt"
     "server.key"
   ];
-  fromEnv = builtins.getEnv "FLUIDITY_CERTS_DIR";
+  fromEnv = builtins.getEnv "FLUIDITY_IMAGE_CERTS_DIR";
   pwd = builtins.getEnv "PWD";
   certsDir =
     if lib.hasPrefix "/" fromEnv then
@@ -45,17 +47,17 @@ let
     else if pwd != "" then
       "${pwd}/${fromEnv}"
     else
-      throw "FLUIDITY_CERTS_DIR=${fromEnv} is relative and PWD is unset: give an absolute path and build with --impure";
+      throw "FLUIDITY_IMAGE_CERTS_DIR=${fromEnv} is relative and PWD is unset: give an absolute path and build with --impure";
   certsPath = /. + certsDir;
   missing = lib.filter (f: !builtins.pathExists (certsPath + "/${f}")) wanted;
-  fix = "run `nix run .#certs` with the same FLUIDITY_CERTS_DIR to write ${lib.concatStringsSep ", " wanted} there, or unset it for the certificate-free image";
+  fix = "run `nix run .#certs -- --dir DIR` with DIR as in FLUIDITY_IMAGE_CERTS_DIR to write ${lib.concatStringsSep ", " wanted} there, or unset it for the certificate-free image";
   certs =
     if !builtins.pathExists certsPath then
-      throw "FLUIDITY_CERTS_DIR: ${certsDir} does not exist; ${fix}"
+      throw "FLUIDITY_IMAGE_CERTS_DIR: ${certsDir} does not exist; ${fix}"
     else if !lib.pathIsDirectory certsPath then
-      throw "FLUIDITY_CERTS_DIR: ${certsDir} is not a directory; ${fix}"
+      throw "FLUIDITY_IMAGE_CERTS_DIR: ${certsDir} is not a directory; ${fix}"
     else if missing != [ ] then
-      throw "FLUIDITY_CERTS_DIR: ${lib.concatStringsSep ", " missing} missing in ${certsDir}; ${fix}"
+      throw "FLUIDITY_IMAGE_CERTS_DIR: ${lib.concatStringsSep ", " missing} missing in ${certsDir}; ${fix}"
     else
       pkgs.runCommand "fluidity-image-certs"
         {

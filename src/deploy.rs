@@ -75,7 +75,7 @@ use aws::{AwsArgs, Clients};
 /// (no monthly fee), which ECS hands to the task; the image then carries
 /// none. A secret an earlier version kept them in is deleted once the stack
 /// no longer reads it. With --certificates image they are expected baked
-/// into the image instead (FLUIDITY_CERTS_DIR=certs nix build --impure).
+/// into the image instead (FLUIDITY_IMAGE_CERTS_DIR=certs nix build --impure; the tool refuses an image without them).
 ///
 /// Examples:
 ///   fluidity-deploy --env dev deploy --image "$(nix build --print-out-paths .#server-image-aarch64)" --lambda-zip "$(nix build --print-out-paths .#lambda-zip)/fluidity-lambda.zip"

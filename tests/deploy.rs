@@ -242,6 +242,32 @@ with tarfile.open(path, "w:gz") as tar:
     assert!(status.unwrap().success(), "docker-archive {}", path.display());
 }
 
+/// A docker-archive whose one layer is a tar holding `files`.
+fn docker_archive_with(path: &Path, architecture: &str, files: &[&str]) {
+    let script = r#"
+import io, json, sys, tarfile
+path, arch, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+layer = io.BytesIO()
+with tarfile.open(fileobj=layer, mode="w") as inner:
+    for name in files:
+        info = tarfile.TarInfo("./" + name)
+        info.size = 3
+        inner.addfile(info, io.BytesIO(b"pem"))
+with tarfile.open(path, "w:gz") as tar:
+    def add(name, data):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    add("0123abcd/layer.tar", layer.getvalue())
+    add("manifest.json", json.dumps([{"Config": "c0ffee.json", "RepoTags": ["fluidity-server:test"], "Layers": ["0123abcd/layer.tar"]}]).encode())
+    add("c0ffee.json", json.dumps({"architecture": arch, "os": "linux", "config": {"Entrypoint": ["/bin/fluidity-server"]}}).encode())
+"#;
+    let mut args = vec!["-c", script, path.to_str().unwrap(), architecture];
+    args.extend(files);
+    let status = Command::new("python3").args(&args).status();
+    assert!(status.unwrap().success(), "docker-archive {}", path.display());
+}
+
 fn sha256_hex(path: &Path) -> String {
     Sha256::digest(std::fs::read(path).unwrap()).iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -803,8 +829,21 @@ async fn missing_or_broken_server_certificates_change_nothing() {
     assert!(one_line(&err).contains("a standard Parameter Store parameter holds 4096"), "{err}");
     world.nothing_created().await;
     assert_eq!(world.fixture(&["parameters", "/fluidity"]), serde_json::json!({}));
-    // Baked into the image instead: nothing is stored.
+    // Baked into the image instead: refused for a certificate-free image
+    // (it would start a server without a key), then nothing is stored.
     let (code, out, err) = world.deploy(&["--certificates", "image"]);
+    assert_eq!(code, 2, "{out}\n{err}");
+    let line = one_line(&err);
+    assert!(line.contains("`--certificates image`") && line.contains("has no /etc/fluidity/certs/ca.crt"), "{line}");
+    assert!(line.contains("FLUIDITY_IMAGE_CERTS_DIR=certs nix build"), "{line}");
+    world.nothing_created().await;
+    let baked = world.path("server-image-baked.tar.gz");
+    docker_archive_with(
+        &baked,
+        "arm64",
+        &["etc/fluidity/certs/ca.crt", "etc/fluidity/certs/server.crt", "etc/fluidity/certs/server.key"],
+    );
+    let (code, out, err) = world.deploy_image(&baked, &["--certificates", "image"]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(!out.contains("server certificates"), "{out}");
     assert_eq!(world.parameter("fluidity-dev-fargate", "CertificateParameterPath").await, "");

@@ -5,9 +5,10 @@
 //! file, whose `architecture` says which CPU the binary inside runs on. An
 //! amd64 image on an ARM64 task (or the reverse) crash-loops with "exec
 //! format error", so the deploy tool compares it with `CpuArchitecture`
-//! before anything is pushed.
+//! before anything is pushed. The layers' file names are read too: with
+//! `--certificates image` the server's certificates must be baked in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -23,8 +24,30 @@ pub enum ImageError {
 /// Files larger than this are layers, never the manifest or the config.
 const METADATA_LIMIT: u64 = 4 << 20;
 
+/// What a docker-archive holds, as far as the deploy tool asks.
+#[derive(Debug)]
+pub struct Inventory {
+    /// The image's `architecture` (`amd64`, `arm64`…).
+    pub architecture: String,
+    /// Every path in every layer (`./` removed).
+    pub files: BTreeSet<String>,
+}
+
+impl Inventory {
+    /// Whether a layer holds `path` (relative to `/`), directly or under a
+    /// store path that the image links there.
+    pub fn has(&self, path: &str) -> bool {
+        self.files.iter().any(|f| f == path || f.ends_with(&format!("/{path}")))
+    }
+}
+
 /// The `architecture` of the image in a docker-archive (`amd64`, `arm64`…).
 pub fn architecture(path: &Path) -> Result<String, ImageError> {
+    inventory(path).map(|i| i.architecture)
+}
+
+/// The architecture and the layers' file names of a docker-archive.
+pub fn inventory(path: &Path) -> Result<Inventory, ImageError> {
     let shown = path.display().to_string();
     let io = |source| ImageError::Io { path: shown.clone(), source };
     let not = |why: String| ImageError::NotAnArchive { path: shown.clone(), why };
@@ -36,8 +59,8 @@ pub fn architecture(path: &Path) -> Result<String, ImageError> {
         magic.iter_mut().zip(head).for_each(|(m, h)| *m = *h);
         magic == [0x1f, 0x8b]
     };
-    let files = if gzipped { json_files(flate2::read::MultiGzDecoder::new(file)) } else { json_files(file) };
-    let files = files.map_err(|e| match e.kind() {
+    let read = if gzipped { read_archive(flate2::read::MultiGzDecoder::new(file)) } else { read_archive(file) };
+    let (files, layer_files) = read.map_err(|e| match e.kind() {
         std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
             not(format!("not a tar archive ({e})"))
         }
@@ -49,7 +72,9 @@ pub fn architecture(path: &Path) -> Result<String, ImageError> {
     let config = manifest[0]["Config"].as_str().ok_or_else(|| not("manifest.json names no Config".into()))?;
     let config = files.get(config).ok_or_else(|| not(format!("no {config}, which manifest.json names")))?;
     let config: serde_json::Value = serde_json::from_slice(config).map_err(|e| not(format!("image config: {e}")))?;
-    config["architecture"].as_str().map(str::to_owned).ok_or_else(|| not("the image config has no architecture".into()))
+    let architecture = config["architecture"].as_str().map(str::to_owned);
+    let architecture = architecture.ok_or_else(|| not("the image config has no architecture".into()))?;
+    Ok(Inventory { architecture, files: layer_files })
 }
 
 /// The docker architecture an ECS `CpuArchitecture` runs.
@@ -62,19 +87,31 @@ pub fn docker_architecture(cpu_architecture: &str) -> Option<&'static str> {
 }
 
 /// Every regular file of a tar stream that ends in `.json` and is small,
-/// by name (`./` prefix removed). Understands ustar prefixes and the GNU and
-/// pax long-name records; everything else is skipped.
-fn json_files(mut tar: impl Read) -> std::io::Result<BTreeMap<String, Vec<u8>>> {
-    let mut files = BTreeMap::new();
+/// by name (`./` prefix removed), and the names inside each layer (a file
+/// ending in `.tar`). Understands ustar prefixes and the GNU and pax
+/// long-name records; everything else is skipped.
+type Archive = (BTreeMap<String, Vec<u8>>, BTreeSet<String>);
+
+fn read_archive(mut tar: impl Read) -> std::io::Result<Archive> {
+    let (mut files, mut layer_files) = (BTreeMap::new(), BTreeSet::new());
     let mut long_name: Option<String> = None;
     let mut header = [0u8; 512];
     loop {
         if !read_block(&mut tar, &mut header)? || header.iter().all(|b| *b == 0) {
-            return Ok(files);
+            return Ok((files, layer_files));
         }
         let size = octal(&header[124..136])
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "a tar header with a bad size"))?;
         let kind = header[156];
+        if matches!(kind, b'0' | 0) && long_name.clone().unwrap_or_else(|| header_name(&header)).ends_with(".tar") {
+            long_name = None;
+            let mut layer = (&mut tar).take(size);
+            // A layer that is not a plain tar (compressed, say) adds no names.
+            layer_files.extend(names(&mut layer).unwrap_or_default());
+            std::io::copy(&mut layer, &mut std::io::sink())?;
+            skip(&mut tar, padding(size))?;
+            continue;
+        }
         let wanted = matches!(kind, b'0' | 0 | b'L' | b'x') && size <= METADATA_LIMIT;
         let data = if wanted { Some(read_exact_vec(&mut tar, size)?) } else { None };
         skip(&mut tar, if wanted { padding(size) } else { size + padding(size) })?;
@@ -94,6 +131,28 @@ fn json_files(mut tar: impl Read) -> std::io::Result<BTreeMap<String, Vec<u8>>> 
             }
         }
     }
+}
+
+/// The entry names of a (layer) tar stream, read up to its end marker.
+fn names(tar: &mut impl Read) -> std::io::Result<Vec<String>> {
+    let (mut found, mut long_name, mut header) = (Vec::new(), None::<String>, [0u8; 512]);
+    while read_block(tar, &mut header)? && header.iter().any(|b| *b != 0) {
+        let size = octal(&header[124..136])
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "a layer header with a bad size"))?;
+        match header[156] {
+            kind @ (b'L' | b'x') if size <= METADATA_LIMIT => {
+                let data = read_exact_vec(tar, size)?;
+                skip(tar, padding(size))?;
+                long_name = if kind == b'L' { Some(text(&data)) } else { pax_path(&data).or(long_name) };
+            }
+            _ => {
+                let name = long_name.take().unwrap_or_else(|| header_name(&header));
+                found.push(name.trim_start_matches("./").trim_end_matches('/').to_owned());
+                skip(tar, size + padding(size))?;
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn read_block(tar: &mut impl Read, block: &mut [u8; 512]) -> std::io::Result<bool> {
@@ -170,7 +229,14 @@ mod tests {
     }
 
     fn archive(architecture: &str, gzip: bool) -> tempfile::NamedTempFile {
-        let mut tar = entry("./layer/layer.tar", &vec![7u8; 3000]);
+        archive_with(architecture, gzip, &[])
+    }
+
+    fn archive_with(architecture: &str, gzip: bool, layer_files: &[&str]) -> tempfile::NamedTempFile {
+        let mut layer: Vec<u8> = layer_files.iter().flat_map(|name| entry(name, b"pem")).collect();
+        layer.extend([0u8; 1024]);
+        layer.extend(vec![7u8; 3000]);
+        let mut tar = entry("./layer/layer.tar", &layer);
         tar.extend(entry("manifest.json", br#"[{"Config":"abc.json","Layers":["layer/layer.tar"]}]"#));
         tar.extend(entry("abc.json", format!(r#"{{"architecture":"{architecture}","os":"linux"}}"#).as_bytes()));
         tar.extend([0u8; 1024]);
@@ -191,6 +257,19 @@ mod tests {
         for (arch, gzip) in [("arm64", true), ("amd64", false), ("amd64", true)] {
             assert_eq!(architecture(archive(arch, gzip).path()).unwrap(), arch);
         }
+    }
+
+    #[test]
+    fn reads_the_names_in_the_layers() {
+        let baked =
+            ["./nix/store/abc-fluidity-image-certs/etc/fluidity/certs/server.key", "./etc/fluidity/certs/ca.crt"];
+        for gzip in [true, false] {
+            let found = inventory(archive_with("arm64", gzip, &baked).path()).unwrap();
+            assert_eq!(found.architecture, "arm64");
+            assert!(found.has("etc/fluidity/certs/server.key") && found.has("etc/fluidity/certs/ca.crt"), "{found:?}");
+            assert!(!found.has("etc/fluidity/certs/server.crt"), "{found:?}");
+        }
+        assert!(inventory(archive("arm64", true).path()).unwrap().files.is_empty());
     }
 
     #[test]

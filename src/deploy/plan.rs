@@ -67,7 +67,8 @@ pub fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, Confi
         )?),
     };
     if let Some((path, _)) = &image {
-        check_architecture(path, values.get("CpuArchitecture").unwrap_or("ARM64"))?;
+        let baked = args.certificates == Certificates::Image;
+        check_image(path, values.get("CpuArchitecture").unwrap_or("ARM64"), baked)?;
     }
     let own = values.get("CertificateSecretArn").is_some() || values.get("CertificateParameterPath").is_some();
     let tls = match args.certificates {
@@ -77,8 +78,13 @@ pub fn plan(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<Plan, Confi
     Ok(Plan { fargate, account, lambda, policy: policy.text, values, zip, image, tls })
 }
 
-/// Refuses an image archive built for another CPU than the task's.
-fn check_architecture(path: &Path, cpu_architecture: &str) -> Result<(), ConfigError> {
+/// What `--certificates image` needs in the image (nix/image.nix bakes them there).
+const BAKED: [&str; 3] =
+    ["etc/fluidity/certs/ca.crt", "etc/fluidity/certs/server.crt", "etc/fluidity/certs/server.key"];
+
+/// Refuses an image archive built for another CPU than the task's, and,
+/// when the certificates are to come from the image (`baked`), one without them.
+fn check_image(path: &Path, cpu_architecture: &str, baked: bool) -> Result<(), ConfigError> {
     let Some(wanted) = image::docker_architecture(cpu_architecture) else {
         return Err(ConfigError::new(
             "CpuArchitecture",
@@ -87,9 +93,20 @@ fn check_architecture(path: &Path, cpu_architecture: &str) -> Result<(), ConfigE
         ));
     };
     let package = if wanted == "arm64" { "server-image-aarch64" } else { "server-image-x86_64" };
-    let found = image::architecture(path).map_err(|e| {
+    let inventory = image::inventory(path).map_err(|e| {
         ConfigError::new("--image", e.to_string(), format!("pass the archive `nix build .#{package}` writes"))
     })?;
+    let missing: Vec<&str> = BAKED.into_iter().filter(|f| baked && !inventory.has(f)).collect();
+    if !missing.is_empty() {
+        return Err(ConfigError::new(
+            "--certificates image",
+            format!("{} has no /{} (a certificate-free image)", path.display(), missing.join(", /")),
+            format!(
+                "bake them in with FLUIDITY_IMAGE_CERTS_DIR=certs nix build .#{package} --impure, or let the tool keep them in Parameter Store (leave out --certificates image)"
+            ),
+        ));
+    }
+    let found = inventory.architecture;
     if found != wanted {
         let mut fix = format!("pass the archive of nix build .#{package}");
         if let Some(other) = ["ARM64", "X86_64"].into_iter().find(|a| image::docker_architecture(a) == Some(&found)) {
