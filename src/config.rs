@@ -32,6 +32,14 @@ impl ConfigError {
     }
 }
 
+/// The directory relative paths in the YAML file at `path` are resolved from.
+pub fn directory_of(path: &Path) -> std::path::PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    }
+}
+
 /// Reads and parses a YAML configuration file; an empty file is all defaults.
 pub fn load_yaml<T>(path: &Path) -> Result<T, ConfigError>
 where
@@ -51,12 +59,68 @@ where
         let place = e.location().map(|l| format!(" at line {}", l.line())).unwrap_or_default();
         let message = e.to_string();
         let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-        ConfigError::new(
-            path.display().to_string(),
-            format!("invalid YAML{place}: {message}"),
-            "see the configuration reference in README.md",
-        )
+        let file = path.display();
+        match explain_yaml(&message) {
+            Some((key, problem, fix)) => ConfigError::new(key, format!("{problem} ({file}{place})"), fix),
+            None => ConfigError::new(
+                file.to_string(),
+                format!("invalid YAML{place}: {message}"),
+                "see the configuration reference in README.md",
+            ),
+        }
     })
+}
+
+/// The key and a plain explanation for the mistakes people make most in a
+/// YAML file: a setting that does not exist (with the closest one), and a
+/// number or switch written in quotes. `message` is serde_yaml's, without
+/// its location: `[path: ]unknown field `x`, expected one of …` or
+/// `[path: ]invalid type: string "4", expected u16`.
+fn explain_yaml(message: &str) -> Option<(String, String, String)> {
+    let (path, rest) = match message.split_once(": ") {
+        Some((path, rest)) if !path.contains(' ') => (Some(path), rest),
+        _ => (None, message),
+    };
+    let key = |name: &str| path.map_or_else(|| name.to_string(), |p| format!("{p}.{name}"));
+    if let Some(rest) = rest.strip_prefix("unknown field `") {
+        let (name, expected) = rest.split_once('`')?;
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let closest = known.iter().min_by_key(|k| edit_distance(k, name)).filter(|k| edit_distance(k, name) <= 3);
+        let fix = match closest {
+            Some(near) => format!("did you mean `{}`?", key(near)),
+            None => format!("the settings here are: {}", known.join(", ")),
+        };
+        return Some((key(name), "not a setting".into(), fix));
+    }
+    let rest = rest.strip_prefix("invalid type: string \"")?;
+    let (value, expected) = rest.split_once("\", expected ")?;
+    let kind = match expected {
+        "a boolean" => "true or false",
+        e if e.starts_with('u') || e.starts_with('i') || e.starts_with('f') || e.contains("number") => "a number",
+        _ => return None,
+    };
+    let path = path?;
+    Some((
+        path.into(),
+        format!("\"{value}\" is quoted text where {kind} is expected"),
+        format!("write it without quotes: {path}: {value}"),
+    ))
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1).min(row[j] + 1).min(previous + usize::from(ca != *cb));
+            previous = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// Parses `250ms`, `10s`, `5m`, `2h` or a bare number of seconds.
@@ -191,6 +255,52 @@ impl std::str::FromStr for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn yaml_mistakes_name_the_key_and_the_fix() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Inner {
+            #[allow(dead_code)]
+            server_port: Option<u16>,
+            #[allow(dead_code)]
+            rewake: Option<bool>,
+        }
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[allow(dead_code)]
+            pool_size: Option<usize>,
+            #[allow(dead_code)]
+            lifecycle: Option<Inner>,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let load = |text: &str| {
+            let path = dir.path().join("agent.yaml");
+            std::fs::write(&path, text).unwrap();
+            load_yaml::<Raw>(&path).unwrap_err()
+        };
+        let quoted = load("pool_size: \"4\"\n");
+        assert_eq!(quoted.key, "pool_size");
+        assert!(quoted.problem.starts_with("\"4\" is quoted text where a number is expected"), "{quoted}");
+        assert_eq!(quoted.fix, "write it without quotes: pool_size: 4");
+        let nested = load("lifecycle:\n  server_port: \"443\"\n");
+        assert_eq!(nested.key, "lifecycle.server_port", "{nested}");
+        let switch = load("lifecycle:\n  rewake: \"yes\"\n");
+        assert!(switch.problem.contains("where true or false is expected"), "{switch}");
+        let unknown = load("poolsize: 4\n");
+        assert_eq!(
+            (unknown.key.as_str(), unknown.fix.as_str()),
+            ("poolsize", "did you mean `pool_size`?"),
+            "{unknown}"
+        );
+        let nested = load("lifecycle:\n  server_prot: 443\n");
+        assert_eq!(nested.key, "lifecycle.server_prot", "{nested}");
+        assert_eq!(nested.fix, "did you mean `lifecycle.server_port`?");
+        let far = load("colour: blue\n");
+        assert!(far.fix.starts_with("the settings here are: pool_size, lifecycle"), "{far}");
+        assert!(load("pool_size: [\n").problem.starts_with("invalid YAML"), "other mistakes keep the parser's words");
+    }
 
     #[test]
     fn durations() {

@@ -93,7 +93,16 @@ pub enum LogFormat {
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (`info`).
 /// Calling it twice is harmless (the second call does nothing).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with(format, None);
+}
+
+/// As [`init`], with the level or filter of `--log-level`/`-v` (checked by
+/// [`log_filter`]), which wins over `RUST_LOG`.
+pub fn init_with(format: LogFormat, level: Option<&str>) {
+    let filter = match level.and_then(|l| EnvFilter::try_new(l).ok()) {
+        Some(filter) => filter,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -104,9 +113,41 @@ pub fn init(format: LogFormat) {
     };
 }
 
+/// The level `--log-level` and `-v` ask for: `-v` is debug, `-vv` trace;
+/// a level or a `RUST_LOG`-style filter (`fluidity=debug,h2=warn`) is
+/// checked here, so a typo is a configuration error, not silence.
+pub fn log_filter(level: Option<&str>, verbose: u8) -> Result<Option<String>, crate::config::ConfigError> {
+    let level = match (level, verbose) {
+        (Some(level), _) => level.trim().to_string(),
+        (None, 0) => return Ok(None),
+        (None, 1) => "debug".into(),
+        (None, _) => "trace".into(),
+    };
+    let simple = ["error", "warn", "info", "debug", "trace", "off"].contains(&level.to_ascii_lowercase().as_str());
+    if !simple && (level.is_empty() || EnvFilter::try_new(&level).is_err() || !level.contains('=')) {
+        return Err(crate::config::ConfigError::new(
+            "--log-level",
+            format!("`{level}` is not a level"),
+            "use error, warn, info, debug or trace, or a filter such as fluidity=debug,h2=warn",
+        ));
+    }
+    Ok(Some(level))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_levels_from_flags() {
+        assert_eq!(log_filter(None, 0).unwrap(), None);
+        assert_eq!(log_filter(None, 1).unwrap().as_deref(), Some("debug"));
+        assert_eq!(log_filter(None, 3).unwrap().as_deref(), Some("trace"));
+        assert_eq!(log_filter(Some("WARN"), 2).unwrap().as_deref(), Some("WARN"), "the flag wins over -v");
+        assert_eq!(log_filter(Some("fluidity=debug,h2=warn"), 0).unwrap().as_deref(), Some("fluidity=debug,h2=warn"));
+        assert_eq!(log_filter(Some("loud"), 0).unwrap_err().key, "--log-level");
+        assert!(log_filter(Some(""), 0).is_err());
+    }
 
     #[test]
     fn a_log_budget_lets_a_burst_through_per_window_and_counts_the_rest() {

@@ -78,6 +78,11 @@ pub struct RawTls {
     pub key: Option<PathBuf>,
     /// The Fluidity CA certificate that signs the peer (PEM).
     pub ca: Option<PathBuf>,
+    /// The directory of the YAML file these came from: relative paths, and
+    /// the default `certs/`, are resolved from it, not from the working
+    /// directory (a service runs with `/` as its working directory).
+    #[serde(skip)]
+    pub dir: Option<PathBuf>,
 }
 
 /// TLS overrides from flags and the environment (paths and inline PEM).
@@ -116,15 +121,16 @@ impl TlsSources {
     /// `FLUIDITY_TLS_*`) wins, then inline PEM from the environment, then the
     /// YAML path, then `default_dir/<default name>`.
     pub fn resolve(args: &TlsArgs, file: &RawTls, default_dir: &Path, names: [&str; 3]) -> Self {
+        let from_file = |path: &Path| file.dir.as_deref().map_or_else(|| path.to_path_buf(), |dir| dir.join(path));
         let pick = |path: &Option<PathBuf>, pem: &Option<String>, var: &str, yaml: &Option<PathBuf>, name: &str| {
             if let Some(path) = path {
                 PemSource::File(path.clone())
             } else if let Some(pem) = pem {
                 PemSource::Env { var: var.to_string(), pem: pem.clone() }
             } else if let Some(path) = yaml {
-                PemSource::File(path.clone())
+                PemSource::File(from_file(path))
             } else {
-                PemSource::File(default_dir.join(name))
+                PemSource::File(from_file(&default_dir.join(name)))
             }
         };
         Self {
@@ -207,6 +213,27 @@ impl TlsMaterial {
             check_validity(leaf.as_ref(), &cert_key, &sources.cert.to_string())?;
         }
         Ok(Self { certs, key: Arc::new(key), roots: Arc::new(roots) })
+    }
+
+    /// Refuses a certificate made for the other side: a server presenting a
+    /// client certificate as its identity (its extended key usage names
+    /// clientAuth only) would start and then fail every handshake.
+    pub fn require_purpose(&self, server: bool, sources: &TlsSources, prefix: &str) -> Result<(), ConfigError> {
+        let Some(leaf) = self.certs.first() else { return Ok(()) };
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else { return Ok(()) };
+        let Ok(Some(usage)) = parsed.extended_key_usage() else { return Ok(()) };
+        let usage = usage.value;
+        let fits = usage.any || if server { usage.server_auth } else { usage.client_auth };
+        if fits {
+            return Ok(());
+        }
+        let (wanted, other, file) =
+            if server { ("server", "client", "server.crt") } else { ("client", "server", "client.crt") };
+        Err(ConfigError::new(
+            format!("{prefix}.cert"),
+            format!("{} is a {other} certificate (its extended key usage lacks {wanted} authentication)", sources.cert),
+            format!("use the {file} written by fluidity-certs"),
+        ))
     }
 
     /// The server side: TLS 1.3 only, a client certificate chained to our CA
@@ -445,7 +472,7 @@ mod tests {
 
     #[test]
     fn tls_precedence() {
-        let file = RawTls { cert: Some("file.crt".into()), key: Some("file.key".into()), ca: None };
+        let file = RawTls { cert: Some("file.crt".into()), key: Some("file.key".into()), ca: None, dir: None };
         let args = TlsArgs { cert: Some("flag.crt".into()), key_pem: Some("PEM".into()), ..TlsArgs::default() };
         let got = TlsSources::resolve(&args, &file, Path::new("certs"), ["c.crt", "c.key", "ca.crt"]);
         assert_eq!(got.cert, PemSource::File("flag.crt".into()));

@@ -192,3 +192,81 @@ async fn local_mode_check_round_trips() {
     assert!(stdout.contains("curl -x http://127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("check ok: hello through fluidity"), "{stdout}");
 }
+
+/// Configuration a service can live with: relative paths in a YAML file are
+/// the file's (a service runs with `/` as its working directory), `localhost`
+/// is a listen address, a quoted number or a misspelt key is named with its
+/// fix, `--log-level` is checked, and the server refuses a client
+/// certificate as its own identity instead of failing every handshake.
+#[tokio::test]
+async fn configuration_a_service_can_live_with() {
+    let pki = Pki::new();
+    let conf = pki.path("conf");
+    std::fs::create_dir_all(conf.join("certs")).unwrap();
+    for file in ["client.crt", "client.key", "ca.crt"] {
+        std::fs::rename(pki.path(file), conf.join("certs").join(file)).unwrap();
+    }
+    // No tls section: the default certs/ is the file's too; and one explicit relative path.
+    std::fs::write(conf.join("agent.yaml"), "server: 127.0.0.1:9\nlisten: localhost:0\n").unwrap();
+    std::fs::write(conf.join("explicit.yaml"), "server: 127.0.0.1:9\ntls:\n  ca: certs/ca.crt\n").unwrap();
+    let elsewhere = pki.path("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    for yaml in ["../conf/agent.yaml", "../conf/explicit.yaml"] {
+        let out = std::process::Command::new(bin_path("fluidity-agent"))
+            .args(["--config", yaml, "--check"])
+            .current_dir(&elsewhere)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        // The configuration is good: the check fails only at the (closed) server port.
+        assert_eq!(out.status.code(), Some(1), "{yaml}: {stdout}{stderr}");
+        assert!(stderr.contains("cannot reach the Fluidity server at 127.0.0.1:9"), "{yaml}: {stderr}");
+        if yaml.ends_with("agent.yaml") {
+            assert!(stdout.contains("listens on 127.0.0.1:0"), "localhost: {stdout}");
+        }
+    }
+
+    let yaml = pki.path("mistakes.yaml");
+    let agent = |text: &str| {
+        std::fs::write(&yaml, text).unwrap();
+        let args = ["--config", yaml.to_str().unwrap()];
+        async move { run_bin("fluidity-agent", &args, &[]).await }
+    };
+    let (code, _, stderr) = agent("server: 127.0.0.1:9\npool_size: \"4\"\n").await;
+    assert_eq!(code, Some(2));
+    let line = one_line(&stderr);
+    assert!(line.contains("`pool_size`: \"4\" is quoted text where a number is expected"), "{line}");
+    assert!(line.contains("write it without quotes: pool_size: 4"), "{line}");
+    let (code, _, stderr) = agent("server: 127.0.0.1:9\npoolsize: 4\n").await;
+    assert_eq!(code, Some(2));
+    let line = one_line(&stderr);
+    assert!(line.contains("`poolsize`: not a setting") && line.contains("did you mean `pool_size`?"), "{line}");
+
+    let (code, _, stderr) = run_bin("fluidity-agent", &["--server", "127.0.0.1:9", "--log-level", "loud"], &[]).await;
+    assert_eq!(code, Some(2));
+    assert!(one_line(&stderr).contains("`--log-level`: `loud` is not a level"), "{stderr}");
+
+    let server_args = |cert: &str, key: &str| {
+        let path = |f: &str| pki.path(f).to_str().unwrap().to_owned();
+        let ca = conf.join("certs/ca.crt").to_str().unwrap().to_owned();
+        vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--cert".into(),
+            path(cert),
+            "--key".into(),
+            path(key),
+            "--ca".into(),
+            ca,
+        ]
+    };
+    let client = fluidity::certs::Ca::issue_client(&pki.ca, "not-a-server", Validity::days(1)).unwrap();
+    pki.write_pair("wrong", &client);
+    let args = server_args("wrong.crt", "wrong.key");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, _, stderr) = run_bin("fluidity-server", &args, &[]).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    let line = one_line(&stderr);
+    assert!(line.contains("`tls.cert`") && line.contains("is a client certificate"), "{line}");
+    assert!(line.contains("use the server.crt written by fluidity-certs"), "{line}");
+}

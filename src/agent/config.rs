@@ -134,6 +134,13 @@ pub struct AgentArgs {
     /// Log line format [YAML: log_format; default text]
     #[arg(long, env = "FLUIDITY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Log level: error, warn, info, debug or trace, or a filter such as fluidity=debug,h2=warn; wins over
+    /// RUST_LOG [default info, or RUST_LOG]
+    #[arg(long, env = "FLUIDITY_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// More log: -v is debug, -vv trace (--log-level wins)
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(flatten)]
     pub reach: ReachArgs,
     #[command(flatten)]
@@ -252,6 +259,8 @@ pub struct AgentConfig {
     /// `user:password` required in `Proxy-Authorization`, if set.
     pub proxy_auth: Option<Secret>,
     pub log_format: LogFormat,
+    /// `--log-level`/`-v`, checked; `None`: RUST_LOG or info.
+    pub log_level: Option<String>,
     /// Wake-on-demand settings; `None` means a fixed `server` (manual mode).
     pub lifecycle: Option<LifecycleConfig>,
     /// Direct or through which proxy the server and the control API are reached.
@@ -265,7 +274,15 @@ impl AgentConfig {
     /// Reads the file named by `args.config` (if any), merges and validates.
     pub fn load(args: &AgentArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
-            Some(path) => load_yaml(path)?,
+            Some(path) => {
+                let mut file: RawAgentConfig = load_yaml(path)?;
+                let dir = crate::config::directory_of(path);
+                if let Some(lifecycle) = file.lifecycle.as_mut() {
+                    lifecycle.api_key_file = lifecycle.api_key_file.take().map(|key| dir.join(key));
+                }
+                file.tls.dir = Some(dir);
+                file
+            }
             None => RawAgentConfig::default(),
         };
         Self::from_parts(args, file)
@@ -283,11 +300,11 @@ impl AgentConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let listen_text = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        let listen = local_address(&listen_text).ok_or_else(|| {
             ConfigError::new(
                 "listen",
                 format!("`{listen_text}` is not an address"),
-                "write ADDRESS:PORT, e.g. 127.0.0.1:8080",
+                "write ADDRESS:PORT, e.g. 127.0.0.1:8080 or localhost:8080",
             )
         })?;
         let upstream = reach(args, file.upstream_proxy.as_ref().map(Secret::expose), listen, env)?;
@@ -405,7 +422,12 @@ impl AgentConfig {
             proxy_auth,
             lifecycle,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            tls: TlsMaterial::load(&sources, "tls")?,
+            log_level: crate::telemetry::log_filter(args.log_level.as_deref(), args.verbose)?,
+            tls: {
+                let material = TlsMaterial::load(&sources, "tls")?;
+                material.require_purpose(false, &sources, "tls")?;
+                material
+            },
             tls_sources: sources,
         })
     }
@@ -456,6 +478,17 @@ fn server_sni(text: Option<&str>) -> Result<ServerSni, ConfigError> {
         Err(_) => {
             Err(ConfigError::new("server_sni", format!("`{text}` is not a DNS name"), "write a DNS name or none"))
         }
+    }
+}
+
+/// `ADDRESS:PORT`, or `localhost:PORT` (127.0.0.1: the proxy listens on
+/// one address, and localhost is looked up by nothing but this).
+fn local_address(text: &str) -> Option<SocketAddr> {
+    match text.trim().rsplit_once(':') {
+        Some((host, port)) if host.eq_ignore_ascii_case("localhost") => {
+            Some(SocketAddr::from(([127, 0, 0, 1], port.parse().ok()?)))
+        }
+        _ => text.trim().parse().ok(),
     }
 }
 
@@ -604,6 +637,15 @@ fn parse_server(value: Option<String>) -> Result<String, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn localhost_is_a_listen_address() {
+        assert_eq!(local_address("localhost:8080"), Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(local_address("LocalHost:0"), Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(local_address("[::1]:8080"), Some("[::1]:8080".parse().unwrap()));
+        assert_eq!(local_address("localhost:http"), None);
+        assert_eq!(local_address("example.com:8080"), None);
+    }
 
     /// The server's name goes in SNI to the task's IP, unless `server_sni` says otherwise.
     #[test]

@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             Err(error) => cli::runtime_error("fluidity-agent --check", &error),
         };
     }
-    telemetry::init(config.log_format);
+    telemetry::init_with(config.log_format, config.log_level.as_deref());
     let result = cli::runtime(config.worker_threads)
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(async { agent::run(config, shutdown::on_signal()).await }));

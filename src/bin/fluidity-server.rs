@@ -53,7 +53,7 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return cli::config_error("fluidity-server", &error),
     };
-    telemetry::init(config.log_format);
+    telemetry::init_with(config.log_format, config.log_level.as_deref());
     let result = cli::runtime(config.worker_threads)
         .map_err(anyhow::Error::from)
         .and_then(|runtime| runtime.block_on(async { server::run(config, shutdown::on_signal()).await }));

@@ -143,6 +143,13 @@ pub struct ServerArgs {
     /// Log line format: text, or json for CloudWatch Logs [YAML: log_format; default text]
     #[arg(long, env = "FLUIDITY_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Log level: error, warn, info, debug or trace, or a filter such as fluidity=debug,h2=warn; wins over
+    /// RUST_LOG [default info, or RUST_LOG]
+    #[arg(long, env = "FLUIDITY_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// More log: -v is debug, -vv trace (--log-level wins)
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
 }
 
 /// Validated server configuration.
@@ -170,13 +177,19 @@ pub struct ServerConfig {
     pub health_listen: Option<SocketAddr>,
     pub metrics: MetricsSettings,
     pub log_format: LogFormat,
+    /// `--log-level`/`-v`, checked; `None`: RUST_LOG or info.
+    pub log_level: Option<String>,
 }
 
 impl ServerConfig {
     /// Reads the file named by `args.config` (if any), merges and validates.
     pub fn load(args: &ServerArgs) -> Result<Self, ConfigError> {
         let file = match &args.config {
-            Some(path) => load_yaml(path)?,
+            Some(path) => {
+                let mut file: RawServerConfig = load_yaml(path)?;
+                file.tls.dir = Some(crate::config::directory_of(path));
+                file
+            }
             None => RawServerConfig::default(),
         };
         Self::from_parts(args, file)
@@ -262,7 +275,12 @@ impl ServerConfig {
             )? as u32,
             idle_timeout: duration("idle_timeout", &args.idle_timeout, &file.idle_timeout, 3600)?,
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            tls: TlsMaterial::load(&sources, "tls")?,
+            log_level: crate::telemetry::log_filter(args.log_level.as_deref(), args.verbose)?,
+            tls: {
+                let material = TlsMaterial::load(&sources, "tls")?;
+                material.require_purpose(true, &sources, "tls")?;
+                material
+            },
             tls_sources: sources,
         })
     }

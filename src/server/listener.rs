@@ -78,7 +78,9 @@ pub(super) async fn accept_loop(
 /// with a log line and the old configuration kept.
 async fn reload_on_hangup(config: Arc<ServerConfig>, acceptor: Arc<RwLock<TlsAcceptor>>, shutdown: CancellationToken) {
     crate::shutdown::on_hangup(shutdown, || {
-        let rebuilt = crate::tls::TlsMaterial::load(&config.tls_sources, "tls")
+        let sources = &config.tls_sources;
+        let rebuilt = crate::tls::TlsMaterial::load(sources, "tls")
+            .and_then(|material| material.require_purpose(true, sources, "tls").map(|()| material))
             .map_err(|e| e.to_string())
             .and_then(|material| material.server_config().map_err(|e| e.to_string()));
         match rebuilt {
