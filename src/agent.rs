@@ -15,6 +15,7 @@ mod listener;
 mod pac;
 pub mod pool;
 pub mod socks;
+pub mod status;
 pub mod target;
 
 use std::net::SocketAddr;
@@ -86,6 +87,8 @@ impl Agent {
             activity: Arc::default(),
             listen: self.local_addr(),
             pac_direct: Arc::new(self.config.pac_direct.clone()),
+            requests: std::sync::atomic::AtomicU64::new(0),
+            started: std::time::Instant::now(),
         });
         tokio::spawn(reload_on_hangup(self.config.clone(), self.pool.clone(), shutdown.clone()));
         let limits = listener::Limits {

@@ -122,6 +122,12 @@ async fn wait_desired(control: &Control, want: i32) {
     panic!("desired count never became {want}");
 }
 
+/// The agent's `GET /status`, as curl asks for it (Host: 127.0.0.1:PORT).
+async fn agent_status(proxy: SocketAddr) -> serde_json::Value {
+    let out = curl(&["-sS", &format!("http://{proxy}/status")]).await;
+    serde_json::from_str(&out.text()).unwrap_or_else(|e| panic!("{e}: {} {}", out.text(), out.stderr))
+}
+
 /// Whether a request through the agent reaches the origin within ~10 s.
 async fn carries(proxy: SocketAddr, url: &str) -> bool {
     for _ in 0..50 {
@@ -288,6 +294,28 @@ async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_reques
     let url = format!("http://{origin}/hello");
     let out = curl(&["-sS", "-x", &format!("http://{proxy}"), &url]).await;
     assert_eq!(out.text(), "GET /hello", "{}", out.stderr);
+    let up = agent_status(proxy).await;
+    assert_eq!((up["state"].as_str(), up["connections_up"].as_u64() > Some(0)), (Some("up"), true), "{up}");
+    assert_eq!(up["server"], format!("127.0.0.1:{}", w.port));
+    assert!(up["requests"].as_u64() >= Some(1) && up["control_api_calls"].as_u64() >= Some(1), "{up}");
+    // Read-only, for this machine's programs: a page that rebinds its name
+    // to 127.0.0.1 sends its own Host and is refused; no method changes anything.
+    let rebound = curl(&[
+        "-sS",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        "Host: attacker.example",
+        &format!("http://{proxy}/status"),
+    ])
+    .await;
+    assert_eq!(rebound.text(), "403");
+    let posted =
+        curl(&["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &format!("http://{proxy}/status")]).await;
+    assert_eq!(posted.text(), "405");
+    assert_eq!(desired(control).await, 1, "nothing on /status changes the server");
 
     // The task is replaced: the old server dies, a new one runs at 127.0.0.2.
     drop(first_server);
@@ -311,6 +339,17 @@ async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_reques
     drop(second_server);
     stop_task(moto, second_task["task_arn"].as_str().unwrap()).await;
     agent.wait_for("the next request wakes it").await;
+    let asleep = agent_status(proxy).await;
+    assert_eq!(asleep["state"], "asleep", "{asleep}");
+    // `fluidity-agent status` says it to a person, with exit code 3 (the agent runs, the server does not).
+    let mut args = agent_args(&w.pki, &w.api, &w.port.to_string(), &[]);
+    let listen = args.iter().position(|a| a == "--listen").unwrap() + 1;
+    args[listen] = proxy.to_string();
+    args.push("status".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, stdout, stderr) = run_bin("fluidity-agent", &args, &[("FLUIDITY_API_KEY", API_KEY)]).await;
+    assert_eq!(code, Some(3), "{stdout}{stderr}");
+    assert!(stdout.starts_with("server: asleep (") && stdout.contains("why: the control plane stopped"), "{stdout}");
     // Nobody browses: the agent leaves it asleep.
     let before = w.calls();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -328,6 +367,8 @@ async fn follows_a_replaced_server_sleeps_when_idle_and_wakes_on_the_next_reques
         })
         .collect();
     wait_desired(control, 1).await;
+    let waking = agent_status(proxy).await;
+    assert_eq!(waking["state"], "waking", "{waking}");
     let third_server = w.server_at("127.0.0.1").await;
     let third_task = run_task_at(moto, f, "127.0.0.1").await;
     for request in requests {

@@ -42,6 +42,9 @@ pub(super) struct Handler {
     pub(super) listen: std::net::SocketAddr,
     /// Name suffixes and CIDR blocks the PAC file sends DIRECT.
     pub(super) pac_direct: Arc<Vec<String>>,
+    /// Requests served since start (the status page).
+    pub(super) requests: std::sync::atomic::AtomicU64,
+    pub(super) started: std::time::Instant,
 }
 
 /// A reply for the local client, already formatted.
@@ -61,14 +64,19 @@ impl Handler {
             // browser fetches it before it knows of any proxy credentials.
             let reply = if is_pac_request(&req) {
                 self.pac(&req)
+            } else if is_status_request(&req) {
+                self.status(&req)
             } else if !self.authorized(&req) {
                 proxy_auth_required()
-            } else if req.method() == Method::CONNECT {
-                self.connect(req).await
-            } else if req.version() == Version::HTTP_11 && wants_upgrade(req.headers()) {
-                self.upgrade(req).await
             } else {
-                self.forward(req).await
+                self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if req.method() == Method::CONNECT {
+                    self.connect(req).await
+                } else if req.version() == Version::HTTP_11 && wants_upgrade(req.headers()) {
+                    self.upgrade(req).await
+                } else {
+                    self.forward(req).await
+                }
             };
             debug!(status = reply.status().as_u16(), "answered");
             reply
@@ -263,9 +271,28 @@ impl Handler {
         Ok(Tunnel { stream, lost })
     }
 
-    /// Whether `req` is one this proxy serves: the PAC file, or authorised.
+    /// Whether `req` is one this proxy serves: the PAC file, the status, or authorised.
     pub(super) fn admits(&self, req: &Request<Incoming>) -> bool {
-        is_pac_request(req) || self.authorized(req)
+        is_pac_request(req) || is_status_request(req) || self.authorized(req)
+    }
+
+    /// `GET /status`: the agent's report, for this machine's programs only
+    /// (see [`super::status`]); read-only whatever the method.
+    fn status(&self, req: &Request<Incoming>) -> Reply {
+        let peer = req.extensions().get::<super::status::Peer>().map(|p| p.0);
+        let host = req.headers().get(HOST).and_then(|v| v.to_str().ok());
+        if let Some(why) = super::status::refusal(peer, host) {
+            return text_response(StatusCode::FORBIDDEN, why);
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text_response(StatusCode::METHOD_NOT_ALLOWED, "the status is read-only: GET /status");
+        }
+        let requests = self.requests.load(std::sync::atomic::Ordering::Relaxed);
+        let report = super::status::report(&self.pool, &self.activity, requests, self.started);
+        let mut reply = Response::new(boxed(http_body_util::Full::new(bytes::Bytes::from(report.to_string()))));
+        reply.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        reply.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        reply
     }
 
     /// The proxy auto-config file: HTTP and SOCKS5 at the address the client
@@ -310,6 +337,11 @@ impl Handler {
 
 /// Where the agent serves its PAC file, on its own port.
 pub const PAC_PATH: &str = "/proxy.pac";
+
+/// A request in origin form for `/status`: for the agent itself, whatever the method.
+fn is_status_request(req: &Request<Incoming>) -> bool {
+    req.uri().authority().is_none() && req.uri().path() == super::status::STATUS_PATH
+}
 
 /// `GET /proxy.pac` in origin form: a request for the agent itself.
 fn is_pac_request(req: &Request<Incoming>) -> bool {

@@ -144,6 +144,7 @@ impl ControlApi {
     }
 
     async fn call(&self, method: &str, path: &str, nested: bool) -> Result<Status, LifecycleError> {
+        super::status::API_CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let url = format!("{}/{path}", self.config.api_url);
         let call_error = |reason: String| LifecycleError::Call { url: url.clone(), reason };
         let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| call_error(e.to_string()))?;

@@ -52,7 +52,7 @@ pub(super) async fn accept_loop(
             continue;
         };
         let span = info_span!("client", %peer);
-        let client = Client { handler: handler.clone(), max_header_bytes: limits.max_header_bytes, permit };
+        let client = Client { handler: handler.clone(), peer, max_header_bytes: limits.max_header_bytes, permit };
         tracker.spawn(client.serve(tcp, shutdown.clone()).instrument(span));
     }
     drop(listener);
@@ -66,6 +66,8 @@ pub(super) async fn accept_loop(
 /// One local client connection.
 struct Client {
     handler: Arc<Handler>,
+    /// The client's address (the status page answers loopback clients only).
+    peer: std::net::SocketAddr,
     max_header_bytes: usize,
     /// Held until the client's first request head has arrived.
     permit: OwnedSemaphorePermit,
@@ -85,8 +87,9 @@ impl Client {
             // Closed, broken, or silent for the whole header timeout.
             _ => return,
         }
-        let (handler, waiting) = (self.handler, Mutex::new(Some(self.permit)));
-        let service = service_fn(move |req| {
+        let (handler, waiting, peer) = (self.handler, Mutex::new(Some(self.permit)), self.peer);
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(super::status::Peer(peer));
             // A request this proxy will serve (authorised, or the PAC file):
             // the client no longer counts as waiting. One refused with 407
             // keeps its slot, so unauthenticated clients stay capped.

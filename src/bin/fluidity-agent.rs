@@ -15,6 +15,8 @@ use fluidity::{cli, shutdown, telemetry};
 #[derive(Parser)]
 #[command(version, about, long_about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     #[command(flatten)]
     args: AgentArgs,
     /// Check the configuration, then really connect: print each step on the
@@ -26,13 +28,43 @@ struct Cli {
     check: bool,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Ask the running agent how it is (GET /status on its port, from the same
+    /// configuration): the server asleep, waking, up or unreachable and why,
+    /// its address, connections, requests and bytes, control API calls.
+    /// Exit 0 when the server is up, 3 when the agent runs but the server is
+    /// not, 1 when no agent answers. `--json` prints the report as is.
+    Status {
+        /// Print the JSON report
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
-    let Cli { args, check } = Cli::parse();
+    let Cli { command, args, check } = Cli::parse();
     fluidity::install_crypto_provider();
     let config = match AgentConfig::load(&args) {
         Ok(config) => config,
         Err(error) => return cli::config_error("fluidity-agent", &error),
     };
+    if let Some(Command::Status { json }) = command {
+        let result = cli::runtime(1)
+            .map_err(anyhow::Error::from)
+            .and_then(|runtime| runtime.block_on(agent::status::fetch(config.listen)));
+        return match result {
+            Ok(report) if json => {
+                telemetry::to_stdout(format_args!("{report}\n"));
+                status_code(&report)
+            }
+            Ok(report) => {
+                telemetry::to_stdout(format_args!("{}", agent::status::describe(&report)));
+                status_code(&report)
+            }
+            Err(error) => cli::runtime_error("fluidity-agent status", &error),
+        };
+    }
     if check {
         let result =
             cli::runtime(1).map_err(anyhow::Error::from).and_then(|runtime| runtime.block_on(agent::check(config)));
@@ -58,4 +90,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => cli::runtime_error("fluidity-agent", &error),
     }
+}
+
+/// 0 when the server is up, 3 when the agent runs but the server is not.
+fn status_code(report: &serde_json::Value) -> ExitCode {
+    if report["state"] == "up" { ExitCode::SUCCESS } else { ExitCode::from(3) }
 }
