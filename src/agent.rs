@@ -14,6 +14,7 @@ pub mod lifecycle;
 mod listener;
 mod pac;
 pub mod pool;
+pub mod service;
 pub mod socks;
 pub mod status;
 pub mod target;

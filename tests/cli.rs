@@ -270,3 +270,79 @@ async fn configuration_a_service_can_live_with() {
     assert!(line.contains("`tls.cert`") && line.contains("is a client certificate"), "{line}");
     assert!(line.contains("use the server.crt written by fluidity-certs"), "{line}");
 }
+
+/// `fluidity-agent service install|status|uninstall` into a temporary home:
+/// a systemd user unit that `systemd-analyze verify` accepts (and a broken
+/// copy it refuses), a launchd property list with the keys launchd needs,
+/// the exact commands printed where no user service manager answers, and a
+/// private key others can read refused.
+#[tokio::test]
+async fn the_agent_installs_as_a_login_service() {
+    let pki = Pki::new();
+    let home = tempfile::tempdir().unwrap();
+    let yaml = pki.path("agent.yaml");
+    std::fs::write(&yaml, "server: 127.0.0.1:9\ntls:\n  cert: client.crt\n  key: client.key\n  ca: ca.crt\n").unwrap();
+    let home_str = home.path().to_str().unwrap();
+    // No session bus: systemctl --user cannot reach a manager, here or on a desktop.
+    let env =
+        [("HOME", home_str), ("XDG_RUNTIME_DIR", home_str), ("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent")];
+    let service = |args: &[&str]| {
+        let mut all = vec!["service"];
+        all.extend(args);
+        all.extend(["--config", yaml.to_str().unwrap()]);
+        let all: Vec<String> = all.iter().map(|s| s.to_string()).collect();
+        async move {
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            run_bin("fluidity-agent", &all, &env).await
+        }
+    };
+
+    let (code, stdout, stderr) = service(&["install"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let unit = home.path().join(".config/systemd/user/fluidity-agent.service");
+    assert!(stdout.contains(&format!("wrote {}", unit.display())), "{stdout}");
+    assert!(stdout.contains("  systemctl --user enable --now fluidity-agent.service"), "{stdout}");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let config = std::fs::canonicalize(&yaml).unwrap();
+    assert!(text.contains(&format!("--config {}", config.display())), "an absolute configuration path: {text}");
+    let verify = |path: &std::path::Path| {
+        std::process::Command::new("systemd-analyze").args(["verify", "--man=no"]).arg(path).output().unwrap()
+    };
+    let verified = verify(&unit);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    let broken = home.path().join("broken.service");
+    std::fs::write(&broken, text.replace("ExecStart=/", "ExecStart=relative/")).unwrap();
+    assert!(!verify(&broken).status.success(), "systemd-analyze verify refuses a broken unit");
+
+    let (code, stdout, _) = service(&["status"]).await;
+    assert_eq!(code, Some(0));
+    assert!(stdout.starts_with(&format!("installed: {}", unit.display())), "{stdout}");
+    let (code, stdout, _) = service(&["uninstall"]).await;
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains(&format!("removed {}", unit.display())) && !unit.exists(), "{stdout}");
+    let (_, stdout, _) = service(&["status"]).await;
+    assert!(stdout.starts_with("not installed"), "{stdout}");
+
+    let (code, stdout, stderr) = service(&["install", "--manager", "launchd"]).await;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let plist = home.path().join("Library/LaunchAgents/dev.fluidity.agent.plist");
+    assert!(stdout.contains("launchctl bootstrap gui/"), "{stdout}");
+    let script = "import plistlib, sys, json; d = plistlib.load(open(sys.argv[1], 'rb')); print(json.dumps(d))";
+    let out = std::process::Command::new("python3").args(["-c", script]).arg(&plist).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let parsed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(parsed["Label"], "dev.fluidity.agent");
+    assert_eq!(parsed["ProgramArguments"][1], "--config");
+    assert_eq!(parsed["ProgramArguments"][2], config.to_str().unwrap());
+    assert_eq!((&parsed["RunAtLoad"], &parsed["KeepAlive"]), (&serde_json::json!(true), &serde_json::json!(true)));
+    assert!(parsed["StandardErrorPath"].as_str().unwrap().starts_with(home_str), "{parsed}");
+
+    // A key others can read: refused, nothing written.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(pki.path("client.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::remove_file(&unit).ok();
+    let (code, _, stderr) = service(&["install"]).await;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("readable by other users") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(!unit.exists());
+}

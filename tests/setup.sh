@@ -2,7 +2,8 @@
 # Installs what the test suite needs on a fresh Debian machine: curl (the real
 # client the tests drive), file (static-binary check), zip/unzip (Lambda zip
 # contract), iproute2 (the egress and reach tests' network namespaces) and Debian's nix-bin
-# (flake parsing and lock checks), script (a pseudo-terminal for the progress
+# (flake parsing and lock checks), systemd (systemd-analyze verify of the agent's
+# user unit), script (a pseudo-terminal for the progress
 # line test), the reach test's corporate proxies (tests/common/corpnet.rs):
 # squid-openssl (Squid with ssl-bump; it replaces the plain squid package),
 # dante-server, apache2-utils (htpasswd) and openssl; moto (local
@@ -11,7 +12,7 @@
 set -euo pipefail
 
 need_apt=()
-for tool in curl:curl file:file zip:zip unzip:unzip nix-instantiate:nix-bin ip:iproute2 script:bsdutils \
+for tool in curl:curl file:file zip:zip unzip:unzip nix-instantiate:nix-bin ip:iproute2 script:bsdutils systemd-analyze:systemd \
     /usr/lib/squid/security_file_certgen:squid-openssl /usr/sbin/danted:dante-server htpasswd:apache2-utils openssl:openssl; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need_apt+=("${tool##*:}")
 done

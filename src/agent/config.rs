@@ -76,7 +76,7 @@ pub struct RawLifecycle {
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct AgentArgs {
     /// YAML configuration file (flags and environment override its values)
-    #[arg(long, short, env = "FLUIDITY_CONFIG", value_name = "PATH")]
+    #[arg(long, short, env = "FLUIDITY_CONFIG", value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
     /// Local proxy address; point browsers and curl -x here [YAML: listen; default 127.0.0.1:8080]
     #[arg(long, env = "FLUIDITY_LISTEN", value_name = "ADDR:PORT")]

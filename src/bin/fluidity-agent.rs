@@ -40,11 +40,75 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the agent as a login service with --config PATH: a systemd user
+    /// unit on Linux (~/.config/systemd/user/fluidity-agent.service, enabled
+    /// and started with systemctl --user), a launchd agent on macOS
+    /// (~/Library/LaunchAgents/dev.fluidity.agent.plist, launchctl bootstrap);
+    /// without a user service manager it prints the commands to run.
+    Service {
+        #[arg(value_enum)]
+        action: ServiceAction,
+        /// The service manager (the machine's own by default)
+        #[arg(long, value_enum, hide = true)]
+        manager: Option<agent::service::Manager>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ServiceAction {
+    /// Write the service for --config and start it
+    Install,
+    /// Stop and remove it
+    Uninstall,
+    /// Say whether it is installed and running
+    Status,
+}
+
+/// `fluidity-agent service …`.
+fn service(args: &AgentArgs, action: ServiceAction, manager: Option<agent::service::Manager>) -> ExitCode {
+    use agent::service;
+    let manager = manager.unwrap_or_else(service::Manager::native);
+    let Some(home) = std::env::var_os("HOME").map(std::path::PathBuf::from) else {
+        return cli::runtime_error("fluidity-agent service", &anyhow::anyhow!("HOME is not set"));
+    };
+    let said = match action {
+        ServiceAction::Install => install_service(args, manager, &home),
+        ServiceAction::Uninstall => service::uninstall(manager, &home),
+        ServiceAction::Status => Ok(service::status(manager, &home)),
+    };
+    match said {
+        Ok(lines) => {
+            telemetry::to_stdout(format_args!("{}\n", lines.join("\n")));
+            ExitCode::SUCCESS
+        }
+        Err(error) => cli::runtime_error("fluidity-agent service", &error),
+    }
+}
+
+/// Validates the configuration as the agent would, refuses key files others
+/// can read, and installs the service with absolute paths.
+fn install_service(
+    args: &AgentArgs,
+    manager: agent::service::Manager,
+    home: &std::path::Path,
+) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let path = args.config.as_ref().context("pass --config PATH: the service runs the agent with that file")?;
+    let config = AgentConfig::load(args).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let fluidity::tls::PemSource::File(key) = &config.tls_sources.key {
+        agent::service::check_private(key)?;
+    }
+    let config_path = std::fs::canonicalize(path).with_context(|| format!("resolving {}", path.display()))?;
+    let binary = std::env::current_exe().context("finding this program's path")?;
+    agent::service::install(manager, home, &binary, &config_path)
 }
 
 fn main() -> ExitCode {
     let Cli { command, args, check } = Cli::parse();
     fluidity::install_crypto_provider();
+    if let Some(Command::Service { action, manager }) = command {
+        return service(&args, action, manager);
+    }
     let config = match AgentConfig::load(&args) {
         Ok(config) => config,
         Err(error) => return cli::config_error("fluidity-agent", &error),
