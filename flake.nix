@@ -42,6 +42,11 @@
     in
     {
       packages = select "packages";
+      # services.fluidity-agent for home-manager (a login service on Linux
+      # and macOS) and services.fluidity-server for NixOS (a server of your
+      # own); README, "Run it all the time".
+      homeManagerModules.default = import ./nix/modules/home-manager.nix { packages = self.packages; };
+      nixosModules.server = import ./nix/modules/nixos-server.nix { packages = self.packages; };
       apps = select "apps";
       checks = select "checks";
       devShells = select "devShells";

@@ -9,6 +9,7 @@
   lib,
   native,
   static,
+  modules,
   artifacts,
   nixfmt,
   src,
@@ -77,6 +78,8 @@ in
     deadnix --fail ${nixFiles}
     touch $out
   '';
+
+  inherit modules;
 
   no-aws-lc = pkgs.runCommand "fluidity-no-aws-lc" { } ''
     if grep -q 'name = "aws-lc-sys"' ${../Cargo.lock}; then

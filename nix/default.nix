@@ -166,6 +166,7 @@ in
       nixfmt
       src
       ;
+    modules = import ./module-checks.nix { inherit pkgs lib packages; };
     static = lib.optionalAttrs isLinux musl.${hostArch};
     artifacts = lib.optionalAttrs isLinux {
       lambdaZip = packages.lambda-zip;
