@@ -21,6 +21,7 @@ pub mod target;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -92,6 +93,7 @@ impl Agent {
             started: std::time::Instant::now(),
         });
         tokio::spawn(reload_on_hangup(self.config.clone(), self.pool.clone(), shutdown.clone()));
+        tokio::spawn(renew_after_pauses(self.pool.clone(), shutdown.clone()));
         let limits = listener::Limits {
             max_header_bytes: self.config.tunnel.max_header_bytes as usize,
             drain_timeout: self.config.drain_timeout,
@@ -123,6 +125,33 @@ async fn listen(config: &AgentConfig) -> anyhow::Result<TcpListener> {
     TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (is another proxy running there?)", config.listen))
+}
+
+/// A tick that comes this much later than asked means the process was not
+/// running: a suspended laptop, a stopped process.
+const PAUSE: Duration = Duration::from_secs(10);
+
+/// Watches for the agent having been paused (suspend and resume, SIGSTOP):
+/// both the monotonic clock (which a SIGSTOP does not stop) and the wall
+/// clock (which a suspend moves while the monotonic clock on Linux stands
+/// still) are compared with a one-second tick. After a pause every
+/// connection is renewed at once instead of after its pings time out, so
+/// the next request works within seconds; with a control API, the
+/// lifecycle then finds the server where it is now.
+async fn renew_after_pauses(pool: Arc<Pool>, shutdown: CancellationToken) {
+    let tick = Duration::from_secs(1);
+    loop {
+        let (mono, wall) = (tokio::time::Instant::now(), std::time::SystemTime::now());
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let paused = mono.elapsed().max(wall.elapsed().unwrap_or_default());
+        if paused > tick + PAUSE {
+            info!(paused_s = paused.as_secs(), "the agent was paused (a suspend?); renewing the tunnel connections");
+            pool.renew();
+        }
+    }
 }
 
 /// How far `--check` got.

@@ -513,6 +513,40 @@ async fn a_move_to_another_network_heals_with_one_wake() {
     assert!(control.ec2.caller_rules(&f.sg).await.unwrap().is_empty(), "the kill on exit revokes them");
 }
 
+/// A laptop's suspend while the server was replaced: the agent is stopped
+/// (SIGSTOP) for two minutes, meanwhile the task is replaced by one at
+/// another address; continued, the agent renews its connections, asks the
+/// control API where the server is now, and the next request works within
+/// 15 s, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_suspend_the_agent_finds_the_replaced_server() {
+    let w = World::new("svc-suspend").await;
+    let first_server = w.server_at("127.0.0.1").await;
+    let mut agent = w.agent(&[]);
+    wait_desired(&w.control, 1).await;
+    let first_task = run_task_at(&w.moto, &w.f, "127.0.0.1").await;
+    agent.wait_for("tunnel to server established").await;
+    let proxy = agent.logged_addr("local proxy listening").await;
+    let origin = http_origin().await;
+    let url = format!("http://{origin}/hello");
+    assert!(carries(proxy, &url).await);
+
+    agent.signal("STOP");
+    drop(first_server);
+    stop_task(&w.moto, first_task["task_arn"].as_str().unwrap()).await;
+    let _second_server = w.server_at("127.0.0.2").await;
+    run_task_at(&w.moto, &w.f, "127.0.0.2").await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    agent.signal("CONT");
+    let resumed = std::time::Instant::now();
+    let out = curl(&["-sS", "--max-time", "15", "-x", &format!("http://{proxy}"), &url]).await;
+    assert_eq!(out.text(), "GET /hello", "{} after {:?}: {:#?}", out.stderr, resumed.elapsed(), agent.lines());
+    assert!(resumed.elapsed() < Duration::from_secs(15), "took {:?}", resumed.elapsed());
+    assert!(count_lines(&agent, "to=127.0.0.2") >= 1, "{:#?}", agent.lines());
+    agent.signal("INT");
+    assert_eq!(agent.wait_exit().await, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_server_is_polled_with_backoff_and_a_spent_quota_is_final() {
     let w = World::new("svc-unreachable").await;

@@ -136,6 +136,79 @@ async fn silent_partition_is_detected_and_traffic_resumes() {
     assert_eq!(out.text(), "GET /two", "{}", out.stderr);
 }
 
+/// A TCP relay whose `cut` turns every connection made so far into a silent
+/// black hole (as a NAT or Wi-Fi change leaves them after a suspend), while
+/// new connections are forwarded.
+async fn cuttable_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::AtomicU64;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = Arc::new(AtomicU64::new(0));
+    let generation = cut.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else { continue };
+            let (generation, born) = (generation.clone(), generation.load(Ordering::SeqCst));
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
+                let (ir, iw) = inbound.into_split();
+                let (or, ow) = outbound.into_split();
+                let pump = |generation: Arc<AtomicU64>| {
+                    move |mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf| async move {
+                        let mut buffer = vec![0u8; 16384];
+                        loop {
+                            let n = match from.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if generation.load(Ordering::SeqCst) != born {
+                                // Cut: hold everything, close nothing.
+                                std::future::pending::<()>().await;
+                            }
+                            if to.write_all(&buffer[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                };
+                tokio::join!(pump(generation.clone())(ir, ow), pump(generation)(or, iw));
+            });
+        }
+    });
+    (addr, cut)
+}
+
+/// How long the suspend tests keep the agent stopped.
+const SUSPENDED_FOR: Duration = Duration::from_secs(120);
+
+/// A laptop's suspend: the agent is stopped (SIGSTOP) for two minutes while
+/// its connections to the server go silently dead, then continued. With
+/// the default keepalive (10 s pings, 10 s timeout) waiting for the pings
+/// would fail the first requests; the agent notices the pause and renews
+/// its connections, so a request within 15 s works, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_suspend_the_next_request_works_without_a_restart() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let (relay, cut) = cuttable_relay(server.addr).await;
+    let agent = agent_process_with(&pki, relay, &[]).await;
+    let proxy = proxy_url(agent.logged_addr("local proxy listening").await);
+    agent.wait_for("tunnel connection up").await;
+    let origin = http_origin().await;
+    assert_eq!(curl(&["-x", &proxy, &format!("http://{origin}/before")]).await.text(), "GET /before");
+
+    agent.signal("STOP");
+    cut.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(SUSPENDED_FOR).await;
+    agent.signal("CONT");
+    let resumed = Instant::now();
+    let out = curl(&["-sS", "--max-time", "15", "-x", &proxy, &format!("http://{origin}/after")]).await;
+    assert_eq!(out.text(), "GET /after", "{} after {:?}: {:#?}", out.stderr, resumed.elapsed(), agent.lines());
+    assert!(resumed.elapsed() < Duration::from_secs(15), "took {:?}", resumed.elapsed());
+    let noticed = agent.lines().iter().any(|l| l.contains("the agent was paused") && l.contains("paused_s=12"));
+    assert!(noticed, "{:#?}", agent.lines());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
     let pki = Pki::new();

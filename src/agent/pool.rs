@@ -95,6 +95,9 @@ struct Shared {
     settings: TunnelSettings,
     /// Wakes supervisors out of their backoff (the server moved).
     kick: tokio::sync::Notify,
+    /// Bumped to drop every live connection and dial again (the agent was
+    /// paused: after a suspend, every TCP connection is likely dead).
+    renew: watch::Sender<u64>,
     /// The server is stopped: dial nothing, wake it on demand.
     dormant: watch::Sender<bool>,
     /// A request is waiting for the dormant server (the lifecycle listens). A
@@ -140,6 +143,7 @@ impl Pool {
             connector: RwLock::new(connector),
             settings: config.tunnel.clone(),
             kick: tokio::sync::Notify::new(),
+            renew: watch::Sender::new(0),
             dormant: watch::Sender::new(false),
             demand: watch::Sender::new(false),
             wake_failure: Mutex::new(None),
@@ -187,6 +191,16 @@ impl Pool {
     pub fn set_server(&self, server: &str) {
         self.shared.connector.write().unwrap_or_else(|e| e.into_inner()).server = server.to_string();
         *self.shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.shared.kick.notify_waiters();
+    }
+
+    /// Drops every live connection and dials again at once: after the agent
+    /// was paused (a suspended laptop), connections that look open are
+    /// likely dead, and waiting for their pings to time out would fail the
+    /// first requests.
+    pub fn renew(&self) {
+        self.shared.renew.send_modify(|n| *n = n.wrapping_add(1));
+        *lock(&self.shared.last_error) = None;
         self.shared.kick.notify_waiters();
     }
 
@@ -350,6 +364,7 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
     // A wait other than the backoff before the next attempt (a refused proxy password).
     let mut retry_after = None;
     let mut dormant = shared.dormant.subscribe();
+    let mut renew = shared.renew.subscribe();
     loop {
         if *dormant.borrow_and_update() {
             tokio::select! {
@@ -373,9 +388,19 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 shared.bump();
                 info!("tunnel connection up");
+                renew.mark_unchanged();
+                let mut task = connection.task;
                 let ended = tokio::select! {
                     _ = stop.cancelled() => return,
-                    ended = connection.task => ended,
+                    ended = &mut task => ended,
+                    _ = renew.changed() => {
+                        task.abort();
+                        *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = None;
+                        lost.cancel();
+                        shared.bump();
+                        info!("tunnel connection dropped after a pause, reconnecting");
+                        continue;
+                    }
                 };
                 *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = None;
                 // A graceful close (GOAWAY, all streams finished) leaves what was
