@@ -75,38 +75,41 @@ let
     };
   };
 
-  # Each group's dependencies, compiled once and shared by its components.
-  tunnel = {
+  # A group's dependencies, compiled once and shared by its components.
+  group =
+    {
+      name,
+      features,
+      cargoVendorDir ? null,
+    }:
+    {
+      inherit features cargoVendorDir;
+      cargoArtifacts = craneLib.buildDepsOnly (
+        commonArgs
+        // lib.optionalAttrs (cargoVendorDir != null) { inherit cargoVendorDir; }
+        // {
+          pname = "fluidity-deps-${name}";
+          cargoExtraArgs = "--locked --no-default-features --features ${features}";
+        }
+      );
+    };
+  tunnel = group {
+    name = "tunnel";
     features = tunnelFeatures;
     cargoVendorDir = tunnelVendor;
-    cargoArtifacts = craneLib.buildDepsOnly (
-      commonArgs
-      // {
-        pname = "fluidity-deps-tunnel";
-        cargoVendorDir = tunnelVendor;
-        cargoExtraArgs = "--locked --no-default-features --features ${tunnelFeatures}";
-      }
-    );
   };
-  aws = rec {
+  aws = group {
+    name = "aws";
     features = "lambda,deploy";
-    cargoVendorDir = null;
-    cargoArtifacts = craneLib.buildDepsOnly (
-      commonArgs
-      // {
-        pname = "fluidity-deps-aws";
-        cargoExtraArgs = "--locked --no-default-features --features ${features}";
-      }
-    );
   };
   # Everything (clippy and the tests of the flake's checks).
-  cargoArtifacts = craneLib.buildDepsOnly (
-    commonArgs
-    // {
-      pname = "fluidity-deps";
-      cargoExtraArgs = "--locked --all-features";
-    }
-  );
+  inherit
+    (group {
+      name = "all";
+      features = "full";
+    })
+    cargoArtifacts
+    ;
 
   component =
     {

@@ -57,21 +57,32 @@ async fn server_killed_and_restarted_on_the_same_port() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
 
-/// A TCP relay that can stop forwarding without closing anything.
-async fn pausable_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<AtomicBool>) {
+/// What a test can do to the relay's connections.
+#[derive(Default)]
+struct RelayControls {
+    /// While set, every connection holds its bytes: a silent black hole.
+    paused: AtomicBool,
+    /// Bumped by a cut: every connection made before it holds its bytes for
+    /// good (as a NAT or Wi-Fi change leaves them after a suspend); new
+    /// ones are forwarded.
+    cut: std::sync::atomic::AtomicU64,
+}
+
+/// A TCP relay to `target` that can stop forwarding without closing anything.
+async fn relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<RelayControls>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let paused = Arc::new(AtomicBool::new(false));
-    let flag = paused.clone();
+    let controls = Arc::new(RelayControls::default());
+    let shared = controls.clone();
     tokio::spawn(async move {
         loop {
             let Ok((inbound, _)) = listener.accept().await else { continue };
-            let flag = flag.clone();
+            let (controls, born) = (shared.clone(), shared.cut.load(Ordering::SeqCst));
             tokio::spawn(async move {
                 let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
                 let (ir, iw) = inbound.into_split();
                 let (or, ow) = outbound.into_split();
-                let pump = |flag: Arc<AtomicBool>| {
+                let pump = |controls: Arc<RelayControls>| {
                     move |mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf| async move {
                         let mut buffer = vec![0u8; 16384];
                         loop {
@@ -79,8 +90,10 @@ async fn pausable_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, 
                                 Ok(0) | Err(_) => return,
                                 Ok(n) => n,
                             };
-                            // While paused, hold the bytes: a silent black hole.
-                            while flag.load(Ordering::SeqCst) {
+                            if controls.cut.load(Ordering::SeqCst) != born {
+                                std::future::pending::<()>().await;
+                            }
+                            while controls.paused.load(Ordering::SeqCst) {
                                 tokio::time::sleep(Duration::from_millis(20)).await;
                             }
                             if to.write_all(&buffer[..n]).await.is_err() {
@@ -89,20 +102,18 @@ async fn pausable_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, 
                         }
                     }
                 };
-                let up = pump(flag.clone())(ir, ow);
-                let down = pump(flag)(or, iw);
-                tokio::join!(up, down);
+                tokio::join!(pump(controls.clone())(ir, ow), pump(controls)(or, iw));
             });
         }
     });
-    (addr, paused)
+    (addr, controls)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_partition_is_detected_and_traffic_resumes() {
     let pki = Pki::new();
     let server = start_server(&pki, "server").await;
-    let (relay, paused) = pausable_relay(server.addr).await;
+    let (relay, controls) = relay(server.addr).await;
     let agent = agent_process_with(
         &pki,
         relay,
@@ -125,57 +136,15 @@ async fn silent_partition_is_detected_and_traffic_resumes() {
     let origin = http_origin().await;
     assert_eq!(curl(&["-x", &proxy, &format!("http://{origin}/one")]).await.text(), "GET /one");
 
-    paused.store(true, Ordering::SeqCst);
+    controls.paused.store(true, Ordering::SeqCst);
     let paused_at = Instant::now();
     agent.wait_for("tunnel connection lost").await;
     let detected = paused_at.elapsed();
     assert!(detected <= Duration::from_millis(2 * 1000 + 700), "dead connection noticed after {detected:?}");
 
-    paused.store(false, Ordering::SeqCst);
+    controls.paused.store(false, Ordering::SeqCst);
     let out = curl(&["-x", &proxy, &format!("http://{origin}/two")]).await;
     assert_eq!(out.text(), "GET /two", "{}", out.stderr);
-}
-
-/// A TCP relay whose `cut` turns every connection made so far into a silent
-/// black hole (as a NAT or Wi-Fi change leaves them after a suspend), while
-/// new connections are forwarded.
-async fn cuttable_relay(target: std::net::SocketAddr) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicU64>) {
-    use std::sync::atomic::AtomicU64;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cut = Arc::new(AtomicU64::new(0));
-    let generation = cut.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((inbound, _)) = listener.accept().await else { continue };
-            let (generation, born) = (generation.clone(), generation.load(Ordering::SeqCst));
-            tokio::spawn(async move {
-                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { return };
-                let (ir, iw) = inbound.into_split();
-                let (or, ow) = outbound.into_split();
-                let pump = |generation: Arc<AtomicU64>| {
-                    move |mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf| async move {
-                        let mut buffer = vec![0u8; 16384];
-                        loop {
-                            let n = match from.read(&mut buffer).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            if generation.load(Ordering::SeqCst) != born {
-                                // Cut: hold everything, close nothing.
-                                std::future::pending::<()>().await;
-                            }
-                            if to.write_all(&buffer[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                };
-                tokio::join!(pump(generation.clone())(ir, ow), pump(generation)(or, iw));
-            });
-        }
-    });
-    (addr, cut)
 }
 
 /// How long the suspend tests keep the agent stopped.
@@ -190,7 +159,7 @@ const SUSPENDED_FOR: Duration = Duration::from_secs(120);
 async fn after_a_suspend_the_next_request_works_without_a_restart() {
     let pki = Pki::new();
     let server = start_server(&pki, "server").await;
-    let (relay, cut) = cuttable_relay(server.addr).await;
+    let (relay, controls) = relay(server.addr).await;
     let agent = agent_process_with(&pki, relay, &[]).await;
     let proxy = proxy_url(agent.logged_addr("local proxy listening").await);
     agent.wait_for("tunnel connection up").await;
@@ -198,7 +167,7 @@ async fn after_a_suspend_the_next_request_works_without_a_restart() {
     assert_eq!(curl(&["-x", &proxy, &format!("http://{origin}/before")]).await.text(), "GET /before");
 
     agent.signal("STOP");
-    cut.fetch_add(1, Ordering::SeqCst);
+    controls.cut.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(SUSPENDED_FOR).await;
     agent.signal("CONT");
     let resumed = Instant::now();
