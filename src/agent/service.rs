@@ -84,13 +84,12 @@ pub fn plist(binary: &Path, config: &Path, logs: &Path) -> String {
          \t<key>RunAtLoad</key><true/>\n\
          \t<key>KeepAlive</key><true/>\n\
          \t<key>ProcessType</key><string>Background</string>\n\
-         \t<key>StandardOutPath</key><string>{out}</string>\n\
-         \t<key>StandardErrorPath</key><string>{err}</string>\n\
+         \t<key>StandardOutPath</key><string>{log}</string>\n\
+         \t<key>StandardErrorPath</key><string>{log}</string>\n\
          </dict>\n</plist>\n",
         binary = escape(binary),
         config = escape(config),
-        out = escape(&logs.join("fluidity-agent.log")),
-        err = escape(&logs.join("fluidity-agent.log")),
+        log = escape(&logs.join("fluidity-agent.log")),
     )
 }
 
@@ -124,7 +123,7 @@ pub fn install(manager: Manager, home: &Path, binary: &Path, config: &Path) -> a
 /// Stops and removes the service. Returns the lines to print.
 pub fn uninstall(manager: Manager, home: &Path) -> anyhow::Result<Vec<String>> {
     let path = manager.path(home);
-    let mut said = run_or_show(&stop_commands(manager, &path), "to stop it, run");
+    let mut said = run_or_show(&stop_commands(manager), "to stop it, run");
     match std::fs::remove_file(&path) {
         Ok(()) => said.push(format!("removed {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -169,7 +168,7 @@ fn start_commands(manager: Manager, path: &Path) -> Vec<Vec<String>> {
     }
 }
 
-fn stop_commands(manager: Manager, _path: &Path) -> Vec<Vec<String>> {
+fn stop_commands(manager: Manager) -> Vec<Vec<String>> {
     match manager {
         Manager::Systemd => vec![["systemctl", "--user", "disable", "--now", UNIT].map(String::from).to_vec()],
         Manager::Launchd => vec![vec!["launchctl".into(), "bootout".into(), format!("gui/{}/{LABEL}", uid())]],

@@ -35,8 +35,8 @@ pub const KEEP_DESIRED_COUNT: &str = "keep";
 pub async fn deploy(cli: &Cli, args: &DeployArgs, stacks: &Stacks) -> Result<(), Error> {
     let mut plan = plan(cli, args, stacks)?;
     let run = Run::start(cli, args, stacks).await?;
-    run.keep_deployed_choices(&mut plan).await?;
-    run.choose_network(&mut plan).await?;
+    let deployed = run.keep_deployed_choices(&mut plan).await?;
+    run.choose_network(&mut plan, deployed.as_ref()).await?;
     run.publish_package(&mut plan).await?;
     run.publish_image(&mut plan).await?;
     run.keep_certificates(&mut plan).await?;
@@ -100,7 +100,11 @@ impl<'a> Run<'a> {
     /// `--param` nor in the parameter file) is kept: a plain `deploy` does
     /// not move the server back to 443, drop its name, or turn a fixed
     /// `AllowedIngressCidr` into `caller` (the default for new stacks only).
-    async fn keep_deployed_choices(&self, plan: &mut Plan) -> Result<(), Error> {
+    /// Returns the live Fargate stack, if any (the network step reads it too).
+    async fn keep_deployed_choices(
+        &self,
+        plan: &mut Plan,
+    ) -> Result<Option<aws_sdk_cloudformation::types::Stack>, Error> {
         let cloudformation = &self.clients.cloudformation;
         let fargate = stack::find(cloudformation, &self.stacks.fargate).await?.filter(stack::is_live);
         let lambda = stack::find(cloudformation, &self.stacks.lambda).await?.filter(stack::is_live);
@@ -120,7 +124,7 @@ impl<'a> Run<'a> {
         if !kept.is_empty() {
             println!("kept as deployed: {} (--param KEY=VALUE changes one)", kept.join(", "));
         }
-        Ok(())
+        Ok(fargate)
     }
 
     /// The Lambda stack admits callers to the Fargate stack's security
@@ -137,10 +141,13 @@ impl<'a> Run<'a> {
     /// The VPC and subnets when the user named none: those deployed, else the
     /// region's default ones. Before anything is made, so that a region
     /// without them changes nothing.
-    async fn choose_network(&self, plan: &mut Plan) -> Result<(), Error> {
-        let fargate = stack::find(&self.clients.cloudformation, &self.stacks.fargate).await?.filter(stack::is_live);
+    async fn choose_network(
+        &self,
+        plan: &mut Plan,
+        fargate: Option<&aws_sdk_cloudformation::types::Stack>,
+    ) -> Result<(), Error> {
         let deployed =
-            fargate.and_then(|f| Some((stack::parameter(&f, "VpcId")?, stack::parameter(&f, "PublicSubnets")?)));
+            fargate.and_then(|f| Some((stack::parameter(f, "VpcId")?, stack::parameter(f, "PublicSubnets")?)));
         let Some(chosen) = network::choose(&self.clients, &plan.values, deployed).await? else { return Ok(()) };
         println!("{chosen}");
         plan.values.set("VpcId", &chosen.vpc);
