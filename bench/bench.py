@@ -502,9 +502,8 @@ def loopback(work, bins, tools, client, certs, plain, tls, stacks):
 
     mbs = [median_of(r, "mbs") for r in downloads]
     cpu = [median_of(r, "cpu") for r in downloads]
-    table.row("1 GiB download, MB/s", mbs, target="≥ 0.45× direct, ≥ 1.0× fastest peer",
-              met=mbs[1] >= 0.45 * mbs[0] and mbs[1] >= max(mbs[2:]))
-    table.row("tunnel CPU s per GiB", cpu, " s", target="≤ 1.5 s", met=cpu[1] <= 1.5)
+    table.row("1 GiB download, MB/s", mbs, target="≥ 1.0× fastest peer", met=mbs[1] >= max(mbs[2:]))
+    table.row("tunnel CPU s per GiB", cpu, " s", target="≤ 1.0× lowest peer", met=cpu[1] <= min(cpu[2:]))
     table.row("tunnel page faults per GiB", [median_of(r, "faults") for r in downloads])
     table.row("tunnel context switches per GiB", [median_of(r, "switches") for r in downloads])
     for c, results in keep.items():
@@ -512,27 +511,28 @@ def loopback(work, bins, tools, client, certs, plain, tls, stacks):
         p50 = [median_of(r, "p50_us") / 1000 for r in results]
         p99 = [median_of(r, "p99_us") / 1000 for r in results]
         errors = [median_of(r, "errors") for r in results]
-        table.row(f"1 KiB keep-alive c={c}, req/s", rps, target="≥ 0.45× direct" if c == 64 else None,
-                  met=rps[1] >= 0.45 * rps[0] if c == 64 else None)
-        table.row(f"1 KiB c={c}, p50 ms", p50)
-        table.row(f"1 KiB c={c}, p99 ms", p99, target="≤ 3× direct" if c == 1 else None,
-                  met=p99[1] <= 3 * p99[0] if c == 1 else None)
+        fastest = 2 + rps[2:].index(max(rps[2:]))
+        table.row(f"1 KiB keep-alive c={c}, req/s", rps, target="≥ 1.0× fastest peer", met=rps[1] >= rps[fastest])
+        table.row(f"1 KiB c={c}, p50 ms", p50, target="≤ fastest peer's" if c == 64 else None,
+                  met=p50[1] <= p50[fastest] if c == 64 else None)
+        table.row(f"1 KiB c={c}, p99 ms", p99)
         if any(errors):
             table.row(f"1 KiB c={c}, socket errors", errors)
     rate = [median_of(r) for r in tunnels]
-    table.row("new HTTPS tunnels/s, c=16", rate, target="≥ 0.75× direct", met=rate[1] >= 0.75 * rate[0])
+    table.row("new HTTPS tunnels/s, c=16", rate, target="≥ 1.3× fastest peer", met=rate[1] >= 1.3 * max(rate[2:]))
     idle = [None] + [sum(i.values()) for i, _ in memory]
     loaded = [None] + [sum(l.values()) for _, l in memory]
     table.row("RSS idle, all tunnel processes, MiB", idle, " MiB")
-    table.row("RSS with 1000 idle tunnels, MiB", loaded, " MiB", target="≤ 40 MiB", met=loaded[1] <= 40)
+    table.row("RSS with 1000 idle tunnels, MiB", loaded, " MiB", target="≤ 0.5× lowest peer",
+              met=loaded[1] <= 0.5 * min(loaded[2:]))
     ours_idle, ours_loaded = memory[0]
     for part in ("fluidity-server", "fluidity-agent"):
         i = next(v for k, v in ours_idle.items() if k.startswith(part))
         l = next(v for k, v in ours_loaded.items() if k.startswith(part))
         table.rows.append([f"… of which {part.split('-')[1]}, idle / 1000 tunnels", "–",
                            f"{fmt(i, ' MiB')} / {fmt(l, ' MiB')}"] + ["–"] * 5 + ["", ""])
-    table.row("server start to accepting, ms", [None, start_ours, None, None], " ms", target="≤ 50 ms",
-              met=start_ours <= 50)
+    table.row("server start to accepting, ms", [None, start_ours, None, None], " ms", target="≤ 5 ms",
+              met=start_ours <= 5)
     return table
 
 
@@ -559,14 +559,17 @@ def long_link(work, bins, tools, client, certs, plain, tls, page_ports, stacks):
     first_https = [median_of(r) for r in https]
     first_http = [median_of(r) for r in http]
     table.row("new HTTPS request, first byte, ms", first_https, " ms")
-    table.row("… in round trips", [v / rtt for v in first_https])
+    # The previous pass measured 3.2 and 1.07 round trips; 0.05 of a round
+    # trip (2.5 ms) is this relay's noise between runs.
+    table.row("… in round trips", [v / rtt for v in first_https], target="≤ 3.25 (was 3.2)",
+              met=first_https[1] / rtt <= 3.25)
     table.row("new HTTP request, first byte, ms", first_http, " ms")
-    table.row("… in round trips", [v / rtt for v in first_http])
+    table.row("… in round trips", [v / rtt for v in first_http], target="≤ 1.12 (was 1.07)",
+              met=first_http[1] / rtt <= 1.12)
     page_ms = [median_of(r) for r in pages]
-    table.row(f"page of 60 × 10 KiB HTTPS, {PAGE_ORIGINS} origins, ms", page_ms, " ms",
-              target="≤ 0.75× every peer", met=page_ms[1] <= 0.75 * min(page_ms[2:]))
+    table.row(f"page of 60 × 10 KiB HTTPS, {PAGE_ORIGINS} origins, ms", page_ms, " ms")
     stream = [median_of(r, "mbs") for r in streams]
-    table.row("one 256 MiB stream, MB/s", stream, target="≥ 300 MB/s", met=stream[1] >= 300)
+    table.row("one 256 MiB stream, MB/s", stream, target="≥ 0.9× direct", met=stream[1] >= 0.9 * stream[0])
     table.row("… tunnel CPU s per GiB", [median_of(r, "cpu") for r in streams], " s")
     return table
 

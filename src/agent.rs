@@ -10,6 +10,7 @@
 pub mod config;
 mod dial;
 mod handler;
+pub mod http2;
 pub mod lifecycle;
 mod listener;
 mod pac;

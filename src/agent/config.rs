@@ -113,10 +113,10 @@ pub struct AgentArgs {
     /// Cap of the reconnect backoff (it starts at 100ms and doubles, with jitter) [YAML: reconnect_max_backoff; default 10s]
     #[arg(long, env = "FLUIDITY_RECONNECT_MAX_BACKOFF", value_name = "DURATION")]
     pub reconnect_max_backoff: Option<String>,
-    /// HTTP/2 receive window per stream [YAML: stream_window; default 16MiB]
+    /// Largest HTTP/2 receive window per stream; windows start at 16MiB and grow only while the local reader keeps up over a long round trip [YAML: stream_window; default 64MiB]
     #[arg(long, env = "FLUIDITY_STREAM_WINDOW", value_name = "SIZE")]
     pub stream_window: Option<String>,
-    /// HTTP/2 receive window per connection [YAML: connection_window; default 32MiB]
+    /// Largest HTTP/2 receive window per connection (a stream's window plus 16MiB for the others) [YAML: connection_window; default 80MiB]
     #[arg(long, env = "FLUIDITY_CONNECTION_WINDOW", value_name = "SIZE")]
     pub connection_window: Option<String>,
     /// Largest request or response header block accepted [YAML: max_header_bytes; default 64KiB]
@@ -354,11 +354,12 @@ impl AgentConfig {
                 &file.reconnect_max_backoff,
                 10,
             )?,
-            // One download moves at most a window per round trip (16 MiB: about
-            // 200 MB/s over 50 ms), and a stalled local reader can leave that
-            // much buffered here per stream: docs/benchmarks.md has both.
-            stream_window: window("stream_window", &args.stream_window, &file.stream_window, 16 << 20)?,
-            connection_window: window("connection_window", &args.connection_window, &file.connection_window, 32 << 20)?,
+            // The most the receive windows may grow to while readers keep up
+            // over a long path (they start at 16 MiB per stream; see
+            // agent::http2::window), and so the most a stalled local reader
+            // can leave buffered here: docs/protocol.md has the worst case.
+            stream_window: window("stream_window", &args.stream_window, &file.stream_window, 64 << 20)?,
+            connection_window: window("connection_window", &args.connection_window, &file.connection_window, 80 << 20)?,
             max_header_bytes: size_or(
                 "max_header_bytes",
                 args.max_header_bytes.as_deref().or(file.max_header_bytes.as_deref()),

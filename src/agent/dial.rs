@@ -15,8 +15,6 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -24,8 +22,8 @@ use tokio_rustls::client::TlsStream;
 
 use super::AgentConfig;
 use super::config::{ServerSni, TunnelSettings};
+use super::http2::{Ended, Meter, Sender, window};
 use super::pool::TunnelError;
-use crate::http_util::Body;
 use crate::upstream::{Upstream, split_host_port};
 
 /// ALPN offered to the server, as browsers do; the server must pick `h2`.
@@ -47,7 +45,7 @@ pub(super) struct Connector {
 /// A running connection: its driver task and whether its transport broke
 /// (an I/O error, or EOF without TLS close_notify) rather than closing cleanly.
 pub(super) struct Connection {
-    pub(super) task: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    pub(super) task: tokio::task::JoinHandle<Result<(), Ended>>,
     pub(super) broken: Arc<AtomicBool>,
 }
 
@@ -86,7 +84,7 @@ impl Connector {
     }
 
     /// All layers, bounded by the connect timeout.
-    pub(super) async fn connect(&self) -> Result<(SendRequest<Body>, Connection), TunnelError> {
+    pub(super) async fn connect(&self) -> Result<(Sender, Connection), TunnelError> {
         self.dial(&mut |_, _| {}).await
     }
 
@@ -101,10 +99,7 @@ impl Connector {
 
     /// The layers in order, each reported as it passes, bounded together by
     /// the connect timeout; a timeout names the step it stopped in.
-    async fn dial(
-        &self,
-        report: &mut (dyn FnMut(&str, String) + Send),
-    ) -> Result<(SendRequest<Body>, Connection), TunnelError> {
+    async fn dial(&self, report: &mut (dyn FnMut(&str, String) + Send)) -> Result<(Sender, Connection), TunnelError> {
         let step = AtomicUsize::new(0);
         let layers = async {
             let (tcp, how) = self.transport().await?;
@@ -182,31 +177,31 @@ impl Connector {
     }
 
     /// The HTTP/2 handshake; up only when the server has sent its first bytes.
-    async fn http2(&self, tls: TlsStream<TcpStream>) -> Result<(SendRequest<Body>, Connection), TunnelError> {
+    async fn http2(&self, tls: TlsStream<TcpStream>) -> Result<(Sender, Connection), TunnelError> {
         let s = &self.settings;
         let broken = Arc::new(AtomicBool::new(false));
         let (heard, first_bytes) = tokio::sync::oneshot::channel();
         let failure = Arc::new(Mutex::new(None));
-        let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(s.stream_window)
-            .initial_connection_window_size(s.connection_window)
-            .max_send_buf_size(1024 * 1024)
+        let limits = window::Limits {
+            stream: s.stream_window,
+            connection: s.connection_window,
+            keepalive_interval: s.keepalive_interval,
+            keepalive_timeout: s.keepalive_timeout,
+        };
+        let (sender, connection) = h2::client::Builder::new()
+            .initial_window_size(limits.start())
+            .initial_connection_window_size(limits.connection_for(limits.start()))
+            .max_send_buffer_size(1024 * 1024)
             // Larger DATA frames from the server: fewer frames and writes per MiB.
             .max_frame_size(crate::tls::MAX_H2_FRAME)
             .max_header_list_size(s.max_header_bytes)
-            .keep_alive_interval(s.keepalive_interval)
-            .keep_alive_timeout(s.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .handshake(TokioIo::new(Watched {
-                inner: tls,
-                broken: broken.clone(),
-                heard: Some(heard),
-                failure: failure.clone(),
-            }))
+            .enable_push(false)
+            .handshake(Watched { inner: tls, broken: broken.clone(), heard: Some(heard), failure: failure.clone() })
             .await
             .map_err(|e| TunnelError::Http2 { server: self.shown(), reason: e.to_string() })?;
-        let mut task = tokio::spawn(connection);
+        let meter = Arc::new(Meter::default());
+        let sender = Sender::new(sender, meter.clone());
+        let mut task = tokio::spawn(window::drive(connection, meter, limits));
         // Dropped by the connect timeout, the unconfirmed connection goes too.
         let unconfirmed = AbortOnDrop(Some(task.abort_handle()));
         // In TLS 1.3 the client's handshake ends before the server has judged
@@ -228,7 +223,7 @@ impl Connector {
     /// The error for a connection that ended before the server sent a byte.
     fn ended_unheard(
         &self,
-        ended: Result<Result<(), hyper::Error>, tokio::task::JoinError>,
+        ended: Result<Result<(), Ended>, tokio::task::JoinError>,
         failure: Option<TransportFailure>,
     ) -> TunnelError {
         let server = self.shown();

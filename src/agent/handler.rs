@@ -13,15 +13,16 @@ use std::time::Duration;
 
 use http::header::HOST;
 use http::uri::Authority;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
-use super::pool::{Pool, TunnelError};
+use super::http2::{Ready, ResponseBody, Stream};
+use super::pool::{Lease, Pool, TunnelError};
 use super::socks;
 use super::target::{Target, classify, tunnel_authority};
 use crate::config::Secret;
@@ -52,7 +53,7 @@ type Reply = Response<Body>;
 
 /// A CONNECT stream through the server, and the signal that its connection died.
 struct Tunnel {
-    stream: Upgraded,
+    stream: Stream,
     lost: CancellationToken,
 }
 
@@ -103,7 +104,7 @@ impl Handler {
                 match client_side.await {
                     Ok(client) => {
                         tokio::select! {
-                            () = copy(client, server_side.stream, idle, activity) => {}
+                            () = copy(TokioIo::new(client), server_side.stream, idle, activity) => {}
                             () = server_side.lost.cancelled() => debug!("tunnel connection lost, closing the tunnel"),
                         }
                     }
@@ -150,9 +151,8 @@ impl Handler {
             if tokio::io::AsyncWriteExt::write_all(&mut tcp, &socks::Reply::Succeeded.message()).await.is_err() {
                 return;
             }
-            let target = TokioIo::new(tunnel.stream);
             tokio::select! {
-                ended = relay(tcp, target, self.idle_timeout, self.activity.clone()) => debug!(?ended, "SOCKS tunnel ended"),
+                ended = relay(tcp, tunnel.stream, self.idle_timeout, self.activity.clone()) => debug!(?ended, "SOCKS tunnel ended"),
                 () = tunnel.lost.cancelled() => debug!("tunnel connection lost, closing the SOCKS tunnel"),
             }
         }
@@ -173,15 +173,16 @@ impl Handler {
             Ok(tunnel) => tunnel,
             Err(reply) => return reply,
         };
-        let (mut sender, connection) = match hyper::client::conn::http1::handshake::<_, Incoming>(tunnel.stream).await {
-            Ok(pair) => pair,
-            Err(error) => {
-                return text_response(
-                    StatusCode::BAD_GATEWAY,
-                    format!("HTTP handshake with {authority} failed: {error}"),
-                );
-            }
-        };
+        let (mut sender, connection) =
+            match hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(tunnel.stream)).await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    return text_response(
+                        StatusCode::BAD_GATEWAY,
+                        format!("HTTP handshake with {authority} failed: {error}"),
+                    );
+                }
+            };
         tokio::spawn(async move { connection.with_upgrades().await }.in_current_span());
         let client_side = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
@@ -235,40 +236,39 @@ impl Handler {
         response.map(|body| boxed(AbortOnLoss::new(body, lost)))
     }
 
-    /// Sends `request` over the tunnel. If it never reached the server (the
-    /// connection was already going away), it is sent once more on another
-    /// connection; a failure after that point is a 502.
-    async fn send(&self, request: Request<Body>) -> Result<(Response<Incoming>, CancellationToken), Reply> {
-        let mut lease = self.pool.sender().await.map_err(|e| tunnel_down(&e))?;
-        let mut error = match lease.sender.try_send_request(request).await {
-            Ok(response) => return Ok((response, lease.lost)),
-            Err(error) => error,
-        };
-        let Some(request) = error.take_message() else {
-            return Err(dropped(&error.into_error()));
-        };
-        debug!(error = %error.error(), "request never reached the server, retrying on another connection");
-        lease = self.pool.retry(&lease).await.map_err(|e| tunnel_down(&e))?;
-        let response = lease.sender.send_request(request).await.map_err(|e| dropped(&e))?;
-        Ok((response, lease.lost))
+    /// Sends `request` over the tunnel.
+    async fn send(&self, request: Request<Body>) -> Result<(Response<ResponseBody>, CancellationToken), Reply> {
+        let (ready, lost) = self.ready().await?;
+        let response = ready.send(request).await.map_err(|e| dropped(&e))?;
+        Ok((response, lost))
+    }
+
+    /// A connection ready for one more stream. If the first one picked was
+    /// going away, nothing was sent on it and another one is taken.
+    async fn ready(&self) -> Result<(Ready, CancellationToken), Reply> {
+        let lease = self.pool.sender().await.map_err(|e| tunnel_down(&e))?;
+        match lease.sender.ready().await {
+            Ok(ready) => Ok((ready, lease.lost)),
+            Err(error) => {
+                debug!(%error, "the tunnel connection is going away, taking another");
+                let Lease { sender, lost, .. } = self.pool.retry(&lease).await.map_err(|e| tunnel_down(&e))?;
+                Ok((sender.ready().await.map_err(|e| dropped(&e))?, lost))
+            }
+        }
     }
 
     /// Opens a CONNECT stream to `target` through the server. On failure the
     /// server's own reply (502, 504, 403 with its reason) is passed back.
     async fn open_tunnel(&self, target: &Authority) -> Result<Tunnel, Reply> {
-        let mut request = Request::new(empty());
-        *request.method_mut() = Method::CONNECT;
-        *request.uri_mut() = Uri::from(target.clone());
-        *request.version_mut() = Version::HTTP_2;
-        let (mut response, lost) = self.send(request).await?;
-        if response.status() != StatusCode::OK {
-            strip_hop_by_hop(response.headers_mut(), false);
-            return Err(response.map(boxed));
+        let (ready, lost) = self.ready().await?;
+        match ready.connect(target).await {
+            Ok(Ok(stream)) => Ok(Tunnel { stream, lost }),
+            Ok(Err(mut refusal)) => {
+                strip_hop_by_hop(refusal.headers_mut(), false);
+                Err(refusal.map(boxed))
+            }
+            Err(error) => Err(text_response(StatusCode::BAD_GATEWAY, format!("CONNECT to {target} failed: {error}"))),
         }
-        let stream = hyper::upgrade::on(&mut response)
-            .await
-            .map_err(|e| text_response(StatusCode::BAD_GATEWAY, format!("CONNECT to {target} failed: {e}")))?;
-        Ok(Tunnel { stream, lost })
     }
 
     /// Whether `req` is one this proxy serves: the PAC file, the status, or authorised.
@@ -353,7 +353,7 @@ fn tunnel_down(error: &TunnelError) -> Reply {
     text_response(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
 }
 
-fn dropped(error: &hyper::Error) -> Reply {
+fn dropped(error: &h2::Error) -> Reply {
     text_response(StatusCode::BAD_GATEWAY, format!("the tunnel dropped the request: {error}"))
 }
 
@@ -373,13 +373,17 @@ pub(super) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn join(client: OnUpgrade, origin: OnUpgrade, idle: Duration, activity: Arc<Activity>) {
     match tokio::try_join!(client, origin) {
-        Ok((client, origin)) => copy(client, origin, idle, activity).await,
+        Ok((client, origin)) => copy(TokioIo::new(client), TokioIo::new(origin), idle, activity).await,
         Err(error) => warn!(%error, "upgrade failed"),
     }
 }
 
-async fn copy(a: Upgraded, b: Upgraded, idle: Duration, activity: Arc<Activity>) {
-    let ended = relay(TokioIo::new(a), TokioIo::new(b), idle, activity).await;
+async fn copy<A, B>(a: A, b: B, idle: Duration, activity: Arc<Activity>)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let ended = relay(a, b, idle, activity).await;
     debug!(?ended, "tunnel ended");
 }
 
@@ -388,14 +392,14 @@ pin_project_lite::pin_project! {
     /// instead of first handing out whatever the connection had buffered.
     struct AbortOnLoss {
         #[pin]
-        inner: Incoming,
+        inner: ResponseBody,
         #[pin]
         lost: WaitForCancellationFutureOwned,
     }
 }
 
 impl AbortOnLoss {
-    fn new(inner: Incoming, lost: CancellationToken) -> Self {
+    fn new(inner: ResponseBody, lost: CancellationToken) -> Self {
         Self { inner, lost: lost.cancelled_owned() }
     }
 }
@@ -412,7 +416,7 @@ impl http_body::Body for AbortOnLoss {
         if this.lost.poll(cx).is_ready() {
             return std::task::Poll::Ready(Some(Err("the tunnel connection to the server was lost".into())));
         }
-        this.inner.poll_frame(cx).map_err(Into::into)
+        this.inner.poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

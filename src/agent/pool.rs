@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use hyper::client::conn::http2::SendRequest;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -22,7 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::AgentConfig;
 use super::config::TunnelSettings;
 use super::dial::Connector;
-use crate::http_util::Body;
+use super::http2::Sender;
 
 /// While the server stays unreachable, a reminder is logged this often.
 const REMINDER_EVERY: Duration = Duration::from_secs(60);
@@ -75,7 +74,7 @@ impl TunnelError {
 }
 
 /// One connection slot: the live connection's id and sender, if any.
-type Slot = RwLock<Option<(u64, SendRequest<Body>, CancellationToken)>>;
+type Slot = RwLock<Option<(u64, Sender, CancellationToken)>>;
 
 /// State shared between the pool handle and its supervisors.
 struct Shared {
@@ -165,6 +164,12 @@ impl Pool {
     /// How many connections are up right now.
     pub fn connections_up(&self) -> usize {
         self.shared.slots.iter().filter(|slot| live(slot).is_some()).count()
+    }
+
+    /// Each live connection's receive window per stream, in bytes (they
+    /// grow while readers keep up over a long path: [`super::http2::window`]).
+    pub fn receive_windows(&self) -> Vec<u32> {
+        self.shared.slots.iter().filter_map(|slot| live(slot)).map(|lease| lease.sender.receive_window()).collect()
     }
 
     /// Replaces the TLS material used for new connections (certificate reload).
@@ -342,7 +347,7 @@ impl Pool {
 pub struct Lease {
     /// Unique id of the connection (for retries on another one).
     pub id: u64,
-    pub sender: SendRequest<Body>,
+    pub sender: Sender,
     /// Cancelled the moment the connection dies, so bodies and tunnels on it
     /// fail at once instead of draining what was buffered.
     pub lost: CancellationToken,

@@ -1,0 +1,313 @@
+//! Receive windows that follow the path, paced by the local reader, and the
+//! keepalive pings that measure it.
+//!
+//! One HTTP/2 stream moves at most one window per round trip, and whatever
+//! the window admits is buffered here when the local reader is slower than
+//! the link. So a connection starts with [`START_STREAM_WINDOW`] per stream
+//! and grows it only when its readers prove they need more: each PING's
+//! round trip is a sample of how many bytes the readers *took* (not how many
+//! arrived) in that time. That rate times the path's smallest round trip is
+//! the bandwidth-delay product the readers sustain, and the stream window
+//! becomes twice it (room to keep growing), up to `stream_window`. The
+//! connection window stays [`CONNECTION_HEADROOM`] above it, so a bulk
+//! stream leaves room for a small one beside it. A minute's quiet (no byte
+//! taken between keepalive pings) puts both back at the start.
+//!
+//! On loopback or a LAN the smallest round trip is well under a millisecond,
+//! so windows never grow: a slow reader costs at most the start window per
+//! stream. Over 50 ms a reader taking 600 MB/s grows its window to about
+//! 60 MiB within a few round trips. The most a stalled reader can leave
+//! buffered is `stream_window` per stream and `connection_window` per
+//! connection, after a reader that kept up had grown them.
+//!
+//! The same pings keep the connection alive: one every
+//! `keepalive_interval` while idle (back to back while bytes flow and the
+//! window can still grow), and one unanswered within `keepalive_timeout`
+//! ends the connection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::Poll;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+/// Each stream's receive window on a new connection (and after a quiet
+/// spell): 16 MiB, about 200 MB/s over a 50 ms round trip.
+pub const START_STREAM_WINDOW: u32 = 16 << 20;
+
+/// How far the connection's window stays above a stream's: what other
+/// streams may have in flight beside one bulk stream.
+pub const CONNECTION_HEADROOM: u32 = 16 << 20;
+
+/// Windows change only by at least an eighth: fewer SETTINGS frames.
+const STEP_DENOMINATOR: u64 = 8;
+
+/// What the readers of one connection have taken, shared by its bodies and
+/// streams and read by its pinger.
+#[derive(Debug, Default)]
+pub struct Meter {
+    taken: AtomicU64,
+    /// The pinger is waiting for traffic (set by it, cleared by a reader).
+    waiting: AtomicBool,
+    traffic: Notify,
+    closed: AtomicBool,
+    /// Each stream's receive window as last advertised.
+    window: AtomicU32,
+}
+
+impl Meter {
+    /// A reader took `bytes` from the connection.
+    pub fn took(&self, bytes: usize) {
+        self.taken.fetch_add(bytes as u64, Ordering::Relaxed);
+        if self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::Relaxed) {
+            self.traffic.notify_one();
+        }
+    }
+
+    fn taken(&self) -> u64 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Each stream's receive window as last advertised, in bytes.
+    pub fn window(&self) -> u32 {
+        self.window.load(Ordering::Relaxed)
+    }
+}
+
+/// The window sizes this connection may use, and its keepalive.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest stream window (`stream_window`).
+    pub stream: u32,
+    /// The largest connection window (`connection_window`).
+    pub connection: u32,
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+}
+
+impl Limits {
+    /// The stream window a connection starts with.
+    pub fn start(&self) -> u32 {
+        START_STREAM_WINDOW.min(self.stream)
+    }
+
+    /// The connection window that goes with a stream window of `stream`.
+    pub fn connection_for(&self, stream: u32) -> u32 {
+        stream.saturating_add(CONNECTION_HEADROOM).min(self.connection).max(stream)
+    }
+}
+
+/// The stream window's state: the decisions, apart from the I/O.
+#[derive(Debug)]
+pub struct Windows {
+    limits: Limits,
+    current: u32,
+    /// The smallest round trip seen: the path's, without queues.
+    floor: Option<Duration>,
+}
+
+impl Windows {
+    pub fn new(limits: Limits) -> Self {
+        Self { limits, current: limits.start(), floor: None }
+    }
+
+    /// One ping's sample: readers took `bytes` during its round trip `rtt`.
+    /// Returns the new stream window when it should grow.
+    pub fn sample(&mut self, bytes: u64, rtt: Duration) -> Option<u32> {
+        let floor = self.floor.map_or(rtt, |floor| floor.min(rtt));
+        self.floor = Some(floor);
+        let rtt = rtt.as_nanos().max(1);
+        let sustained = u128::from(bytes) * floor.as_nanos() / rtt;
+        let wanted = u64::try_from(sustained.saturating_mul(2)).unwrap_or(u64::MAX);
+        let wanted = u32::try_from(wanted.min(u64::from(self.limits.stream))).unwrap_or(self.limits.stream);
+        let step = u64::from(self.current) / STEP_DENOMINATOR;
+        if u64::from(wanted) < u64::from(self.current) + step.max(1) {
+            return None;
+        }
+        self.current = wanted;
+        Some(wanted)
+    }
+
+    /// Nothing was taken for a keepalive interval: back to the start window.
+    pub fn quiet(&mut self) -> Option<u32> {
+        let start = self.limits.start();
+        (self.current > start).then(|| {
+            self.current = start;
+            start
+        })
+    }
+
+    /// Whether the window can still grow (worth sampling back to back).
+    pub fn can_grow(&self) -> bool {
+        self.current < self.limits.stream
+    }
+}
+
+/// How a connection ended, other than cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum Ended {
+    #[error(transparent)]
+    Http2(#[from] h2::Error),
+    #[error("the server did not answer a ping within {0:?}")]
+    Unanswered(Duration),
+}
+
+/// Drives connection `conn` until it ends, pinging and resizing its windows.
+pub async fn drive<T>(
+    mut conn: h2::client::Connection<T, Bytes>,
+    meter: std::sync::Arc<Meter>,
+    limits: Limits,
+) -> Result<(), Ended>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    // Taken once, here, from a connection just made: always there.
+    meter.window.store(limits.start(), Ordering::Relaxed);
+    let pings = conn.ping_pong();
+    let (resize, mut resized) = mpsc::unbounded_channel();
+    let mut pinger = std::pin::pin!(async {
+        match pings {
+            Some(pings) => pace(pings, &meter, limits, resize).await,
+            None => std::future::pending().await,
+        }
+    });
+    let ended = std::future::poll_fn(|cx| {
+        while let Poll::Ready(Some(stream)) = resized.poll_recv(cx) {
+            conn.set_target_window_size(limits.connection_for(stream));
+            if let Err(error) = conn.set_initial_window_size(stream) {
+                return Poll::Ready(Err(Ended::from(error)));
+            }
+            meter.window.store(stream, Ordering::Relaxed);
+            tracing::debug!(stream, connection = limits.connection_for(stream), "receive windows resized");
+        }
+        if let Poll::Ready(ended) = Pin::new(&mut conn).poll(cx) {
+            return Poll::Ready(ended.map_err(Ended::from));
+        }
+        pinger.as_mut().poll(cx).map(Err)
+    })
+    .await;
+    meter.closed.store(true, Ordering::Relaxed);
+    ended
+}
+
+/// Pings the server: back to back while readers take bytes and the window
+/// can grow, else every keepalive interval or when traffic starts. Returns
+/// only when a ping goes unanswered.
+async fn pace(mut pings: h2::PingPong, meter: &Meter, limits: Limits, resize: mpsc::UnboundedSender<u32>) -> Ended {
+    let mut windows = Windows::new(limits);
+    loop {
+        let before = meter.taken();
+        let sent = Instant::now();
+        match tokio::time::timeout(limits.keepalive_timeout, pings.ping(h2::Ping::opaque())).await {
+            Err(_) => return Ended::Unanswered(limits.keepalive_timeout),
+            // The connection is ending; its own result says why.
+            Ok(Err(_)) => return std::future::pending().await,
+            Ok(Ok(_)) => {}
+        }
+        let taken = meter.taken() - before;
+        if let Some(stream) = windows.sample(taken, sent.elapsed()) {
+            let _ = resize.send(stream);
+        }
+        if taken > 0 && windows.can_grow() {
+            continue;
+        }
+        let mark = meter.taken();
+        meter.waiting.store(true, Ordering::Relaxed);
+        let quiet = tokio::select! {
+            () = tokio::time::sleep(limits.keepalive_interval) => true,
+            () = meter.traffic.notified(), if windows.can_grow() => false,
+        };
+        meter.waiting.store(false, Ordering::Relaxed);
+        if quiet
+            && meter.taken() == mark
+            && let Some(stream) = windows.quiet()
+        {
+            let _ = resize.send(stream);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn limits(stream: u32) -> Limits {
+        Limits {
+            stream,
+            connection: stream + CONNECTION_HEADROOM,
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+
+    #[test]
+    fn a_fast_reader_on_a_long_path_grows_its_window_to_the_limit() {
+        let mut windows = Windows::new(limits(64 << 20));
+        let rtt = Duration::from_millis(50);
+        assert_eq!(windows.sample(0, rtt), None, "an idle ping only learns the path");
+        // Window-limited: 3/4 of the window each round trip.
+        let mut window = u64::from(START_STREAM_WINDOW);
+        let mut steps = 0;
+        while let Some(grown) = windows.sample(window * 3 / 4, rtt) {
+            assert!(u64::from(grown) > window);
+            window = u64::from(grown);
+            steps += 1;
+        }
+        assert_eq!(window, 64 * MIB);
+        assert!(steps <= 5, "{steps} round trips to grow");
+        assert!(!windows.can_grow());
+    }
+
+    #[test]
+    fn queues_do_not_pass_for_a_long_path() {
+        // Loopback: 200 µs idle; under load a ping waits behind 16 MiB and
+        // takes 20 ms while the reader took all of it. The path is short.
+        let mut windows = Windows::new(limits(64 << 20));
+        assert_eq!(windows.sample(0, Duration::from_micros(200)), None);
+        for _ in 0..10 {
+            assert_eq!(windows.sample(16 * MIB, Duration::from_millis(20)), None);
+        }
+    }
+
+    #[test]
+    fn a_slow_reader_keeps_the_window_it_needs() {
+        // 50 ms path, a reader taking 100 MB/s: 5 MB per round trip is well
+        // inside the start window.
+        let mut windows = Windows::new(limits(64 << 20));
+        let rtt = Duration::from_millis(50);
+        assert_eq!(windows.sample(0, rtt), None);
+        assert_eq!(windows.sample(5_000_000, rtt), None);
+        // 300 MB/s needs 15 MB, twice that is 30 MB.
+        assert_eq!(windows.sample(15_000_000, rtt), Some(30_000_000));
+    }
+
+    #[test]
+    fn quiet_returns_to_the_start_and_limits_hold() {
+        let mut windows = Windows::new(limits(64 << 20));
+        assert_eq!(windows.quiet(), None);
+        windows.sample(0, Duration::from_millis(50));
+        windows.sample(40 * MIB, Duration::from_millis(50));
+        assert_eq!(windows.quiet(), Some(START_STREAM_WINDOW));
+        // A configured window below the start: never grows past it.
+        let small = limits(4 << 20);
+        let mut windows = Windows::new(small);
+        assert_eq!(small.start(), 4 << 20);
+        windows.sample(0, Duration::from_millis(50));
+        assert_eq!(windows.sample(64 * MIB, Duration::from_millis(50)), None);
+        assert_eq!(small.connection_for(4 << 20), (4 << 20) + CONNECTION_HEADROOM);
+        let tight = Limits { connection: 1 << 20, ..small };
+        assert_eq!(tight.connection_for(4 << 20), 4 << 20, "never below the stream's own window");
+    }
+}
