@@ -8,7 +8,9 @@
 //! round trip is a sample of how many bytes the readers *took* (not how many
 //! arrived) in that time. That rate times the path's smallest round trip is
 //! the bandwidth-delay product the readers sustain, and the stream window
-//! becomes twice it (room to keep growing), up to `stream_window`. The
+//! becomes twice it (room to keep growing), or twice itself while the
+//! readers use at least half of it per round trip (as TCP's slow start),
+//! up to `stream_window`. The
 //! connection window stays [`CONNECTION_HEADROOM`] above it, so a bulk
 //! stream leaves room for a small one beside it. A minute's quiet (no byte
 //! taken between keepalive pings) puts both back at the start.
@@ -127,8 +129,13 @@ impl Windows {
         let floor = self.floor.map_or(rtt, |floor| floor.min(rtt));
         self.floor = Some(floor);
         let rtt = rtt.as_nanos().max(1);
-        let sustained = u128::from(bytes) * floor.as_nanos() / rtt;
-        let wanted = u64::try_from(sustained.saturating_mul(2)).unwrap_or(u64::MAX);
+        let sustained = u64::try_from(u128::from(bytes) * floor.as_nanos() / rtt).unwrap_or(u64::MAX);
+        // Twice what the readers sustain; and while they use at least half
+        // the window per round trip of the path, at least twice the window
+        // (as TCP's slow start doubles), so a long path fills in a few round trips.
+        let current = u64::from(self.current);
+        let doubled = if sustained.saturating_mul(2) >= current { current * 2 } else { 0 };
+        let wanted = sustained.saturating_mul(2).max(doubled);
         let wanted = u32::try_from(wanted.min(u64::from(self.limits.stream))).unwrap_or(self.limits.stream);
         let step = u64::from(self.current) / STEP_DENOMINATOR;
         if u64::from(wanted) < u64::from(self.current) + step.max(1) {
@@ -266,7 +273,7 @@ mod tests {
             steps += 1;
         }
         assert_eq!(window, 64 * MIB);
-        assert!(steps <= 5, "{steps} round trips to grow");
+        assert!(steps <= 2, "{steps} round trips to grow");
         assert!(!windows.can_grow());
     }
 
@@ -289,8 +296,10 @@ mod tests {
         let rtt = Duration::from_millis(50);
         assert_eq!(windows.sample(0, rtt), None);
         assert_eq!(windows.sample(5_000_000, rtt), None);
-        // 300 MB/s needs 15 MB, twice that is 30 MB.
-        assert_eq!(windows.sample(15_000_000, rtt), Some(30_000_000));
+        // 300 MB/s needs 15 MB: most of the window, so it doubles.
+        assert_eq!(windows.sample(15_000_000, rtt), Some(2 * START_STREAM_WINDOW));
+        // 1 GB/s needs 50 MB: twice that is past the limit.
+        assert_eq!(windows.sample(50_000_000, rtt), Some(64 << 20));
     }
 
     #[test]
