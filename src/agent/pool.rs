@@ -169,7 +169,7 @@ impl Pool {
     /// Each live connection's receive window per stream, in bytes (they
     /// grow while readers keep up over a long path: [`super::http2::window`]).
     pub fn receive_windows(&self) -> Vec<u32> {
-        self.shared.slots.iter().filter_map(|slot| live(slot)).map(|lease| lease.sender.receive_window()).collect()
+        self.shared.slots.iter().filter_map(live).map(|lease| lease.sender.receive_window()).collect()
     }
 
     /// Replaces the TLS material used for new connections (certificate reload).
