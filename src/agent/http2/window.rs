@@ -48,25 +48,37 @@ pub const CONNECTION_HEADROOM: u32 = 16 << 20;
 /// How much a window the readers use at least half of grows per sample.
 const GROWTH: u64 = 4;
 
-
 /// What the readers of one connection have taken, shared by its bodies and
 /// streams and read by its pinger.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Meter {
     taken: AtomicU64,
-    /// The pinger is waiting for traffic (set by it, cleared by a reader).
-    waiting: AtomicBool,
+    /// The pinger waits for readers to have taken this many bytes in all
+    /// (`u64::MAX`: it is not waiting); the reader that gets there wakes it.
+    wake_at: AtomicU64,
     traffic: Notify,
     closed: AtomicBool,
     /// Each stream's receive window as last advertised.
     window: AtomicU32,
 }
 
+impl Default for Meter {
+    fn default() -> Self {
+        Self {
+            taken: AtomicU64::new(0),
+            wake_at: AtomicU64::new(u64::MAX),
+            traffic: Notify::new(),
+            closed: AtomicBool::new(false),
+            window: AtomicU32::new(0),
+        }
+    }
+}
+
 impl Meter {
     /// A reader took `bytes` from the connection.
     pub fn took(&self, bytes: usize) {
-        self.taken.fetch_add(bytes as u64, Ordering::Relaxed);
-        if self.waiting.load(Ordering::Relaxed) && self.waiting.swap(false, Ordering::Relaxed) {
+        let taken = self.taken.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        if taken >= self.wake_at.load(Ordering::Relaxed) && self.wake_at.swap(u64::MAX, Ordering::Relaxed) != u64::MAX {
             self.traffic.notify_one();
         }
     }
@@ -160,6 +172,13 @@ impl Windows {
     pub fn can_grow(&self) -> bool {
         self.current < self.limits.stream
     }
+
+    /// What readers take per round trip in a bulk transfer, one that may
+    /// need a larger window: a quarter of it. Less (small requests, a
+    /// trickle) is not worth a ping: each costs both ends two system calls.
+    pub fn bulk(&self) -> u64 {
+        u64::from(self.current / 4)
+    }
 }
 
 /// How a connection ended, other than cleanly.
@@ -209,9 +228,9 @@ where
     ended
 }
 
-/// Pings the server: back to back while readers take bytes and the window
-/// can grow, else every keepalive interval or when traffic starts. Returns
-/// only when a ping goes unanswered.
+/// Pings the server: back to back while a bulk transfer runs and the window
+/// can grow, else every keepalive interval or as soon as readers have taken
+/// a bulk transfer's worth. Returns only when a ping goes unanswered.
 async fn pace(mut pings: h2::PingPong, meter: &Meter, limits: Limits, resize: mpsc::UnboundedSender<u32>) -> Ended {
     let mut windows = Windows::new(limits);
     loop {
@@ -227,16 +246,18 @@ async fn pace(mut pings: h2::PingPong, meter: &Meter, limits: Limits, resize: mp
         if let Some(stream) = windows.sample(taken, sent.elapsed()) {
             let _ = resize.send(stream);
         }
-        if taken > 0 && windows.can_grow() {
+        if taken >= windows.bulk() && windows.can_grow() {
             continue;
         }
         let mark = meter.taken();
-        meter.waiting.store(true, Ordering::Relaxed);
+        if windows.can_grow() {
+            meter.wake_at.store(mark + windows.bulk(), Ordering::Relaxed);
+        }
         let quiet = tokio::select! {
             () = tokio::time::sleep(limits.keepalive_interval) => true,
             () = meter.traffic.notified(), if windows.can_grow() => false,
         };
-        meter.waiting.store(false, Ordering::Relaxed);
+        meter.wake_at.store(u64::MAX, Ordering::Relaxed);
         if quiet
             && meter.taken() == mark
             && let Some(stream) = windows.quiet()
