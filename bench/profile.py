@@ -4,7 +4,8 @@
     bench/profile.py BINS TOOLS MEASURE [SECONDS]
 
 MEASURE is `download` (1 GiB on loopback), `c1` or `c64` (1 KiB keep-alive
-with wrk) or `stream` (256 MiB over the 25 ms-each-way link). The stack is
+with wrk), `tunnels` (new HTTPS tunnels, c=16) or `stream` (256 MiB over the
+25 ms-each-way link). The stack is
 started as bench/bench.py starts it; `perf record -e cpu-clock -g` samples
 both processes for the measure, and the top of `perf report` (by DSO and
 symbol, children not folded in) is printed. Needs Debian's linux-perf.
@@ -25,7 +26,7 @@ def main():
     stacks = []
     try:
         certs, www = bench.setup(work, bins)
-        _, plain, _, _ = bench.start_nginx(work, certs, www, stacks)
+        _, plain, tls, _ = bench.start_nginx(work, certs, www, stacks)
         stack = bench.start_fluidity(bins, certs, stacks, delayed=measure == "stream")
         pids = [str(p.pid) for p in stack.procs]  # agent and server; the delay relay is a helper
         def io_counts():
@@ -50,6 +51,9 @@ def main():
         if measure == "download":
             subprocess.run(["curl", "-sS", "-o", "/dev/null", f"http://127.0.0.1:{plain}/1g"], check=True)
             result = bench.download(stack, plain)
+        elif measure == "tunnels":
+            client = os.path.join(bins, "examples", "bench-client")
+            result = bench.new_tunnels(stack, tls, certs, client)
         elif measure == "stream":
             result = bench.download(stack, plain, "/256m", 256 * bench.MIB)
         else:
