@@ -3,8 +3,9 @@
 //! 16 MiB, and one download over a long link needs more than that, given
 //! only while the local reader keeps up ([`window`]).
 //!
-//! - [`Sender`]: sends a request on one connection; its body streams on in a
-//!   task of its own, paced by the server's window.
+//! - [`Sender`]: one connection; [`Sender::ready`] gives a [`Ready`] that
+//!   sends one request (its body streams on in a task of its own, paced by
+//!   the server's window) or opens one `CONNECT` stream.
 //! - [`ResponseBody`]: a response's body; credit goes back to the server as
 //!   the local client takes each frame, never before.
 //! - [`Stream`]: a `CONNECT` stream as bytes both ways (a tunnel, a WebSocket).
@@ -92,11 +93,13 @@ impl Ready {
     }
 
     fn body_of(&self, response: Response<h2::RecvStream>) -> Response<ResponseBody> {
-        let length = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        // A response that ended with its head (to HEAD, a 304) is empty,
+        // whatever length its Content-Length gives the representation.
+        let length = if response.body().is_end_stream() {
+            Some(0)
+        } else {
+            response.headers().get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok())
+        };
         response.map(|recv| ResponseBody { recv, meter: self.meter.clone(), length, data_done: false })
     }
 }
