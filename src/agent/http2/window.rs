@@ -199,8 +199,8 @@ pub async fn drive<T>(
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    // Taken once, here, from a connection just made: always there.
     meter.window.store(limits.start(), Ordering::Relaxed);
+    // Taken once, here, from a connection just made: always there.
     let pings = conn.ping_pong();
     let (resize, mut resized) = mpsc::unbounded_channel();
     let mut pinger = std::pin::pin!(async {
@@ -209,17 +209,32 @@ where
             None => std::future::pending().await,
         }
     });
+    // A window size not sent yet: h2 takes one SETTINGS change at a time,
+    // so a change waits while the last one is unacknowledged.
+    let mut wanted = None;
+    let apply = |conn: &mut h2::client::Connection<T, Bytes>, wanted: &mut Option<u32>| {
+        let Some(stream) = *wanted else { return false };
+        if conn.set_initial_window_size(stream).is_err() {
+            return false;
+        }
+        conn.set_target_window_size(limits.connection_for(stream));
+        meter.window.store(stream, Ordering::Relaxed);
+        tracing::debug!(stream, connection = limits.connection_for(stream), "receive windows resized");
+        *wanted = None;
+        true
+    };
     let ended = std::future::poll_fn(|cx| {
         while let Poll::Ready(Some(stream)) = resized.poll_recv(cx) {
-            conn.set_target_window_size(limits.connection_for(stream));
-            if let Err(error) = conn.set_initial_window_size(stream) {
-                return Poll::Ready(Err(Ended::from(error)));
-            }
-            meter.window.store(stream, Ordering::Relaxed);
-            tracing::debug!(stream, connection = limits.connection_for(stream), "receive windows resized");
+            wanted = Some(stream);
         }
+        apply(&mut conn, &mut wanted);
         if let Poll::Ready(ended) = Pin::new(&mut conn).poll(cx) {
             return Poll::Ready(ended.map_err(Ended::from));
+        }
+        // The poll may have taken the last change's acknowledgement: send
+        // the waiting one, and poll again to write it.
+        if apply(&mut conn, &mut wanted) {
+            cx.waker().wake_by_ref();
         }
         pinger.as_mut().poll(cx).map(Err)
     })
