@@ -7,24 +7,27 @@
 //! and grows it only when its readers prove they need more: each PING's
 //! round trip is a sample of how many bytes the readers *took* (not how many
 //! arrived) in that time. That rate times the path's smallest round trip is
-//! the bandwidth-delay product the readers sustain. While that is at least
-//! half the stream window, the window is what holds them back, and it grows
-//! fourfold (a faster slow start), up to `stream_window`. The
-//! connection window stays [`CONNECTION_HEADROOM`] above it, so a bulk
-//! stream leaves room for a small one beside it. A minute's quiet (no byte
-//! taken between keepalive pings) puts both back at the start.
+//! the bandwidth-delay product the readers sustain (counted over the whole
+//! connection, so several parallel streams count together). While that is
+//! at least half the stream window, the window is likely what holds them
+//! back, and it grows fourfold (a faster slow start), up to `stream_window`.
+//! The connection window stays [`CONNECTION_HEADROOM`] above it, so a bulk
+//! stream leaves room for a small one beside it. One keepalive interval
+//! with no byte taken puts both back at the start (the connection window
+//! shrinks as the server spends its credit: lowering it sends no frame).
 //!
 //! On loopback or a LAN the smallest round trip is well under a millisecond,
 //! so windows never grow: a slow reader costs at most the start window per
-//! stream. Over 50 ms a reader taking 600 MB/s grows its window to about
-//! 60 MiB within a few round trips. The most a stalled reader can leave
-//! buffered is `stream_window` per stream and `connection_window` per
-//! connection, after a reader that kept up had grown them.
+//! stream. Over 50 ms a reader taking more than 8 MiB per round trip
+//! (about 168 MB/s) grows its window to 64 MiB with one sample. The most a
+//! stalled reader can leave buffered is `stream_window` per stream and
+//! `connection_window` per connection, after a reader that kept up had
+//! grown them, plus the one frame a CONNECT stream holds (256 KiB at most).
 //!
 //! The same pings keep the connection alive: one every
-//! `keepalive_interval` while idle (back to back while bytes flow and the
-//! window can still grow), and one unanswered within `keepalive_timeout`
-//! ends the connection.
+//! `keepalive_interval` (back to back while readers take a quarter of the
+//! window per round trip and the window can still grow), and one
+//! unanswered within `keepalive_timeout` ends the connection.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,7 +41,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 /// Each stream's receive window on a new connection (and after a quiet
-/// spell): 16 MiB, about 200 MB/s over a 50 ms round trip.
+/// spell): 16 MiB, at most 335 MB/s over a 50 ms round trip (about 200
+/// measured).
 pub const START_STREAM_WINDOW: u32 = 16 << 20;
 
 /// How far the connection's window stays above a stream's: what other
