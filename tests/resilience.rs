@@ -185,15 +185,63 @@ async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
     let agent = start_agent(&pki, addr).await;
     let origin = http_origin().await;
     let size: u64 = 20 * 1024 * 1024;
-    let proxy = proxy_url(agent.addr);
-    let url = format!("http://{origin}/download/{size}");
-    let download = tokio::spawn(async move {
-        let mut child = tokio::process::Command::new("curl")
-            .args(["-sS", "--fail", "--limit-rate", "5M", "-x", &proxy, &url])
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+    let download = slow_download(proxy_url(agent.addr), format!("http://{origin}/download/{size}"), "5M");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.signal("TERM");
+    server.wait_for("stopped accepting").await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener must be closed while draining");
+    let (ok, total, digest) = download.await.unwrap();
+    assert!(ok && total == size, "download did not complete: ok={ok} bytes={total}");
+    assert_eq!(digest, pattern_sha256(size));
+    let mut server = server;
+    let status = tokio::time::timeout(Duration::from_secs(30), server.child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// A response that has fully arrived is the local client's to read whole,
+/// however slowly, even when its connection dies before the client is done:
+/// the agent must not cut short what it already holds. (A server that
+/// drains and closes under a slow reader hit this in one run out of five.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_has_arrived_survives_its_connection() {
+    let pki = Pki::new();
+    let server = start_server(&pki, "server").await;
+    let (relay, controls) = relay(server.addr).await;
+    let flags = ["--keepalive-interval", "1s", "--keepalive-timeout", "1s", "--pool-size", "1"];
+    let agent = agent_process_with(&pki, relay, &flags).await;
+    let proxy = agent.logged_addr("local proxy listening").await;
+    agent.wait_for("tunnel connection up").await;
+    let origin = http_origin().await;
+    // Well inside one receive window: all of it reaches the agent at once.
+    let size: u64 = 6 * 1024 * 1024;
+    let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let request =
+        format!("GET http://{origin}/download/{size} HTTP/1.1\r\nhost: {origin}\r\nconnection: close\r\n\r\n");
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut received = vec![0u8; 4096];
+    let n = client.read(&mut received).await.unwrap();
+    received.truncate(n);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    controls.cut.fetch_add(1, Ordering::SeqCst);
+    agent.wait_for("tunnel connection lost").await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received)).await;
+    let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
+    let body = &received[head_end..];
+    assert_eq!(body.len() as u64, size, "{}", String::from_utf8_lossy(&received[..head_end]));
+    assert_eq!(hex(&Sha256::digest(body)), pattern_sha256(size));
+}
+
+/// curl downloading `url` through `proxy` at `rate`: whether it succeeded,
+/// the bytes it wrote and their SHA-256.
+fn slow_download(proxy: String, url: String, rate: &str) -> tokio::task::JoinHandle<(bool, u64, String)> {
+    let mut child = tokio::process::Command::new("curl")
+        .args(["-sS", "--fail", "--limit-rate", rate, "-x", &proxy, &url])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::spawn(async move {
         let mut stdout = child.stdout.take().unwrap();
         let mut hasher = Sha256::new();
         let mut buffer = vec![0u8; 65536];
@@ -207,17 +255,7 @@ async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
             hasher.update(&buffer[..n]);
         }
         (child.wait().await.unwrap().success(), total, hex(&hasher.finalize()))
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    server.signal("TERM");
-    server.wait_for("stopped accepting").await;
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener must be closed while draining");
-    let (ok, total, digest) = download.await.unwrap();
-    assert!(ok && total == size, "download did not complete: ok={ok} bytes={total}");
-    assert_eq!(digest, pattern_sha256(size));
-    let mut server = server;
-    let status = tokio::time::timeout(Duration::from_secs(30), server.child.wait()).await.unwrap().unwrap();
-    assert_eq!(status.code(), Some(0));
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

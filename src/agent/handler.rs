@@ -17,7 +17,6 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, debug_span, warn};
 
@@ -50,12 +49,6 @@ pub(super) struct Handler {
 
 /// A reply for the local client, already formatted.
 type Reply = Response<Body>;
-
-/// A CONNECT stream through the server, and the signal that its connection died.
-struct Tunnel {
-    stream: Stream,
-    lost: CancellationToken,
-}
 
 impl Handler {
     pub(super) async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Reply, Infallible> {
@@ -102,12 +95,7 @@ impl Handler {
         self.tracker.spawn(
             async move {
                 match client_side.await {
-                    Ok(client) => {
-                        tokio::select! {
-                            () = copy(TokioIo::new(client), server_side.stream, idle, activity) => {}
-                            () = server_side.lost.cancelled() => debug!("tunnel connection lost, closing the tunnel"),
-                        }
-                    }
+                    Ok(client) => copy(TokioIo::new(client), server_side, idle, activity).await,
                     Err(error) => warn!(%error, "client CONNECT upgrade failed"),
                 }
             }
@@ -151,10 +139,8 @@ impl Handler {
             if tokio::io::AsyncWriteExt::write_all(&mut tcp, &socks::Reply::Succeeded.message()).await.is_err() {
                 return;
             }
-            tokio::select! {
-                ended = relay(tcp, tunnel.stream, self.idle_timeout, self.activity.clone()) => debug!(?ended, "SOCKS tunnel ended"),
-                () = tunnel.lost.cancelled() => debug!("tunnel connection lost, closing the SOCKS tunnel"),
-            }
+            let ended = relay(tcp, tunnel, self.idle_timeout, self.activity.clone()).await;
+            debug!(?ended, "SOCKS tunnel ended");
         }
         .instrument(span)
         .await;
@@ -174,7 +160,7 @@ impl Handler {
             Err(reply) => return reply,
         };
         let (mut sender, connection) =
-            match hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(tunnel.stream)).await {
+            match hyper::client::conn::http1::handshake::<_, Incoming>(TokioIo::new(tunnel)).await {
                 Ok(pair) => pair,
                 Err(error) => {
                     return text_response(
@@ -203,16 +189,7 @@ impl Handler {
         if switching {
             let origin_side = hyper::upgrade::on(&mut response);
             let (idle, activity) = (self.idle_timeout, self.activity.clone());
-            let lost = tunnel.lost.clone();
-            self.tracker.spawn(
-                async move {
-                    tokio::select! {
-                        () = join(client_side, origin_side, idle, activity) => {}
-                        () = lost.cancelled() => debug!("tunnel connection lost, closing the upgraded connection"),
-                    }
-                }
-                .in_current_span(),
-            );
+            self.tracker.spawn(join(client_side, origin_side, idle, activity).in_current_span());
         }
         strip_hop_by_hop(response.headers_mut(), switching);
         response.map(boxed)
@@ -228,41 +205,40 @@ impl Handler {
         parts.headers.remove(HOST);
         parts.version = Version::HTTP_2;
         let (body, failure) = noting_failure(body);
-        let (mut response, lost) = match self.send(Request::from_parts(parts, boxed(body))).await {
-            Ok(pair) => pair,
+        let mut response = match self.send(Request::from_parts(parts, boxed(body))).await {
+            Ok(response) => response,
             Err(reply) => return failure.get().map_or(reply, |failure| malformed_body(failure)),
         };
         strip_hop_by_hop(response.headers_mut(), false);
-        response.map(|body| boxed(AbortOnLoss::new(body, lost)))
+        response.map(boxed)
     }
 
     /// Sends `request` over the tunnel.
-    async fn send(&self, request: Request<Body>) -> Result<(Response<ResponseBody>, CancellationToken), Reply> {
-        let (ready, lost) = self.ready().await?;
-        let response = ready.send(request).await.map_err(|e| dropped(&e))?;
-        Ok((response, lost))
+    async fn send(&self, request: Request<Body>) -> Result<Response<ResponseBody>, Reply> {
+        let ready = self.ready().await?;
+        ready.send(request).await.map_err(|e| dropped(&e))
     }
 
     /// A connection ready for one more stream. If the first one picked was
     /// going away, nothing was sent on it and another one is taken.
-    async fn ready(&self) -> Result<(Ready, CancellationToken), Reply> {
+    async fn ready(&self) -> Result<Ready, Reply> {
         let lease = self.pool.sender().await.map_err(|e| tunnel_down(&e))?;
         match lease.sender.ready().await {
-            Ok(ready) => Ok((ready, lease.lost)),
+            Ok(ready) => Ok(ready),
             Err(error) => {
                 debug!(%error, "the tunnel connection is going away, taking another");
-                let Lease { sender, lost, .. } = self.pool.retry(&lease).await.map_err(|e| tunnel_down(&e))?;
-                Ok((sender.ready().await.map_err(|e| dropped(&e))?, lost))
+                let Lease { sender, .. } = self.pool.retry(&lease).await.map_err(|e| tunnel_down(&e))?;
+                sender.ready().await.map_err(|e| dropped(&e))
             }
         }
     }
 
     /// Opens a CONNECT stream to `target` through the server. On failure the
     /// server's own reply (502, 504, 403 with its reason) is passed back.
-    async fn open_tunnel(&self, target: &Authority) -> Result<Tunnel, Reply> {
-        let (ready, lost) = self.ready().await?;
+    async fn open_tunnel(&self, target: &Authority) -> Result<Stream, Reply> {
+        let ready = self.ready().await?;
         match ready.connect(target).await {
-            Ok(Ok(stream)) => Ok(Tunnel { stream, lost }),
+            Ok(Ok(stream)) => Ok(stream),
             Ok(Err(mut refusal)) => {
                 strip_hop_by_hop(refusal.headers_mut(), false);
                 Err(refusal.map(boxed))
@@ -385,45 +361,4 @@ where
 {
     let ended = relay(a, b, idle, activity).await;
     debug!(?ended, "tunnel ended");
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that fails as soon as its tunnel connection is lost,
-    /// instead of first handing out whatever the connection had buffered.
-    struct AbortOnLoss {
-        #[pin]
-        inner: ResponseBody,
-        #[pin]
-        lost: WaitForCancellationFutureOwned,
-    }
-}
-
-impl AbortOnLoss {
-    fn new(inner: ResponseBody, lost: CancellationToken) -> Self {
-        Self { inner, lost: lost.cancelled_owned() }
-    }
-}
-
-impl http_body::Body for AbortOnLoss {
-    type Data = bytes::Bytes;
-    type Error = crate::http_util::BoxError;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        if this.lost.poll(cx).is_ready() {
-            return std::task::Poll::Ready(Some(Err("the tunnel connection to the server was lost".into())));
-        }
-        this.inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
 }

@@ -168,8 +168,10 @@ fn io_error(error: h2::Error) -> io::Error {
 
 /// The server ended the stream without error (RFC 9113 §8.1: after a
 /// complete response, RST_STREAM with NO_ERROR stops the request's body).
+/// A connection that closed (even with GOAWAY NO_ERROR) before a stream's
+/// end arrived is not that: the stream was cut short.
 fn ended_cleanly(error: &h2::Error) -> bool {
-    error.reason() == Some(h2::Reason::NO_ERROR)
+    error.is_reset() && error.reason() == Some(h2::Reason::NO_ERROR)
 }
 
 /// A response body from the server. Each frame handed to the local client

@@ -74,7 +74,7 @@ impl TunnelError {
 }
 
 /// One connection slot: the live connection's id and sender, if any.
-type Slot = RwLock<Option<(u64, Sender, CancellationToken)>>;
+type Slot = RwLock<Option<(u64, Sender)>>;
 
 /// State shared between the pool handle and its supervisors.
 struct Shared {
@@ -348,15 +348,12 @@ pub struct Lease {
     /// Unique id of the connection (for retries on another one).
     pub id: u64,
     pub sender: Sender,
-    /// Cancelled the moment the connection dies, so bodies and tunnels on it
-    /// fail at once instead of draining what was buffered.
-    pub lost: CancellationToken,
 }
 
 fn live(slot: &Slot) -> Option<Lease> {
     let guard = slot.read().unwrap_or_else(|e| e.into_inner());
-    let (id, sender, lost) = guard.as_ref()?;
-    (!sender.is_closed()).then(|| Lease { id: *id, sender: sender.clone(), lost: lost.clone() })
+    let (id, sender) = guard.as_ref()?;
+    (!sender.is_closed()).then(|| Lease { id: *id, sender: sender.clone() })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -388,8 +385,7 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                 lock(&shared.logged).clear();
                 *lock(&shared.reminder) = (0, tokio::time::Instant::now());
                 let id = shared.opened.fetch_add(1, Ordering::Relaxed);
-                let lost = CancellationToken::new();
-                *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = Some((id, sender, lost.clone()));
+                *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = Some((id, sender));
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 shared.bump();
                 info!("tunnel connection up");
@@ -401,29 +397,23 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                     _ = renew.changed() => {
                         task.abort();
                         *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = None;
-                        lost.cancel();
                         shared.bump();
                         info!("tunnel connection dropped after a pause, reconnecting");
                         continue;
                     }
                 };
                 *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = None;
-                // A graceful close (GOAWAY, all streams finished) leaves what was
-                // received valid; only a broken connection aborts its streams.
+                // Ending the connection (dropping it, when a ping went
+                // unanswered or after a pause) settles each stream: one whose
+                // end had arrived keeps what was received, any other fails
+                // once its buffered bytes are read.
                 match ended {
                     Ok(Ok(())) if connection.broken.load(Ordering::Relaxed) => {
-                        lost.cancel();
                         warn!("tunnel connection dropped by the network or the server, reconnecting");
                     }
                     Ok(Ok(())) => info!("tunnel connection closed by the server, reconnecting"),
-                    Ok(Err(error)) => {
-                        lost.cancel();
-                        warn!(%error, "tunnel connection lost, reconnecting");
-                    }
-                    Err(error) => {
-                        lost.cancel();
-                        warn!(%error, "tunnel connection task failed, reconnecting");
-                    }
+                    Ok(Err(error)) => warn!(%error, "tunnel connection lost, reconnecting"),
+                    Err(error) => warn!(%error, "tunnel connection task failed, reconnecting"),
                 }
             }
             Err(error) => {
