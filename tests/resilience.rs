@@ -182,10 +182,12 @@ async fn after_a_suspend_the_next_request_works_without_a_restart() {
 async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
     let pki = Pki::new();
     let (server, addr) = server_process_on(&pki, "server", "127.0.0.1:0", &["--drain-timeout", "25s"]).await;
-    let agent = start_agent(&pki, addr).await;
+    let agent = agent_process_with(&pki, addr, &[]).await;
+    let agent_addr = agent.logged_addr("local proxy listening").await;
+    agent.wait_for("tunnel connection up").await;
     let origin = http_origin().await;
     let size: u64 = 20 * 1024 * 1024;
-    let download = slow_download(proxy_url(agent.addr), format!("http://{origin}/download/{size}"), "5M");
+    let download = slow_download(proxy_url(agent_addr), format!("http://{origin}/download/{size}"), "5M");
     tokio::time::sleep(Duration::from_secs(1)).await;
     server.signal("TERM");
     server.wait_for("stopped accepting").await;
@@ -196,6 +198,19 @@ async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
     let mut server = server;
     let status = tokio::time::timeout(Duration::from_secs(30), server.child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));
+    // A drain is a clean close, even where the agent's goodbye met a socket
+    // the server had already closed: no warning that the tunnel was lost.
+    let ends = || {
+        agent.lines().into_iter().filter(|l| l.contains("reconnecting") && !l.contains("attempt")).collect::<Vec<_>>()
+    };
+    for _ in 0..100 {
+        if ends().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ends = ends();
+    assert!(ends.len() == 2 && ends.iter().all(|l| l.contains("closed by the server")), "{ends:#?}");
 }
 
 /// A response that has fully arrived is the local client's to read whole,

@@ -21,7 +21,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::AgentConfig;
 use super::config::TunnelSettings;
 use super::dial::Connector;
-use super::http2::Sender;
+use super::http2::{Ended, Sender};
 
 /// While the server stays unreachable, a reminder is logged this often.
 const REMINDER_EVERY: Duration = Duration::from_secs(60);
@@ -412,6 +412,10 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                         warn!("tunnel connection dropped by the network or the server, reconnecting");
                     }
                     Ok(Ok(())) => info!("tunnel connection closed by the server, reconnecting"),
+                    // Only its goodbye failed: the server had closed first.
+                    Ok(Err(Ended::Http2(error))) if error.is_io() && !connection.broken.load(Ordering::Relaxed) => {
+                        info!(%error, "tunnel connection closed by the server, reconnecting");
+                    }
                     Ok(Err(error)) => warn!(%error, "tunnel connection lost, reconnecting"),
                     Err(error) => warn!(%error, "tunnel connection task failed, reconnecting"),
                 }
