@@ -1,7 +1,8 @@
 //! Byte relay between two streams (a CONNECT tunnel, an upgraded WebSocket):
 //! both directions at once, buffers that start at 1 KiB and grow to 64 KiB
 //! once a read fills them (so a thousand idle tunnels stay small while a bulk
-//! transfer gets large reads), ends when either side finishes or
+//! transfer gets large reads), ends when both sides have finished, as soon
+//! as either fails (closing both, so neither end waits on a dead tunnel), or
 //! when no byte moved for `idle_timeout`. Bytes and the time of the last byte
 //! are recorded in shared atomics, cheap enough for the hot path.
 
@@ -47,7 +48,8 @@ pub enum Ended {
 }
 
 /// Relays between `client` and `target` until both directions finish, an
-/// error occurs, or nothing moves for `idle_timeout`.
+/// error occurs on either, or nothing moves for `idle_timeout`. Both streams
+/// are dropped when it returns.
 pub async fn relay<A, B>(client: A, target: B, idle_timeout: Duration, activity: Arc<Activity>) -> Ended
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -69,9 +71,11 @@ where
     };
     let totals = || (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
     tokio::select! {
-        (a, b) = async { tokio::join!(upstream, downstream) } => {
+        // A half-close passes on and the other direction goes on; an error
+        // ends both: the other side learns of it by its stream closing.
+        moved = async { tokio::try_join!(upstream, downstream) } => {
             let (up, down) = totals();
-            if a.is_err() || b.is_err() { Ended::Error { up, down } } else { Ended::Closed { up, down } }
+            if moved.is_err() { Ended::Error { up, down } } else { Ended::Closed { up, down } }
         }
         () = watchdog => {
             let (up, down) = totals();
@@ -133,6 +137,54 @@ mod tests {
         assert_eq!(task.await.unwrap(), Ended::Closed { up: 5, down: 6 });
         assert_eq!(activity.bytes_up.load(Ordering::Relaxed), 5);
         assert!(activity.last_activity_secs.load(Ordering::Relaxed) > 0);
+    }
+
+    /// A stream whose reads fail (a tunnel whose connection died).
+    struct Broken;
+
+    impl AsyncRead for Broken {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+        }
+    }
+
+    impl AsyncWrite for Broken {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_side_closes_the_other_at_once() {
+        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let task = tokio::spawn(relay(client, Broken, Duration::from_secs(3600), Arc::default()));
+        // The client sends nothing: only the failure can end the relay.
+        let mut got = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(1), client_peer.read(&mut got)).await;
+        assert!(matches!(read, Ok(Ok(0))), "the client must see its tunnel end: {read:?}");
+        assert_eq!(task.await.unwrap(), Ended::Error { up: 0, down: 0 });
     }
 
     #[tokio::test(start_paused = true)]

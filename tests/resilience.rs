@@ -135,16 +135,41 @@ async fn silent_partition_is_detected_and_traffic_resumes() {
     agent.wait_for("tunnel connection up").await;
     let origin = http_origin().await;
     assert_eq!(curl(&["-x", &proxy, &format!("http://{origin}/one")]).await.text(), "GET /one");
+    let mut tunnel = echo_tunnel(&proxy).await;
 
     controls.paused.store(true, Ordering::SeqCst);
     let paused_at = Instant::now();
     agent.wait_for("tunnel connection lost").await;
     let detected = paused_at.elapsed();
     assert!(detected <= Duration::from_millis(2 * 1000 + 700), "dead connection noticed after {detected:?}");
+    // A tunnel on the dead connection, idle on both ends, is closed with it.
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(2), tunnel.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "the client's tunnel outlived its connection: {read:?}");
 
     controls.paused.store(false, Ordering::SeqCst);
     let out = curl(&["-x", &proxy, &format!("http://{origin}/two")]).await;
     assert_eq!(out.text(), "GET /two", "{}", out.stderr);
+}
+
+/// A CONNECT tunnel through the agent at `proxy` (`http://host:port`) to an
+/// echo origin, shown to carry bytes.
+async fn echo_tunnel(proxy: &str) -> tokio::net::TcpStream {
+    let echo = echo_origin().await;
+    let mut tunnel = tokio::net::TcpStream::connect(proxy.trim_start_matches("http://")).await.unwrap();
+    tunnel.write_all(format!("CONNECT {echo} HTTP/1.1\r\nhost: {echo}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(tunnel.read(&mut byte).await.unwrap(), 1, "{}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut echoed = [0u8; 4];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"ping");
+    tunnel
 }
 
 /// How long the suspend tests keep the agent stopped.
@@ -199,7 +224,8 @@ async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
     let status = tokio::time::timeout(Duration::from_secs(30), server.child.wait()).await.unwrap().unwrap();
     assert_eq!(status.code(), Some(0));
     // A drain is a clean close, even where the agent's goodbye met a socket
-    // the server had already closed: no warning that the tunnel was lost.
+    // the server had already closed: no warning that the tunnel was lost
+    // (logged for one connection in seven before).
     let ends = || {
         agent.lines().into_iter().filter(|l| l.contains("reconnecting") && !l.contains("attempt")).collect::<Vec<_>>()
     };
@@ -210,7 +236,7 @@ async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ends = ends();
-    assert!(ends.len() == 2 && ends.iter().all(|l| l.contains("closed by the server")), "{ends:#?}");
+    assert!(ends.len() == 2 && !ends.iter().any(|l| l.contains("lost")), "{ends:#?}");
 }
 
 /// A response that has fully arrived is the local client's to read whole,

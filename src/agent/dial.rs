@@ -196,13 +196,7 @@ impl Connector {
             .max_frame_size(crate::tls::MAX_H2_FRAME)
             .max_header_list_size(s.max_header_bytes)
             .enable_push(false)
-            .handshake(Watched {
-                inner: tls,
-                broken: broken.clone(),
-                closing: false,
-                heard: Some(heard),
-                failure: failure.clone(),
-            })
+            .handshake(Watched { inner: tls, broken: broken.clone(), heard: Some(heard), failure: failure.clone() })
             .await
             .map_err(|e| TunnelError::Http2 { server: self.shown(), reason: e.to_string() })?;
         let meter = Arc::new(Meter::default());
@@ -316,14 +310,11 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 pin_project_lite::pin_project! {
     /// Transport wrapper that records a broken read or write and tells when
-    /// the first bytes from the server arrive. Once HTTP/2 has begun to shut
-    /// the transport down, every stream's outcome is settled: a failure to
-    /// send the goodbye (the server closed first) does not count as broken.
+    /// the first bytes from the server arrive.
     struct Watched<T> {
         #[pin]
         inner: T,
         broken: Arc<AtomicBool>,
-        closing: bool,
         heard: Option<tokio::sync::oneshot::Sender<()>>,
         failure: Arc<Mutex<Option<TransportFailure>>>,
     }
@@ -356,7 +347,7 @@ impl<T: tokio::io::AsyncRead> tokio::io::AsyncRead for Watched<T> {
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
         match &polled {
-            std::task::Poll::Ready(Err(error)) if !*this.closing => {
+            std::task::Poll::Ready(Err(error)) => {
                 this.broken.store(true, Ordering::Relaxed);
                 record(this.failure, error);
             }
@@ -379,9 +370,7 @@ impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Watched<T> {
     ) -> std::task::Poll<std::io::Result<usize>> {
         let this = self.project();
         let polled = this.inner.poll_write(cx, buf);
-        if let std::task::Poll::Ready(Err(error)) = &polled
-            && !*this.closing
-        {
+        if let std::task::Poll::Ready(Err(error)) = &polled {
             this.broken.store(true, Ordering::Relaxed);
             record(this.failure, error);
         }
@@ -399,9 +388,7 @@ impl<T: tokio::io::AsyncWrite> tokio::io::AsyncWrite for Watched<T> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let this = self.project();
-        *this.closing = true;
-        this.inner.poll_shutdown(cx)
+        self.project().inner.poll_shutdown(cx)
     }
 }
 

@@ -166,10 +166,10 @@ fn io_error(error: h2::Error) -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, error)
 }
 
-/// The server ended the stream without error (RFC 9113 §8.1: after a
-/// complete response, RST_STREAM with NO_ERROR stops the request's body).
-/// A connection that closed (even with GOAWAY NO_ERROR) before a stream's
-/// end arrived is not that: the stream was cut short.
+/// The server ended a `CONNECT` stream without error: RST_STREAM with
+/// NO_ERROR. (A response body needs no such case: h2 keeps a response whose
+/// END_STREAM arrived complete whatever comes after, RFC 9113 §8.1's reset
+/// that stops the request's body included, and anything else cut it short.)
 fn ended_cleanly(error: &h2::Error) -> bool {
     error.is_reset() && error.reason() == Some(h2::Reason::NO_ERROR)
 }
@@ -196,7 +196,6 @@ impl http_body::Body for ResponseBody {
                     self.meter.took(data.len());
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Some(Err(error)) if ended_cleanly(&error) => return Poll::Ready(None),
                 Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
                 None => self.data_done = true,
             }
@@ -204,7 +203,6 @@ impl http_body::Body for ResponseBody {
         match ready!(self.recv.poll_trailers(cx)) {
             Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
             Ok(None) => Poll::Ready(None),
-            Err(error) if ended_cleanly(&error) => Poll::Ready(None),
             Err(error) => Poll::Ready(Some(Err(error.into()))),
         }
     }

@@ -412,7 +412,9 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                         warn!("tunnel connection dropped by the network or the server, reconnecting");
                     }
                     Ok(Ok(())) => info!("tunnel connection closed by the server, reconnecting"),
-                    // Only its goodbye failed: the server had closed first.
+                    // No read or write failed: only the goodbye (HTTP/2's
+                    // last flush, TLS close_notify) met a socket the server
+                    // had closed first, as it does after its drain.
                     Ok(Err(Ended::Http2(error))) if error.is_io() && !connection.broken.load(Ordering::Relaxed) => {
                         info!(%error, "tunnel connection closed by the server, reconnecting");
                     }
