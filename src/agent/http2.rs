@@ -167,9 +167,9 @@ fn io_error(error: h2::Error) -> io::Error {
 }
 
 /// The server ended a `CONNECT` stream without error: RST_STREAM with
-/// NO_ERROR. (A response body needs no such case: h2 keeps a response whose
-/// END_STREAM arrived complete whatever comes after, RFC 9113 §8.1's reset
-/// that stops the request's body included, and anything else cut it short.)
+/// NO_ERROR. Response bodies do not use this: h2 keeps a response complete
+/// once its END_STREAM has arrived (a reset after it, RFC 9113 §8.1,
+/// included), and a reset before it cut the body short.
 fn ended_cleanly(error: &h2::Error) -> bool {
     error.is_reset() && error.reason() == Some(h2::Reason::NO_ERROR)
 }

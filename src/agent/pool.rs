@@ -404,9 +404,10 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                 };
                 *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = None;
                 // Ending the connection (dropping it, when a ping went
-                // unanswered or after a pause) settles each stream: one whose
-                // end had arrived keeps what was received, any other fails
-                // once its buffered bytes are read.
+                // unanswered or after a pause) settles each stream: a
+                // response that had fully arrived, its request sent, keeps
+                // what was received; any other fails once its buffered bytes
+                // are read, and its tunnel's relay closes both sides.
                 match ended {
                     Ok(Ok(())) if connection.broken.load(Ordering::Relaxed) => {
                         warn!("tunnel connection dropped by the network or the server, reconnecting");
