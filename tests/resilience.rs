@@ -229,12 +229,7 @@ async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
     let ends = || {
         agent.lines().into_iter().filter(|l| l.contains("reconnecting") && !l.contains("attempt")).collect::<Vec<_>>()
     };
-    for _ in 0..100 {
-        if ends().len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(|| ends().len() >= 2).await;
     let ends = ends();
     assert!(ends.len() == 2 && !ends.iter().any(|l| l.contains("lost")), "{ends:#?}");
 }

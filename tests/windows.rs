@@ -134,11 +134,3 @@ async fn a_reader_that_keeps_up_grows_its_window_and_a_small_request_still_passe
     assert!(beside <= alone + RTT, "first byte beside a bulk stream {beside:?}, alone {alone:?}");
     reader.abort();
 }
-
-async fn wait_until(condition: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(started.elapsed() < Duration::from_secs(10), "timed out");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}

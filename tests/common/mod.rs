@@ -324,6 +324,15 @@ pub async fn echo_origin() -> SocketAddr {
     addr
 }
 
+/// Waits up to 10 s for `condition` to hold, checking every 10 ms.
+pub async fn wait_until(condition: impl Fn() -> bool) {
+    let started = std::time::Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < Duration::from_secs(10), "timed out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Result of one curl run.
 pub struct CurlOutput {
     pub code: Option<i32>,
