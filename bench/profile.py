@@ -72,6 +72,11 @@ def main():
                                  "--stdio", "-g", "none", "--percent-limit", "0.7"],
                                 capture_output=True, text=True).stdout
         print("\n".join(line for line in report.splitlines() if line and not line.startswith("#")))
+        # Where each process spends its time: kernel, our code, libc, the allocator.
+        by_dso = subprocess.run(["perf", "report", "-i", data, "--no-children", "--sort", "comm,dso",
+                                 "--stdio", "-g", "none", "--percent-limit", "0.5"],
+                                capture_output=True, text=True).stdout
+        print("\n".join(line for line in by_dso.splitlines() if line and not line.startswith("#")))
     finally:
         for stack in reversed(stacks):
             stack.stop()

@@ -240,6 +240,42 @@ async fn sigterm_drains_a_download_refuses_new_connections_and_exits_zero() {
 /// drains and closes under a slow reader hit this in one run out of five.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_response_that_has_arrived_survives_its_connection() {
+    let origin = http_origin().await;
+    let request =
+        format!("GET http://{origin}/download/{ARRIVED} HTTP/1.1\r\nhost: {origin}\r\nconnection: close\r\n\r\n");
+    let body = response_body_across_a_lost_connection(request).await;
+    assert_eq!(body.len() as u64, ARRIVED);
+    assert_eq!(hex(&Sha256::digest(&body)), pattern_sha256(ARRIVED));
+}
+
+/// The same while the request's body is still being sent (RFC 9113 §8.1: a
+/// server may answer in full before the request has ended), so the stream
+/// is only half closed when its connection dies. The response is chunked:
+/// its end is the last chunk, which the agent writes only if the stream
+/// ends cleanly. h2 0.4.20 failed such a stream after its data (the agent
+/// then cut the response before its last chunk); 0.4.21 ends it cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_that_has_arrived_survives_its_connection_during_an_upload() {
+    let origin = answers_before_the_upload_ends().await;
+    let request = format!(
+        "POST http://{origin}/ HTTP/1.1\r\nhost: {origin}\r\ncontent-length: 1073741824\r\n\r\n{}",
+        "x".repeat(1024)
+    );
+    let chunked = response_body_across_a_lost_connection(request).await;
+    let body = dechunk(&chunked).expect("the response up to its last chunk");
+    assert_eq!(body.len() as u64, ARRIVED);
+    assert_eq!(hex(&Sha256::digest(&body)), pattern_sha256(ARRIVED));
+}
+
+/// Size of the response in the two tests above: well inside one receive
+/// window, so all of it reaches the agent at once.
+const ARRIVED: u64 = 12 * 1024 * 1024;
+
+/// Sends `request` (raw HTTP/1.1) through an agent whose one tunnel
+/// connection passes a relay; once the response has reached the agent, the
+/// relay goes silent and the ping timeout ends the connection. Returns the
+/// response's body as a slow client then reads it (as sent, chunked or not).
+async fn response_body_across_a_lost_connection(request: String) -> Vec<u8> {
     let pki = Pki::new();
     let server = start_server(&pki, "server").await;
     let (relay, controls) = relay(server.addr).await;
@@ -247,12 +283,11 @@ async fn a_response_that_has_arrived_survives_its_connection() {
     let agent = agent_process_with(&pki, relay, &flags).await;
     let proxy = agent.logged_addr("local proxy listening").await;
     agent.wait_for("tunnel connection up").await;
-    let origin = http_origin().await;
-    // Well inside one receive window: all of it reaches the agent at once.
-    let size: u64 = 6 * 1024 * 1024;
-    let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    let request =
-        format!("GET http://{origin}/download/{size} HTTP/1.1\r\nhost: {origin}\r\nconnection: close\r\n\r\n");
+    // A small receive buffer keeps most of the response in the agent, not
+    // in the kernel, when the connection dies.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let mut client = socket.connect(proxy).await.unwrap();
     client.write_all(request.as_bytes()).await.unwrap();
     let mut received = vec![0u8; 4096];
     let n = client.read(&mut received).await.unwrap();
@@ -263,9 +298,56 @@ async fn a_response_that_has_arrived_survives_its_connection() {
     agent.wait_for("tunnel connection lost").await;
     let _ = tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut received)).await;
     let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head") + 4;
-    let body = &received[head_end..];
-    assert_eq!(body.len() as u64, size, "{}", String::from_utf8_lossy(&received[..head_end]));
-    assert_eq!(hex(&Sha256::digest(body)), pattern_sha256(size));
+    let head = String::from_utf8_lossy(&received[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    received.split_off(head_end)
+}
+
+/// The data of a chunked body, if it ends with its last (empty) chunk.
+fn dechunk(mut chunked: &[u8]) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = chunked.windows(2).position(|w| w == b"\r\n")?;
+        let size = usize::from_str_radix(std::str::from_utf8(&chunked[..line_end]).ok()?, 16).ok()?;
+        chunked = &chunked[line_end + 2..];
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(chunked.get(..size)?);
+        chunked = chunked.get(size + 2..)?;
+    }
+}
+
+/// An origin that answers each request at once, `ARRIVED` pattern bytes in
+/// 64 KiB chunks, then goes on reading (and dropping) the request's body.
+async fn answers_before_the_upload_ends() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 65536];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n @ 1..) = tcp.read(&mut buffer).await else { return };
+                    head.extend_from_slice(&buffer[..n]);
+                }
+                let (mut read, mut write) = tcp.into_split();
+                tokio::spawn(async move { while let Ok(1..) = read.read(&mut buffer).await {} });
+                let mut response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                for index in 0..ARRIVED / CHUNK as u64 {
+                    response.extend_from_slice(format!("{CHUNK:x}\r\n").as_bytes());
+                    response.extend_from_slice(&pattern_chunk(index, CHUNK));
+                    response.extend_from_slice(b"\r\n");
+                }
+                response.extend_from_slice(b"0\r\n\r\n");
+                let _ = write.write_all(&response).await;
+                // Kept open: the request's body has not ended.
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    addr
 }
 
 /// curl downloading `url` through `proxy` at `rate`: whether it succeeded,

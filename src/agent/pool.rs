@@ -405,8 +405,8 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                 *shared.slots[index].write().unwrap_or_else(|e| e.into_inner()) = None;
                 // Ending the connection (dropping it, when a ping went
                 // unanswered or after a pause) settles each stream: a
-                // response that had fully arrived, its request sent, keeps
-                // what was received; any other fails once its buffered bytes
+                // response that had fully arrived keeps what was received,
+                // its request's body sent in full or not; any other fails once its buffered bytes
                 // are read, and its tunnel's relay closes both sides.
                 match ended {
                     Ok(Ok(())) if connection.broken.load(Ordering::Relaxed) => {
