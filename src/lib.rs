@@ -13,6 +13,8 @@
 //! - [`http_util`]: body type, hop-by-hop header handling and short text replies.
 //! - [`protocol`]: the contracts between components (control API JSON, metric names).
 //! - [`relay`]: two-way byte relay with idle timeout and activity counters.
+//! - `h2_stream` (features `agent` or `server`): HTTP/2 streams as bodies and
+//!   byte streams, with flow-control credit given back as readers take data.
 //! - `upstream`: the agent's way out through a corporate HTTP or SOCKS5 proxy
 //!   (used by the tunnel dial path and the control API client).
 //! - [`telemetry`]: `tracing` subscriber setup (text or JSON).
@@ -27,6 +29,8 @@
 
 pub mod cli;
 pub mod config;
+#[cfg(any(feature = "agent", feature = "server"))]
+pub mod h2_stream;
 #[cfg(any(feature = "agent", feature = "server", feature = "lambda", feature = "deploy"))]
 pub mod http_client;
 pub mod http_util;

@@ -1,16 +1,18 @@
 //! Accept loop and per-connection handling: at most `max_handshakes` TLS
 //! handshakes at once, each with a deadline, failures logged within a budget,
-//! client certificate name into the connection span, HTTP/1.1 or HTTP/2 served
-//! by hyper, graceful shutdown on cancel, bounded drain at the end.
+//! client certificate name into the connection span, HTTP/2 served on `h2`
+//! and HTTP/1.1 by hyper, graceful shutdown on cancel, bounded drain at the end.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -143,38 +145,87 @@ impl Connection {
         let _active = self.stats.hold(|s| &s.connections_active);
         let span = tracing::Span::current();
         let proxy = self.proxy.clone();
-        // Over HTTP/2 every tunnel is a stream of this connection: when the
-        // connection is gone (the agent died, the network broke, GOAWAY and
-        // close) they are cut at once, not left to their idle timeout with
-        // their target connections open. An HTTP/1.1 tunnel owns its
-        // connection and sees its end itself.
-        let gone = CancellationToken::new();
-        let tunnels = if alpn == "h2" { gone.clone() } else { CancellationToken::new() };
-        let service = service_fn(move |req| proxy.clone().handle(req, span.clone(), tunnels.clone()));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http2()
-            .max_concurrent_streams(self.config.max_concurrent_streams)
-            .initial_stream_window_size(self.config.stream_window)
-            .initial_connection_window_size(self.config.connection_window)
-            .max_header_list_size(self.config.max_header_bytes)
-            .max_send_buf_size(1024 * 1024)
-            // Larger DATA frames from the agent: fewer frames and writes per MiB.
-            .max_frame_size(crate::tls::MAX_H2_FRAME);
-        builder.http1().max_buf_size((self.config.max_header_bytes as usize).max(8192));
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-        tokio::pin!(conn);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = self.shutdown.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
+        let result = if alpn == "h2" {
+            // Every tunnel is a stream of this connection: when the
+            // connection is gone (the agent died, the network broke, GOAWAY
+            // and close) they are cut at once, not left to their idle
+            // timeout with their target connections open.
+            let gone = CancellationToken::new();
+            let result = self.http2(tls, proxy, span, gone.clone()).await.map_err(|e| e.to_string());
+            gone.cancel();
+            result
+        } else {
+            // HTTP/1.1 (RFC 9113 §3.2: HTTP/2 over TLS is chosen by ALPN).
+            // A tunnel owns its connection and sees its end itself.
+            let never = CancellationToken::new();
+            let service = service_fn(move |req| proxy.clone().handle(req, span.clone(), never.clone()));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .max_buf_size((self.config.max_header_bytes as usize).max(8192))
+                .serve_connection(TokioIo::new(tls), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = self.shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            result.map_err(|e| e.to_string())
         };
-        gone.cancel();
         match result {
             Ok(()) => info!("agent disconnected"),
             Err(error) => debug!(%error, "agent connection ended with an error"),
         }
+    }
+
+    /// An HTTP/2 connection on `h2` directly: each stream is served in this
+    /// task (no task per stream, none for its response's body), so a small
+    /// request wakes one task here where hyper's server woke three.
+    async fn http2(
+        &self,
+        tls: tokio_rustls::server::TlsStream<TcpStream>,
+        proxy: Arc<Proxy>,
+        span: tracing::Span,
+        tunnels: CancellationToken,
+    ) -> Result<(), h2::Error> {
+        let config = &self.config;
+        let mut connection = h2::server::Builder::new()
+            .max_concurrent_streams(config.max_concurrent_streams)
+            .initial_window_size(config.stream_window)
+            .initial_connection_window_size(config.connection_window)
+            .max_header_list_size(config.max_header_bytes)
+            .max_send_buffer_size(1024 * 1024)
+            // Larger DATA frames from the agent: fewer frames and writes per MiB.
+            .max_frame_size(crate::tls::MAX_H2_FRAME)
+            .handshake(tls)
+            .await?;
+        let mut streams = futures_util::stream::FuturesUnordered::new();
+        let mut draining = false;
+        let cancelled = self.shutdown.cancelled();
+        tokio::pin!(cancelled);
+        std::future::poll_fn(|cx| {
+            if !draining && cancelled.as_mut().poll(cx).is_ready() {
+                draining = true;
+                connection.graceful_shutdown();
+            }
+            // Streams first, every one that can go on: what they send then
+            // leaves in one write when the connection is polled below.
+            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            loop {
+                match connection.poll_accept(cx) {
+                    Poll::Ready(Some(Ok((req, respond)))) => {
+                        streams.push(proxy.clone().serve_stream(req, respond, span.clone(), tunnels.clone()));
+                    }
+                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
+                    Poll::Ready(None) => return Poll::Ready(Ok(())),
+                    Poll::Pending => break,
+                }
+            }
+            // New streams start at once; what they send wakes this task to write it.
+            while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
+            Poll::Pending
+        })
+        .await
     }
 }

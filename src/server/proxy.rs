@@ -7,8 +7,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -19,7 +21,8 @@ use tracing::{Instrument, Span, debug, debug_span, warn};
 use super::dial::DialError;
 use super::origins::{Origins, Pooled, Returning};
 use super::{ServerConfig, Stats};
-use crate::http_util::{Body, boxed, empty, strip_hop_by_hop, text_response, wants_upgrade};
+use crate::h2_stream::{RecvBody, Stream, send_body};
+use crate::http_util::{Body, BoxError, boxed, empty, strip_hop_by_hop, text_response, wants_upgrade};
 use crate::relay::relay;
 
 pub(super) struct Proxy {
@@ -34,20 +37,26 @@ impl Proxy {
         Self { config, stats, tracker, origins: Arc::default() }
     }
 
-    /// Serves one request; never fails at the HTTP level (errors become replies).
+    /// Serves one request of an HTTP/1.1 connection; never fails at the
+    /// HTTP level (errors become replies).
     pub(super) async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: Span,
         conn_gone: CancellationToken,
     ) -> Result<Response<Body>, Infallible> {
-        self.stats.streams.fetch_add(1, Ordering::Relaxed);
-        let _in_progress = self.stats.hold(|s| &s.streams_active);
-        self.stats.activity.touch();
+        let _in_progress = self.begin();
         let span = debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
         let response = async {
             let response = if req.method() == Method::CONNECT {
-                self.connect(req, conn_gone).await
+                match self.dial_target(req.uri()).await {
+                    Ok(origin) => {
+                        let upgraded = hyper::upgrade::on(req);
+                        self.spawn_tunnel(async move { upgraded.await.map(TokioIo::new) }, origin, conn_gone);
+                        Response::new(empty())
+                    }
+                    Err(refused) => refused,
+                }
             } else {
                 self.forward(req, conn_gone).await
             };
@@ -59,33 +68,114 @@ impl Proxy {
         Ok(response)
     }
 
-    async fn connect(&self, req: Request<Incoming>, conn_gone: CancellationToken) -> Response<Body> {
-        if let Some(reason) = crate::http_util::target_refusal(true, req.uri()) {
-            return text_response(StatusCode::BAD_REQUEST, reason);
+    /// Serves one stream of an HTTP/2 connection, inside the connection's
+    /// task: answers it, pipes the answer's body, and hands a `CONNECT`
+    /// tunnel to a task of its own. Stops as soon as the agent resets the
+    /// stream while it waits for the answer (the body's pipe watches too).
+    pub(super) async fn serve_stream(
+        self: Arc<Self>,
+        req: Request<h2::RecvStream>,
+        mut respond: h2::server::SendResponse<Bytes>,
+        conn: Span,
+        conn_gone: CancellationToken,
+    ) {
+        let _in_progress = self.begin();
+        let span = debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
+        async move {
+            let (parts, recv) = req.into_parts();
+            let response = if parts.method == Method::CONNECT {
+                let dialled = tokio::select! {
+                    dialled = self.dial_target(&parts.uri) => dialled,
+                    _ = reset(&mut respond) => return,
+                };
+                match dialled {
+                    Ok(origin) => {
+                        let Ok(send) = respond.send_response(Response::new(()), false) else { return };
+                        debug!(status = 200, "answered");
+                        let tunnel = Stream::new(send, recv, ());
+                        return self.spawn_tunnel(async { Ok(tunnel) }, origin, conn_gone);
+                    }
+                    Err(refused) => refused,
+                }
+            } else {
+                let body = RecvBody::new(recv, &parts.headers, ());
+                tokio::select! {
+                    response = self.forward(Request::from_parts(parts, body), conn_gone) => response,
+                    _ = reset(&mut respond) => return,
+                }
+            };
+            debug!(status = response.status().as_u16(), "answered");
+            let (mut parts, body) = response.into_parts();
+            // HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2);
+            // h2 refuses a head that carries one.
+            strip_hop_by_hop(&mut parts.headers, false);
+            let end = body.is_end_stream();
+            if let Ok(send) = respond.send_response(Response::from_parts(parts, ()), end)
+                && !end
+            {
+                send_body(body, send).await;
+            }
         }
-        let Some(authority) = req.uri().authority().cloned() else {
-            return text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target");
+        .instrument(span)
+        .await;
+    }
+
+    /// Counts a new request as activity; the guard holds it as in progress.
+    fn begin(&self) -> impl Drop + use<> {
+        self.stats.streams.fetch_add(1, Ordering::Relaxed);
+        self.stats.activity.touch();
+        self.stats.hold(|s| &s.streams_active)
+    }
+
+    /// Dials a `CONNECT` request's `host:port` (egress policy included); a
+    /// refusal or failure comes back as the reply to send.
+    async fn dial_target(&self, uri: &http::Uri) -> Result<TcpStream, Response<Body>> {
+        if let Some(reason) = crate::http_util::target_refusal(true, uri) {
+            return Err(text_response(StatusCode::BAD_REQUEST, reason));
+        }
+        let Some(authority) = uri.authority() else {
+            return Err(text_response(StatusCode::BAD_REQUEST, "CONNECT needs a host:port target"));
         };
         let Some(port) = authority.port_u16() else {
-            return text_response(StatusCode::BAD_REQUEST, format!("CONNECT target {authority} has no port"));
+            return Err(text_response(StatusCode::BAD_REQUEST, format!("CONNECT target {authority} has no port")));
         };
-        let origin = match self.config.dialer.dial(authority.host(), port).await {
-            Ok(stream) => stream,
-            Err(error) => return self.dial_failed(error),
-        };
+        self.config.dialer.dial(authority.host(), port).await.map_err(|error| self.dial_failed(error))
+    }
+
+    /// Relays the tunnel `client` gives (once the agent has the answer) to
+    /// `origin`, in a task of its own, until either ends, it idles out, or
+    /// the agent's connection is gone.
+    fn spawn_tunnel<F, T>(&self, client: F, origin: TcpStream, conn_gone: CancellationToken)
+    where
+        F: Future<Output = Result<T, hyper::Error>> + Send + 'static,
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (idle, stats) = (self.config.idle_timeout, self.stats.clone());
         let open = self.stats.hold(|s| &s.streams_active);
         self.tracker.spawn(
             async move {
-                tunnel(req, origin, idle, stats, conn_gone).await;
+                let client = tokio::select! {
+                    client = client => client,
+                    _ = conn_gone.cancelled() => return,
+                };
+                match client {
+                    Ok(client) => tokio::select! {
+                        ended = relay(client, origin, idle, stats.activity.clone()) => debug!(?ended, "tunnel ended"),
+                        _ = conn_gone.cancelled() => debug!("agent connection gone, tunnel closed"),
+                    },
+                    Err(error) => warn!(%error, "CONNECT upgrade failed"),
+                }
                 drop(open);
             }
             .in_current_span(),
         );
-        Response::new(empty())
     }
 
-    async fn forward(&self, mut req: Request<Incoming>, conn_gone: CancellationToken) -> Response<Body> {
+    async fn forward<B>(&self, mut req: Request<B>, conn_gone: CancellationToken) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
+        B::Error: Into<BoxError> + std::fmt::Display,
+    {
         let uri = req.uri().clone();
         if let Some(reason) = crate::http_util::target_refusal(false, &uri) {
             return text_response(StatusCode::BAD_REQUEST, reason);
@@ -214,26 +304,6 @@ impl Proxy {
     }
 }
 
-async fn tunnel(
-    req: Request<Incoming>,
-    origin: TcpStream,
-    idle: std::time::Duration,
-    stats: Arc<Stats>,
-    conn_gone: CancellationToken,
-) {
-    let upgraded = tokio::select! {
-        upgraded = hyper::upgrade::on(req) => upgraded,
-        _ = conn_gone.cancelled() => return,
-    };
-    match upgraded {
-        Ok(upgraded) => tokio::select! {
-            ended = relay(TokioIo::new(upgraded), origin, idle, stats.activity.clone()) => debug!(?ended, "tunnel ended"),
-            _ = conn_gone.cancelled() => debug!("agent connection gone, tunnel closed"),
-        },
-        Err(error) => warn!(%error, "CONNECT upgrade failed"),
-    }
-}
-
 async fn join_upgrades(
     client: hyper::upgrade::OnUpgrade,
     origin: hyper::upgrade::OnUpgrade,
@@ -252,19 +322,24 @@ async fn join_upgrades(
     }
 }
 
+/// The agent reset the stream (its client went away, say): nothing more to do.
+async fn reset(respond: &mut h2::server::SendResponse<Bytes>) {
+    let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+}
+
 pin_project_lite::pin_project! {
     /// A body that counts the bytes it carries as activity (`up`: towards the target).
-    struct CountingBody {
+    struct CountingBody<B> {
         #[pin]
-        inner: Incoming,
+        inner: B,
         stats: Arc<Stats>,
         up: bool,
     }
 }
 
-impl http_body::Body for CountingBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for CountingBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,

@@ -78,15 +78,17 @@ impl Default for Meter {
     }
 }
 
-impl Meter {
+impl crate::h2_stream::Taken for Meter {
     /// A reader took `bytes` from the connection.
-    pub fn took(&self, bytes: usize) {
+    fn took(&self, bytes: usize) {
         let taken = self.taken.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
         if taken >= self.wake_at.load(Ordering::Relaxed) && self.wake_at.swap(u64::MAX, Ordering::Relaxed) != u64::MAX {
             self.traffic.notify_one();
         }
     }
+}
 
+impl Meter {
     fn taken(&self) -> u64 {
         self.taken.load(Ordering::Relaxed)
     }
