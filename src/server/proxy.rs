@@ -106,9 +106,11 @@ impl Proxy {
             };
             debug!(status = response.status().as_u16(), "answered");
             let (mut parts, body) = response.into_parts();
-            // HTTP/2 has no connection-specific headers (RFC 9113 §8.2.2);
-            // h2 refuses a head that carries one.
-            strip_hop_by_hop(&mut parts.headers, false);
+            // `forward` keeps Upgrade on a 101, for an HTTP/1.1 client; an
+            // HTTP/2 head may carry no such header (RFC 9113 §8.2.2).
+            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                strip_hop_by_hop(&mut parts.headers, false);
+            }
             let end = body.is_end_stream();
             if let Ok(send) = respond.send_response(Response::from_parts(parts, ()), end)
                 && !end
