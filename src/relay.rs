@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 /// Largest size of each direction's buffer.
 pub const BUFFER: usize = 64 * 1024;
@@ -59,14 +60,18 @@ where
     let (target_read, target_write) = tokio::io::split(target);
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
-    let tick = tokio::sync::Notify::new();
-    let upstream = pump(client_read, target_write, &up, &activity.bytes_up, &activity, &tick);
-    let downstream = pump(target_read, client_write, &down, &activity.bytes_down, &activity, &tick);
+    let clock = Clock { start: Instant::now(), last_ms: AtomicU64::new(0) };
+    let upstream = pump(client_read, target_write, &up, &activity.bytes_up, &activity, &clock);
+    let downstream = pump(target_read, client_write, &down, &activity.bytes_down, &activity, &clock);
+    // One timer, set again only when it fires: moving a byte costs a clock
+    // read, not a wake-up of this task and a new timer each time.
     let watchdog = async {
         loop {
-            if tokio::time::timeout(idle_timeout, tick.notified()).await.is_err() {
+            let deadline = clock.last() + idle_timeout;
+            if Instant::now() >= deadline {
                 return;
             }
+            tokio::time::sleep_until(deadline).await;
         }
     };
     let totals = || (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
@@ -84,13 +89,30 @@ where
     }
 }
 
+/// When a byte last moved through one relay.
+struct Clock {
+    start: Instant,
+    /// Milliseconds from `start` to the last byte moved.
+    last_ms: AtomicU64,
+}
+
+impl Clock {
+    fn moved(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
 async fn pump<R, W>(
     mut from: R,
     mut to: W,
     moved: &AtomicU64,
     total: &AtomicU64,
     activity: &Activity,
-    tick: &tokio::sync::Notify,
+    clock: &Clock,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -110,7 +132,7 @@ where
         moved.fetch_add(n as u64, Ordering::Relaxed);
         total.fetch_add(n as u64, Ordering::Relaxed);
         activity.touch();
-        tick.notify_one();
+        clock.moved();
     }
 }
 
@@ -194,8 +216,11 @@ mod tests {
         let task = tokio::spawn(relay(client, target, Duration::from_secs(300), Arc::default()));
         client_peer.write_all(b"x").await.unwrap();
         tokio::time::sleep(Duration::from_secs(200)).await;
-        assert!(!task.is_finished(), "activity resets the idle clock");
-        tokio::time::sleep(Duration::from_secs(400)).await;
-        assert_eq!(task.await.unwrap(), Ended::Idle { up: 1, down: 0 });
+        client_peer.write_all(b"y").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(250)).await;
+        assert!(!task.is_finished(), "activity resets the idle clock: 450 s in, 250 s after the last byte");
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        assert!(task.is_finished(), "300 s after the last byte");
+        assert_eq!(task.await.unwrap(), Ended::Idle { up: 2, down: 0 });
     }
 }
