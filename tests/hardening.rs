@@ -696,3 +696,29 @@ async fn clients_refused_407_keep_counting_as_waiting() {
     let read = tokio::time::timeout(std::time::Duration::from_secs(2), extra.read(&mut buf)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "unauthenticated clients were not capped: {read:?}");
 }
+
+/// A client that chose HTTP/2 but never sends its preface holds nothing for
+/// long: the server closes it after `handshake_timeout`, as a stalled TLS
+/// handshake, and a shutdown meanwhile does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_without_a_preface_is_closed_after_the_handshake_timeout() {
+    let pki = Pki::new();
+    let server =
+        start_server_with(&pki, "server", |a| a.handshake_timeout = Some("1s".into()), Default::default()).await;
+    let started = std::time::Instant::now();
+    let mut silent = tls_to_server(&pki, server.addr, b"h2").await;
+    let mut sink = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), silent.read_to_end(&mut sink)).await;
+    assert!(read.is_ok(), "still open after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "closed before the timeout: {:?}",
+        started.elapsed()
+    );
+
+    let _waiting = tls_to_server(&pki, server.addr, b"h2").await;
+    let stopping = std::time::Instant::now();
+    server.stop.cancel();
+    server.task.await.unwrap().unwrap();
+    assert!(stopping.elapsed() < std::time::Duration::from_millis(900), "shutdown waited {:?}", stopping.elapsed());
+}

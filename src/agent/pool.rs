@@ -406,8 +406,9 @@ async fn supervise(shared: Arc<Shared>, index: usize, stop: CancellationToken) {
                 // Ending the connection (dropping it, when a ping went
                 // unanswered or after a pause) settles each stream: a
                 // response that had fully arrived keeps what was received,
-                // its request's body sent in full or not; any other fails once its buffered bytes
-                // are read, and its tunnel's relay closes both sides.
+                // its request's body sent in full or not; any other fails
+                // once its buffered bytes are read, and its tunnel's relay
+                // closes both sides.
                 match ended {
                     Ok(Ok(())) if connection.broken.load(Ordering::Relaxed) => {
                         warn!("tunnel connection dropped by the network or the server, reconnecting");

@@ -80,7 +80,7 @@ pub struct ServerArgs {
     /// Give up dialling a target after this long; answered 504 [YAML: dial_timeout; default 10s]
     #[arg(long, env = "FLUIDITY_DIAL_TIMEOUT", value_name = "DURATION")]
     pub dial_timeout: Option<String>,
-    /// Drop a TLS handshake that takes longer [YAML: handshake_timeout; default 10s]
+    /// Drop a TLS handshake that takes longer, and on HTTP/2 a client whose preface takes longer after it [YAML: handshake_timeout; default 10s]
     #[arg(long, env = "FLUIDITY_HANDSHAKE_TIMEOUT", value_name = "DURATION")]
     pub handshake_timeout: Option<String>,
     /// On SIGTERM, let in-flight streams finish this long [YAML: drain_timeout; default 25s]

@@ -10,7 +10,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
@@ -151,14 +150,12 @@ impl Connection {
             // and close) they are cut at once, not left to their idle
             // timeout with their target connections open.
             let gone = CancellationToken::new();
-            let result = self.http2(tls, proxy, span, gone.clone()).await.map_err(|e| e.to_string());
+            let result = self.http2(tls, proxy, span, gone.clone()).await;
             gone.cancel();
             result
         } else {
             // HTTP/1.1 (RFC 9113 §3.2: HTTP/2 over TLS is chosen by ALPN).
-            // A tunnel owns its connection and sees its end itself.
-            let never = CancellationToken::new();
-            let service = service_fn(move |req| proxy.clone().handle(req, span.clone(), never.clone()));
+            let service = service_fn(move |req| proxy.clone().handle(req, span.clone()));
             let conn = hyper::server::conn::http1::Builder::new()
                 .max_buf_size((self.config.max_header_bytes as usize).max(8192))
                 .serve_connection(TokioIo::new(tls), service)
@@ -180,17 +177,18 @@ impl Connection {
     }
 
     /// An HTTP/2 connection on `h2` directly: each stream is served in this
-    /// task (no task per stream, none for its response's body), so a small
-    /// request wakes one task here where hyper's server woke three.
+    /// task, where hyper's server spawned one per stream; a `CONNECT`
+    /// tunnel alone gets a task of its own. The client's preface must come
+    /// within `handshake_timeout`, and a shutdown meanwhile ends it.
     async fn http2(
         &self,
         tls: tokio_rustls::server::TlsStream<TcpStream>,
         proxy: Arc<Proxy>,
         span: tracing::Span,
         tunnels: CancellationToken,
-    ) -> Result<(), h2::Error> {
+    ) -> Result<(), String> {
         let config = &self.config;
-        let mut connection = h2::server::Builder::new()
+        let handshake = h2::server::Builder::new()
             .max_concurrent_streams(config.max_concurrent_streams)
             .initial_window_size(config.stream_window)
             .initial_connection_window_size(config.connection_window)
@@ -198,8 +196,14 @@ impl Connection {
             .max_send_buffer_size(1024 * 1024)
             // Larger DATA frames from the agent: fewer frames and writes per MiB.
             .max_frame_size(crate::tls::MAX_H2_FRAME)
-            .handshake(tls)
-            .await?;
+            .handshake(tls);
+        let mut connection = tokio::select! {
+            started = tokio::time::timeout(config.handshake_timeout, handshake) => match started {
+                Ok(started) => started.map_err(|e| e.to_string())?,
+                Err(_) => return Err(format!("no HTTP/2 preface within {:?}", config.handshake_timeout)),
+            },
+            () = self.shutdown.cancelled() => return Ok(()),
+        };
         let mut streams = futures_util::stream::FuturesUnordered::new();
         let mut draining = false;
         let cancelled = self.shutdown.cancelled();
@@ -217,7 +221,7 @@ impl Connection {
                     Poll::Ready(Some(Ok((req, respond)))) => {
                         streams.push(proxy.clone().serve_stream(req, respond, span.clone(), tunnels.clone()));
                     }
-                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error)),
+                    Poll::Ready(Some(Err(error))) => return Poll::Ready(Err(error.to_string())),
                     Poll::Ready(None) => return Poll::Ready(Ok(())),
                     Poll::Pending => break,
                 }

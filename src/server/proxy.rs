@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -43,7 +43,6 @@ impl Proxy {
         self: Arc<Self>,
         req: Request<Incoming>,
         conn: Span,
-        conn_gone: CancellationToken,
     ) -> Result<Response<Body>, Infallible> {
         let _in_progress = self.begin();
         let span = debug_span!(parent: &conn, "stream", method = %req.method(), target = %req.uri());
@@ -52,13 +51,15 @@ impl Proxy {
                 match self.dial_target(req.uri()).await {
                     Ok(origin) => {
                         let upgraded = hyper::upgrade::on(req);
-                        self.spawn_tunnel(async move { upgraded.await.map(TokioIo::new) }, origin, conn_gone);
+                        // The tunnel owns its connection and sees its end itself.
+                        let never = CancellationToken::new();
+                        self.spawn_tunnel(async move { upgraded.await.map(TokioIo::new) }, origin, never);
                         Response::new(empty())
                     }
                     Err(refused) => refused,
                 }
             } else {
-                self.forward(req, conn_gone).await
+                self.forward(req).await
             };
             debug!(status = response.status().as_u16(), "answered");
             response
@@ -90,7 +91,10 @@ impl Proxy {
                 };
                 match dialled {
                     Ok(origin) => {
-                        let Ok(send) = respond.send_response(Response::new(()), false) else { return };
+                        let send = match respond.send_response(Response::new(()), false) {
+                            Ok(send) => send,
+                            Err(error) => return debug!(%error, "answer not sent"),
+                        };
                         debug!(status = 200, "answered");
                         let tunnel = Stream::new(send, recv, ());
                         return self.spawn_tunnel(async { Ok(tunnel) }, origin, conn_gone);
@@ -100,7 +104,7 @@ impl Proxy {
             } else {
                 let body = RecvBody::new(recv, &parts.headers, ());
                 tokio::select! {
-                    response = self.forward(Request::from_parts(parts, body), conn_gone) => response,
+                    response = self.forward(Request::from_parts(parts, body)) => response,
                     _ = reset(&mut respond) => return,
                 }
             };
@@ -112,10 +116,17 @@ impl Proxy {
                 strip_hop_by_hop(&mut parts.headers, false);
             }
             let end = body.is_end_stream();
-            if let Ok(send) = respond.send_response(Response::from_parts(parts, ()), end)
-                && !end
+            // A reply of known size says so (ours: refusals, dial errors).
+            if !end
+                && !parts.headers.contains_key(CONTENT_LENGTH)
+                && let Some(length) = body.size_hint().exact()
             {
-                send_body(body, send).await;
+                parts.headers.insert(CONTENT_LENGTH, length.into());
+            }
+            match respond.send_response(Response::from_parts(parts, ()), end) {
+                Ok(send) if !end => send_body(body, send).await,
+                Ok(_) => {}
+                Err(error) => debug!(%error, "answer not sent"),
             }
         }
         .instrument(span)
@@ -173,7 +184,7 @@ impl Proxy {
         );
     }
 
-    async fn forward<B>(&self, mut req: Request<B>, conn_gone: CancellationToken) -> Response<Body>
+    async fn forward<B>(&self, mut req: Request<B>) -> Response<Body>
     where
         B: http_body::Body<Data = Bytes> + Send + Sync + Unpin + 'static,
         B::Error: Into<BoxError> + std::fmt::Display,
@@ -251,7 +262,7 @@ impl Proxy {
             let open = self.stats.hold(|s| &s.streams_active);
             self.tracker.spawn(
                 async move {
-                    join_upgrades(client_upgrade, origin_upgrade, idle, stats, conn_gone).await;
+                    join_upgrades(client_upgrade, origin_upgrade, idle, stats).await;
                     drop(open);
                 }
                 .in_current_span(),
@@ -311,22 +322,20 @@ async fn join_upgrades(
     origin: hyper::upgrade::OnUpgrade,
     idle: std::time::Duration,
     stats: Arc<Stats>,
-    conn_gone: CancellationToken,
 ) {
     match tokio::try_join!(client, origin) {
-        Ok((client, origin)) => tokio::select! {
-            ended = relay(TokioIo::new(client), TokioIo::new(origin), idle, stats.activity.clone()) => {
-                debug!(?ended, "upgraded connection ended");
-            }
-            _ = conn_gone.cancelled() => debug!("agent connection gone, upgraded connection closed"),
-        },
+        Ok((client, origin)) => {
+            let ended = relay(TokioIo::new(client), TokioIo::new(origin), idle, stats.activity.clone()).await;
+            debug!(?ended, "upgraded connection ended");
+        }
         Err(error) => warn!(%error, "upgrade failed"),
     }
 }
 
 /// The agent reset the stream (its client went away, say): nothing more to do.
 async fn reset(respond: &mut h2::server::SendResponse<Bytes>) {
-    let _ = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+    let reason = std::future::poll_fn(|cx| respond.poll_reset(cx)).await;
+    debug!(?reason, "stream reset by the agent");
 }
 
 pin_project_lite::pin_project! {
