@@ -110,11 +110,6 @@ impl Proxy {
             };
             debug!(status = response.status().as_u16(), "answered");
             let (mut parts, body) = response.into_parts();
-            // `forward` keeps Upgrade on a 101, for an HTTP/1.1 client; an
-            // HTTP/2 head may carry no such header (RFC 9113 §8.2.2).
-            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                strip_hop_by_hop(&mut parts.headers, false);
-            }
             let end = body.is_end_stream();
             // A reply of known size says so (ours: refusals, dial errors).
             if !end
@@ -268,7 +263,9 @@ impl Proxy {
                 .in_current_span(),
             );
         }
-        strip_hop_by_hop(response.headers_mut(), switching);
+        // Upgrade goes back only to a client that asked for it (over HTTP/2
+        // none can: such a head may carry no Upgrade, RFC 9113 §8.2.2).
+        strip_hop_by_hop(response.headers_mut(), upgrade && switching);
         let stats = self.stats.clone();
         let counted = |body| CountingBody { inner: body, stats, up: false };
         if upgrade || switching {
